@@ -1,0 +1,101 @@
+// Configuration from the environment: one typed, frozen object, with every problem reported at
+// once so that a misconfigured Deployment fails with the whole list, not one key per restart.
+
+import { createHash } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Level } from './log.js';
+
+export interface Config {
+  /** Postgres connection string. Required (`mailplane dev` starts an embedded Postgres instead). */
+  databaseUrl: string;
+  /** 32-byte key derived from MAILPLANE_SECRET_KEY; encrypts DKIM private keys at rest. */
+  secretKey: Buffer;
+  /** HTTP port of the api. Default 8080. */
+  port: number;
+  /** debug | info | warn | error. Default info. */
+  logLevel: Level;
+  /** smtp(s)://user:pass@host:port to relay all mail through; unset means direct MX delivery. */
+  relayUrl: string | undefined;
+  /** Name this host gives in EHLO. Default the machine's hostname. */
+  heloName: string;
+  /** Jobs one sender process runs at once. Default 32 (SMTP waits on the network, not the CPU). */
+  senderConcurrency: number;
+  /** Largest accepted message (body and attachments, as sent in the request). Default 10 MiB. */
+  maxMessageBytes: number;
+  /** Recipients (to + cc + bcc) in one send. Default 50, as Resend. */
+  maxRecipients: number;
+  /** How long a deferred message keeps being retried before it fails. Default 5 days. */
+  messageLifetimeSeconds: number;
+  /** Wall-clock limit of one template render. Default 250 ms. */
+  renderTimeoutMs: number;
+  /** Heap limit of the template sandbox. Default 32 MiB. */
+  renderMemoryMb: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+/**
+ * Reads the configuration every Mailplane process shares.
+ *
+ *   const config = readConfig(process.env);   // throws ConfigError listing every bad key
+ */
+export function readConfig(env: Env): Readonly<Config> {
+  const problems: string[] = [];
+  const int = (key: string, fallback: number, min = 1): number => {
+    const raw = env[key];
+    if (raw === undefined || raw === '') return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min) {
+      problems.push(`${key} must be an integer ≥ ${min}, got "${raw}"`);
+      return fallback;
+    }
+    return value;
+  };
+
+  const databaseUrl = env.DATABASE_URL ?? '';
+  if (!databaseUrl) problems.push('DATABASE_URL is required (postgres://user:pass@host:5432/db)');
+
+  const secret = env.MAILPLANE_SECRET_KEY ?? '';
+  if (secret.length < 32) {
+    problems.push('MAILPLANE_SECRET_KEY must be at least 32 characters (e.g. `openssl rand -base64 32`)');
+  }
+
+  const relayUrl = env.MAILPLANE_RELAY_URL || undefined;
+  if (relayUrl && !/^smtps?:\/\//.test(relayUrl)) {
+    problems.push(`MAILPLANE_RELAY_URL must start with smtp:// or smtps://, got "${relayUrl}"`);
+  }
+
+  const logLevel = (env.LOG_LEVEL ?? 'info') as Level;
+  if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) {
+    problems.push(`LOG_LEVEL must be debug, info, warn or error, got "${logLevel}"`);
+  }
+
+  const config: Config = {
+    databaseUrl,
+    secretKey: deriveKey(secret),
+    port: int('PORT', 8080, 0),
+    logLevel,
+    relayUrl,
+    heloName: env.MAILPLANE_HELO_NAME || hostname(),
+    senderConcurrency: int('MAILPLANE_SENDER_CONCURRENCY', 32),
+    maxMessageBytes: int('MAILPLANE_MAX_MESSAGE_BYTES', 10 * 1024 * 1024),
+    maxRecipients: int('MAILPLANE_MAX_RECIPIENTS', 50),
+    messageLifetimeSeconds: int('MAILPLANE_MESSAGE_LIFETIME_SECONDS', 5 * 24 * 3600),
+    renderTimeoutMs: int('MAILPLANE_RENDER_TIMEOUT_MS', 250),
+    renderMemoryMb: int('MAILPLANE_RENDER_MEMORY_MB', 32, 8),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The secret may be any string of 32+ characters; the cipher key is its SHA-256 under a label. */
+function deriveKey(secret: string): Buffer {
+  return createHash('sha256').update('mailplane/v1/secret-key\0').update(secret).digest();
+}

@@ -1,0 +1,41 @@
+// Applies Mailplane's migrations and graphile-worker's own, under a Postgres advisory lock so that
+// replicas starting together apply them once. Run by `mailplane migrate` and at every start-up.
+
+import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import { runMigrations as runWorkerMigrations } from 'graphile-worker';
+import type pg from 'pg';
+import type { Db } from './index.js';
+import type { Logger } from '../log.js';
+import * as core from './migrations/2026-11-23T00-00-core.js';
+
+/** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
+const MIGRATIONS: Record<string, Migration> = {
+  '2026-11-23T00-00-core': core,
+};
+
+const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };
+
+/** Arbitrary but fixed: every Mailplane process contends for the same lock. */
+const MIGRATION_LOCK_ID = 0x6d61696c; // "mail"
+
+/**
+ * Brings the database up to date; safe to call from every process at start-up.
+ *
+ *   await migrate(db, pool, log);
+ */
+export async function migrate(db: Db, pool: pg.Pool, log: Logger): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
+    for (const result of results ?? []) {
+      if (result.status === 'Success') log.info('migration applied', { migration: result.migrationName });
+      if (result.status === 'Error') log.error('migration failed', { migration: result.migrationName });
+    }
+    if (error) throw error;
+    await runWorkerMigrations({ pgPool: pool, logger: undefined });
+  } finally {
+    await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => {});
+    client.release();
+  }
+}

@@ -1,0 +1,172 @@
+// The tables as kysely sees them. Migrations (lib/db/migrations) are the schema of record; these
+// interfaces follow them.
+
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type Json<T> = ColumnType<T, string, string>;
+
+export interface TenantLimits {
+  /** Recipients (to + cc + bcc) in one send; the installation's default when unset. */
+  maxRecipients?: number;
+}
+
+export interface TenantTable {
+  id: Generated<string>;
+  namespace: string;
+  name: string;
+  limits: Json<TenantLimits>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export type Scope = 'send' | 'read';
+
+export interface ApiKeyTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  prefix: string;
+  hash: Buffer;
+  scopes: Scope[];
+  created_at: Generated<Date>;
+  revoked_at: Timestamp | null;
+}
+
+export interface DomainTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  selector: string;
+  dkim_algorithm: 'rsa-2048' | 'ed25519';
+  /** Encrypted envelope (lib/crypto encrypt) of the PKCS#8 PEM. */
+  dkim_private_key: string;
+  dkim_public_key: string;
+  return_path_domain: string | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface TemplateTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  current_version: number;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface TemplateVersionTable {
+  template_id: string;
+  version: number;
+  subject: string;
+  html: string | null;
+  text: string | null;
+  /** SHA-256 of the content: re-applying an unchanged template makes no new version. */
+  digest: string;
+  created_at: Generated<Date>;
+}
+
+export interface Attachment {
+  filename: string;
+  /** base64 */
+  content: string;
+  content_type?: string;
+}
+
+/** What was accepted, everything but the envelope recipients. */
+export interface EmailContent {
+  to: string[];
+  cc: string[];
+  bcc: string[];
+  reply_to: string[];
+  subject: string;
+  html?: string;
+  text?: string;
+  headers: Record<string, string>;
+  attachments: Attachment[];
+  tags: { name: string; value: string }[];
+  template?: { id: string; version: number; variables: Record<string, unknown> };
+}
+
+export interface EmailTable {
+  id: Generated<string>;
+  tenant_id: string;
+  domain_id: string;
+  from_address: string;
+  subject: string;
+  content: Json<EmailContent>;
+  idempotency_key: string | null;
+  scheduled_at: Timestamp | null;
+  created_at: Generated<Date>;
+}
+
+export const MESSAGE_STATUSES = [
+  'queued',
+  'sending',
+  'delivered',
+  'deferred',
+  'bounced',
+  'failed',
+  'suppressed',
+  'canceled',
+] as const;
+export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
+
+/** One row per recipient: each is delivered, retried, bounced or suppressed on its own. */
+export interface MessageTable {
+  id: Generated<string>;
+  email_id: string;
+  tenant_id: string;
+  recipient: string;
+  status: MessageStatus;
+  attempts: Generated<number>;
+  last_reply: string | null;
+  next_attempt_at: Timestamp | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface EventTable {
+  id: Generated<string>;
+  tenant_id: string;
+  email_id: string;
+  message_id: string | null;
+  type: string;
+  detail: Json<Record<string, unknown>>;
+  created_at: Generated<Date>;
+}
+
+export type SuppressionReason = 'bounce' | 'complaint' | 'unsubscribe' | 'manual';
+
+export interface SuppressionTable {
+  tenant_id: string;
+  /** Lower-cased. */
+  address: string;
+  reason: SuppressionReason;
+  detail: string | null;
+  created_at: Generated<Date>;
+}
+
+export interface Database {
+  tenants: TenantTable;
+  api_keys: ApiKeyTable;
+  domains: DomainTable;
+  templates: TemplateTable;
+  template_versions: TemplateVersionTable;
+  emails: EmailTable;
+  messages: MessageTable;
+  events: EventTable;
+  suppressions: SuppressionTable;
+}
+
+export type Tenant = Selectable<TenantTable>;
+export type ApiKey = Selectable<ApiKeyTable>;
+export type Domain = Selectable<DomainTable>;
+export type Template = Selectable<TemplateTable>;
+export type TemplateVersion = Selectable<TemplateVersionTable>;
+export type Email = Selectable<EmailTable>;
+export type NewEmail = Insertable<EmailTable>;
+export type Message = Selectable<MessageTable>;
+export type MessageUpdate = Updateable<MessageTable>;
+export type Event = Selectable<EventTable>;

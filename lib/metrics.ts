@@ -1,0 +1,55 @@
+// Prometheus metrics: one registry per process, every name prefixed `mailplane_`. Created by
+// main.ts and passed down, so that tests read the counters of the app they started.
+
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  /** Messages (recipients) accepted by the api, by tenant. */
+  accepted: Counter<'tenant'>;
+  /** Delivery outcomes in the sender: delivered, deferred, bounced, failed, suppressed. */
+  outcomes: Counter<'outcome'>;
+  /** Seconds from acceptance to the final SMTP reply of a delivered message. */
+  sendLatency: Histogram<never>;
+  /** Seconds the api spends answering, by route and status. */
+  httpDuration: Histogram<'route' | 'status'>;
+}
+
+/**
+ * Creates a process's registry and the metrics every component records into.
+ *
+ *   const metrics = createMetrics({ defaults: true });
+ *   metrics.accepted.inc({ tenant: 'acme' });
+ */
+export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaults) collectDefaultMetrics({ register: registry, prefix: 'mailplane_' });
+  return {
+    registry,
+    accepted: new Counter({
+      name: 'mailplane_messages_accepted_total',
+      help: 'Messages (one per recipient) accepted and queued by the api.',
+      labelNames: ['tenant'],
+      registers: [registry],
+    }),
+    outcomes: new Counter({
+      name: 'mailplane_messages_total',
+      help: 'Delivery attempts by outcome: delivered, deferred, bounced, failed, suppressed.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    sendLatency: new Histogram({
+      name: 'mailplane_send_latency_seconds',
+      help: 'Seconds from acceptance to delivery of a message.',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers: [registry],
+    }),
+    httpDuration: new Histogram({
+      name: 'mailplane_http_request_duration_seconds',
+      help: 'Seconds the api spends on a request, by route and status.',
+      labelNames: ['route', 'status'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+  };
+}

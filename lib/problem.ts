@@ -1,0 +1,49 @@
+// Errors a client can act on, rendered as RFC 9457 application/problem+json by the API.
+// `type` is stable (clients branch on it); `detail` is for humans; `errors` lists every
+// field at fault when validation fails.
+
+export interface FieldError {
+  /** JSON pointer-ish path of the field, e.g. `to[2]` or `headers.X-Foo`. */
+  field: string;
+  message: string;
+}
+
+export class Problem extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    readonly detail: string,
+    readonly errors?: FieldError[],
+  ) {
+    super(detail);
+    this.name = 'Problem';
+  }
+
+  get title(): string {
+    return TITLES[this.status] ?? 'Error';
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      type: `https://mailplane.io/problems/${this.type}`,
+      title: this.title,
+      status: this.status,
+      detail: this.detail,
+      ...(this.errors ? { errors: this.errors } : {}),
+    };
+  }
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  409: 'Conflict',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
