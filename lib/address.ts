@@ -80,14 +80,17 @@ export function normalizeAddress(address: string): string {
   }
   if (!DOMAIN.test(domain)) throw new AddressError(`"${address}" has an invalid domain`);
   const normalized = `${local}@${domain}`;
-  if (normalized.length > MAX_ADDRESS) throw new AddressError(`"${address}" is longer than ${MAX_ADDRESS} characters`);
+  if (normalized.length > MAX_ADDRESS)
+    throw new AddressError(`"${address}" is longer than ${MAX_ADDRESS} characters`);
   return normalized;
 }
 
 /** Formats a mailbox for a header, quoting the name when it has specials. */
 export function formatMailbox({ name, address }: Mailbox): string {
   if (!name) return address;
-  return /^[\w !#$%&'*+/=?^`{|}~-]*$/.test(name) ? `${name} <${address}>` : `"${name.replace(/\\/g, '\\\\')}" <${address}>`;
+  return /^[\w !#$%&'*+/=?^`{|}~-]*$/.test(name)
+    ? `${name} <${address}>`
+    : `"${name.replace(/\\/g, '\\\\')}" <${address}>`;
 }
 
 export function domainOf(address: string): string {

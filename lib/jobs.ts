@@ -17,3 +17,20 @@ export function isSendMessagePayload(value: unknown): value is SendMessagePayloa
   );
 }
 
+/**
+ * graphile-worker attempts of one send_message job. The task settles every delivery outcome itself
+ * (deferrals are new jobs on Mailplane's schedule), so these retries only cover what it cannot
+ * settle, such as the database going away mid-job; graphile-worker's e^n-second backoff makes 10
+ * attempts span about three hours of such trouble.
+ */
+export const SEND_MESSAGE_MAX_ATTEMPTS = 10;
+
+// Typed addJob('send_message', …) for whoever queues it.
+declare global {
+  // eslint-disable-next-line @typescript-eslint/no-namespace -- graphile-worker's task map is a global namespace
+  namespace GraphileWorker {
+    interface Tasks {
+      send_message: SendMessagePayload;
+    }
+  }
+}

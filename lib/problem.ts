@@ -23,6 +23,10 @@ export class Problem extends Error {
     return TITLES[this.status] ?? 'Error';
   }
 
+  /**
+   * RFC 9457 members, plus `statusCode`, `name` and `message`: the members Resend's SDK reads
+   * from an error, so that its callers see our reason and not a generic one.
+   */
   toJSON(): Record<string, unknown> {
     return {
       type: `https://mailplane.io/problems/${this.type}`,
@@ -30,6 +34,9 @@ export class Problem extends Error {
       status: this.status,
       detail: this.detail,
       ...(this.errors ? { errors: this.errors } : {}),
+      statusCode: this.status,
+      name: this.type.replace(/-/g, '_'),
+      message: this.detail,
     };
   }
 }

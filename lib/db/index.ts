@@ -19,8 +19,10 @@ export interface DatabaseHandle {
  */
 export function openDatabase(connectionString: string, options: { max?: number } = {}): DatabaseHandle {
   const pool = new pg.Pool({ connectionString, max: options.max ?? 10 });
-  // An idle client that loses its connection emits 'error'; without a listener that kills the process.
+  // A client that loses its connection emits 'error', idle (on the pool) or checked out (on the
+  // client); without a listener that kills the process. The query in flight fails and says why.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool, close: () => db.destroy() };
 }

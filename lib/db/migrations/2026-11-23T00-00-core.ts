@@ -42,7 +42,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     // One tenant holds a domain: the first to claim it keeps it.
     .addColumn('name', 'text', (c) => c.notNull().unique())
     .addColumn('selector', 'text', (c) => c.notNull())
-    .addColumn('dkim_algorithm', 'text', (c) => c.notNull().check(sql`dkim_algorithm in ('rsa-2048', 'ed25519')`))
+    .addColumn('dkim_algorithm', 'text', (c) =>
+      c.notNull().check(sql`dkim_algorithm in ('rsa-2048', 'ed25519')`),
+    )
     .addColumn('dkim_private_key', 'text', (c) => c.notNull())
     .addColumn('dkim_public_key', 'text', (c) => c.notNull())
     .addColumn('return_path_domain', 'text')
@@ -86,7 +88,11 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addUniqueConstraint('emails_idempotency', ['tenant_id', 'idempotency_key'])
     .execute();
-  await db.schema.createIndex('emails_tenant_created').on('emails').columns(['tenant_id', 'created_at']).execute();
+  await db.schema
+    .createIndex('emails_tenant_created')
+    .on('emails')
+    .columns(['tenant_id', 'created_at'])
+    .execute();
 
   await db.schema
     .createTable('messages')
