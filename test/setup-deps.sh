@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs, from Debian, what the tests need beyond node_modules: dkimpy (python3-dkim, which
+# pulls in python3-nacl for ed25519) for the independent DKIM verifier in test/helpers/dkim.ts.
+# Idempotent and silent when everything is present; apt-get runs only when something is missing.
+#
+# The checks use /usr/bin/python3 on purpose: a pyenv or venv python3 earlier on PATH does not see
+# Debian's dist-packages, and test/helpers/dkim.ts runs /usr/bin/python3 for the same reason.
+set -euo pipefail
+
+missing=()
+if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+  missing+=(python3-dkim python3-nacl)
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1; then
+  sudo=(sudo)
+else
+  echo "test/setup-deps.sh: missing Debian packages: ${missing[*]}" >&2
+  echo "install them as root: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "test/setup-deps.sh: installing ${missing[*]}" >&2
+# apt's chatter (debconf notes and the like) is shown only when something fails.
+if ! log=$(
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq 2>&1 &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" 2>&1
+); then
+  echo "$log" >&2
+  exit 1
+fi
+
+if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
+  echo "test/setup-deps.sh: installed ${missing[*]}, but /usr/bin/python3 still cannot import dkim and nacl" >&2
+  exit 1
+fi
