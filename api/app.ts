@@ -1,0 +1,84 @@
+// The api's express app. createApp takes every dependency as an argument and starts nothing, so
+// a test can listen on port 0 against its own database.
+
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { sql } from 'kysely';
+import type { Db } from '../lib/db/index.js';
+import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
+import { Problem } from '../lib/problem.js';
+import type { Acceptor } from './accept.js';
+import { authenticate } from './auth.js';
+import { domainsRouter } from './domains.js';
+import { emailsRouter } from './emails.js';
+import { openApiDocument } from './openapi.js';
+import { problemHandler, sendProblem } from './problems.js';
+import type { Limits } from './validate.js';
+
+export interface AppDeps {
+  db: Db;
+  acceptor: Acceptor;
+  log: Logger;
+  metrics: Metrics;
+  limits: Limits;
+}
+
+/** JSON carries attachments as base64: 4 bytes for every 3, plus room for the rest of the body. */
+const BASE64_OVERHEAD = 4 / 3;
+const JSON_ENVELOPE_BYTES = 64 * 1024;
+
+/**
+ * Builds the api.
+ *
+ *   const server = createApp(deps).listen(config.port);
+ */
+export function createApp(deps: AppDeps): express.Express {
+  const { db, log, metrics } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const end = metrics.httpDuration.startTimer();
+    res.on('finish', () => {
+      // The matched route, not the URL, so that ids do not explode the label set.
+      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
+      end({ route: `${req.baseUrl}${route}`, status: String(res.statusCode) });
+    });
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
+  app.get('/readyz', async (_req, res) => {
+    try {
+      await sql`select 1`.execute(db);
+      res.json({ status: 'ok' });
+    } catch {
+      sendProblem(res, new Problem(503, 'not-ready', 'Postgres does not answer.'));
+    }
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get('/v1/openapi.json', (_req, res) => void res.json(openApiDocument));
+
+  const jsonLimit = Math.ceil(deps.limits.maxMessageBytes * BASE64_OVERHEAD) + JSON_ENVELOPE_BYTES;
+  const v1 = express.Router();
+  v1.use(express.json({ limit: jsonLimit, type: ['application/json', 'application/*+json'] }));
+  v1.use((req: Request, _res: Response, next: NextFunction) => {
+    if (req.method === 'POST' && !req.is('application/json') && !req.is('application/*+json')) {
+      return next(new Problem(415, 'unsupported-media-type', 'Send the body as application/json.'));
+    }
+    next();
+  });
+  v1.use(authenticate(db));
+  v1.use(emailsRouter({ db, acceptor: deps.acceptor, metrics, limits: deps.limits }));
+  v1.use(domainsRouter(db));
+  app.use('/v1', v1);
+
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(new Problem(404, 'not-found', `No route for ${req.method} ${req.path}.`));
+  });
+  app.use(problemHandler(log));
+  return app;
+}

@@ -1,0 +1,297 @@
+// /v1/emails in Resend's shapes: send one, send a batch, read one with its per-recipient status
+// and event timeline, cancel one that has not gone out.
+
+import { randomUUID } from 'node:crypto';
+import { Router, type Request } from 'express';
+import { sql } from 'kysely';
+import { formatMailbox } from '../lib/address.js';
+import type { Db } from '../lib/db/index.js';
+import type { MessageStatus } from '../lib/db/schema.js';
+import type { Metrics } from '../lib/metrics.js';
+import { Problem, type FieldError } from '../lib/problem.js';
+import type { Acceptor, PreparedEmail } from './accept.js';
+import { principalOf, requireScope, type Principal } from './auth.js';
+import { TtlCache } from './ttl-cache.js';
+import { checkSendRequest, fromDomain, type Limits } from './validate.js';
+
+export interface EmailsDeps {
+  db: Db;
+  acceptor: Acceptor;
+  metrics: Metrics;
+  limits: Limits;
+}
+
+/** Resend's batch limit: 100 emails in one request. */
+const MAX_BATCH = 100;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
+const DOMAIN_CACHE_MS = 1000;
+/** Postgres' unique_violation: a concurrent request with the same idempotency key won. */
+const UNIQUE_VIOLATION = '23505';
+
+export function emailsRouter(deps: EmailsDeps): Router {
+  const { db, acceptor, metrics } = deps;
+  const router = Router();
+  const domains = new TtlCache<string, string | null>(DOMAIN_CACHE_MS, 10_000);
+
+  /** Checks one request body and resolves the tenant's domain and template; throws a Problem. */
+  const prepare = async (principal: Principal, body: unknown, prefix = ''): Promise<PreparedEmail> => {
+    const limits = {
+      ...deps.limits,
+      maxRecipients: principal.limits.maxRecipients ?? deps.limits.maxRecipients,
+    };
+    const send = checkSendRequest(body, limits, prefix);
+    const domainName = fromDomain(send);
+    const cacheKey = `${principal.tenantId}/${domainName}`;
+    let domainId = domains.get(cacheKey);
+    if (domainId === undefined) {
+      const row = await db
+        .selectFrom('domains')
+        .select('id')
+        .where('tenant_id', '=', principal.tenantId)
+        .where('name', '=', domainName)
+        .executeTakeFirst();
+      domainId = row?.id ?? null;
+      domains.set(cacheKey, domainId);
+    }
+    if (!domainId) {
+      throw new Problem(403, 'domain-not-owned', `${domainName} is not a sending domain of this tenant.`, [
+        { field: `${prefix}from`, message: `add a SendingDomain for ${domainName} first` },
+      ]);
+    }
+    let subject = send.content.subject;
+    const content = send.content;
+    if (send.template) {
+      const byId = UUID.test(send.template.ref);
+      const template = await db
+        .selectFrom('templates')
+        .innerJoin('template_versions', (join) =>
+          join
+            .onRef('template_versions.template_id', '=', 'templates.id')
+            .onRef('template_versions.version', '=', 'templates.current_version'),
+        )
+        .select(['templates.id', 'templates.current_version', 'template_versions.subject'])
+        .where('templates.tenant_id', '=', principal.tenantId)
+        .where(byId ? 'templates.id' : 'templates.name', '=', send.template.ref)
+        .executeTakeFirst();
+      if (!template) {
+        throw new Problem(422, 'validation-failed', `No template "${send.template.ref}" in this tenant.`, [
+          { field: `${prefix}template.id`, message: 'names no Template of this tenant' },
+        ]);
+      }
+      // The version is pinned now: a template edited after acceptance does not change this email.
+      content.template = {
+        id: template.id,
+        version: template.current_version,
+        variables: send.template.variables,
+      };
+      subject ||= template.subject;
+    }
+    return {
+      id: randomUUID(),
+      tenantId: principal.tenantId,
+      domainId,
+      from: formatMailbox(send.from),
+      subject,
+      content,
+      recipients: send.recipients,
+      scheduledAt: send.scheduledAt,
+      idempotencyKey: null,
+    };
+  };
+
+  const idempotencyKey = (req: Request): string | null => {
+    const key = req.get('idempotency-key');
+    if (key === undefined) return null;
+    if (key.length === 0 || key.length > 256) {
+      throw new Problem(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1 to 256 characters.');
+    }
+    return key;
+  };
+
+  const existingByKey = async (tenantId: string, key: string) =>
+    db
+      .selectFrom('emails')
+      .select('id')
+      .where('tenant_id', '=', tenantId)
+      .where('idempotency_key', '=', key)
+      .executeTakeFirst();
+
+  router.post('/emails', requireScope('send'), async (req, res) => {
+    const principal = principalOf(req);
+    const key = idempotencyKey(req);
+    if (key) {
+      const seen = await existingByKey(principal.tenantId, key);
+      if (seen) return void res.status(200).json({ id: seen.id });
+    }
+    const email = await prepare(principal, req.body);
+    email.idempotencyKey = key;
+    try {
+      await acceptor.accept([email]);
+    } catch (err) {
+      const seen =
+        key &&
+        (err as { code?: string }).code === UNIQUE_VIOLATION &&
+        (await existingByKey(principal.tenantId, key));
+      if (seen) return void res.status(200).json({ id: seen.id });
+      throw err;
+    }
+    metrics.accepted.inc({ tenant: principal.tenant }, email.recipients.length);
+    res.status(202).location(`/v1/emails/${email.id}`).json({ id: email.id });
+  });
+
+  router.post('/emails/batch', requireScope('send'), async (req, res) => {
+    const principal = principalOf(req);
+    const body: unknown = req.body;
+    if (!Array.isArray(body) || body.length === 0 || body.length > MAX_BATCH) {
+      throw new Problem(422, 'validation-failed', `The body must be a list of 1 to ${MAX_BATCH} emails.`);
+    }
+    // Strict (Resend's default): one invalid email refuses the batch, every fault listed.
+    // Permissive: the valid ones are sent and the others reported by index.
+    const permissive = req.get('x-batch-validation') === 'permissive';
+    const prepared: PreparedEmail[] = [];
+    const errors: FieldError[] = [];
+    const refused: { index: number; message: string }[] = [];
+    let status = 422;
+    for (const [index, item] of body.entries()) {
+      try {
+        prepared.push(await prepare(principal, item, `[${index}].`));
+      } catch (err) {
+        if (!(err instanceof Problem)) throw err;
+        status = Math.max(status === 422 ? 0 : status, err.status);
+        errors.push(...(err.errors ?? [{ field: `[${index}]`, message: err.detail }]));
+        refused.push({ index, message: err.detail });
+      }
+    }
+    if (errors.length > 0 && !permissive) {
+      throw new Problem(
+        status,
+        'validation-failed',
+        `${refused.length} of ${body.length} emails are invalid.`,
+        errors,
+      );
+    }
+    if (prepared.length > 0) await acceptor.accept(prepared);
+    metrics.accepted.inc(
+      { tenant: principal.tenant },
+      prepared.reduce((n, e) => n + e.recipients.length, 0),
+    );
+    res
+      .status(202)
+      .json({ data: prepared.map((e) => ({ id: e.id })), ...(permissive ? { errors: refused } : {}) });
+  });
+
+  router.get('/emails/:id', requireScope('read'), async (req, res) => {
+    const principal = principalOf(req);
+    const id = String(req.params.id);
+    const notFound = new Problem(404, 'email-not-found', `No email ${id}.`);
+    // Another tenant's email is as absent as one that never existed.
+    if (!UUID.test(id)) throw notFound;
+    const email = await db
+      .selectFrom('emails')
+      .selectAll()
+      .where('id', '=', id)
+      .where('tenant_id', '=', principal.tenantId)
+      .executeTakeFirst();
+    if (!email) throw notFound;
+    const [messages, events] = await Promise.all([
+      db.selectFrom('messages').selectAll().where('email_id', '=', id).orderBy('created_at').execute(),
+      db
+        .selectFrom('events')
+        .leftJoin('messages', 'messages.id', 'events.message_id')
+        .select(['events.type', 'events.detail', 'events.created_at', 'messages.recipient'])
+        .where('events.email_id', '=', id)
+        .orderBy('events.id')
+        .execute(),
+    ]);
+    const status = overallStatus(messages.map((m) => m.status));
+    const c = email.content;
+    res.json({
+      object: 'email',
+      id: email.id,
+      from: email.from_address,
+      to: c.to,
+      cc: c.cc,
+      bcc: c.bcc,
+      reply_to: c.reply_to,
+      subject: email.subject,
+      html: c.html ?? null,
+      text: c.text ?? null,
+      tags: c.tags,
+      created_at: email.created_at.toISOString(),
+      scheduled_at: email.scheduled_at?.toISOString() ?? null,
+      last_event: status,
+      status,
+      recipients: messages.map((m) => ({
+        address: m.recipient,
+        status: m.status,
+        attempts: m.attempts,
+        last_reply: m.last_reply,
+        next_attempt_at: m.next_attempt_at?.toISOString() ?? null,
+      })),
+      events: events.map((e) => ({
+        type: e.type,
+        recipient: e.recipient,
+        at: e.created_at.toISOString(),
+        ...e.detail,
+      })),
+    });
+  });
+
+  router.post('/emails/:id/cancel', requireScope('send'), async (req, res) => {
+    const principal = principalOf(req);
+    const id = String(req.params.id);
+    if (!UUID.test(id)) throw new Problem(404, 'email-not-found', `No email ${id}.`);
+    const canceled = await db.transaction().execute(async (trx) => {
+      const rows = await trx
+        .updateTable('messages')
+        .set({ status: 'canceled', updated_at: sql`now()` })
+        .where('email_id', '=', id)
+        .where('tenant_id', '=', principal.tenantId)
+        .where('status', 'in', ['queued', 'deferred'])
+        .returning(['id', 'email_id', 'tenant_id'])
+        .execute();
+      if (rows.length > 0) {
+        await trx
+          .insertInto('events')
+          .values(
+            rows.map((r) => ({
+              tenant_id: r.tenant_id,
+              email_id: r.email_id,
+              message_id: r.id,
+              type: 'canceled',
+              detail: '{}',
+            })),
+          )
+          .execute();
+      }
+      return rows.length;
+    });
+    if (canceled === 0) {
+      const exists = await db
+        .selectFrom('emails')
+        .select('id')
+        .where('id', '=', id)
+        .where('tenant_id', '=', principal.tenantId)
+        .executeTakeFirst();
+      if (!exists) throw new Problem(404, 'email-not-found', `No email ${id}.`);
+      throw new Problem(
+        409,
+        'not-cancelable',
+        'Every recipient of this email has already been sent to or settled.',
+      );
+    }
+    res.json({ object: 'email', id });
+  });
+
+  return router;
+}
+
+/** One status for the whole email: the least advanced recipient while any is pending, else the worst outcome. */
+export function overallStatus(statuses: MessageStatus[]): MessageStatus {
+  for (const pending of ['sending', 'deferred', 'queued'] as const)
+    if (statuses.includes(pending)) return pending;
+  for (const final of ['bounced', 'failed', 'suppressed', 'canceled'] as const)
+    if (statuses.includes(final)) return final;
+  return 'delivered';
+}

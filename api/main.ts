@@ -1,0 +1,55 @@
+// Wires the api process: config, Postgres, migrations, the accept path and the HTTP server.
+
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../lib/config.js';
+import type { DatabaseHandle } from '../lib/db/index.js';
+import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
+import { createAcceptor } from './accept.js';
+import { createApp } from './app.js';
+
+export interface RunningApi {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the HTTP server on config.port (0 picks a free port) and resolves once it listens.
+ * close() stops accepting connections and waits for requests and writes in flight.
+ */
+export async function startApi(deps: {
+  database: DatabaseHandle;
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+}): Promise<RunningApi> {
+  const { database, config, log, metrics } = deps;
+  const acceptor = createAcceptor(database.pool);
+  const app = createApp({
+    db: database.db,
+    acceptor,
+    log,
+    metrics,
+    limits: { maxRecipients: config.maxRecipients, maxMessageBytes: config.maxMessageBytes },
+  });
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(config.port, () => resolve(s)).once('error', reject);
+  });
+  // Clients inside a cluster keep connections open; a keep-alive shorter than a load balancer's
+  // idle timeout makes them race a closing socket.
+  server.keepAliveTimeout = 65_000;
+  const { port } = server.address() as AddressInfo;
+  const url = `http://localhost:${port}`;
+  log.info('api listening', { url });
+  return {
+    url,
+    close: async () => {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await acceptor.drain();
+    },
+  };
+}

@@ -1,0 +1,40 @@
+// Renders every error as application/problem+json. Problems are the client's fault and are not
+// logged as errors; anything else is a 500 with a generic detail and a logged cause.
+
+import type { NextFunction, Request, Response } from 'express';
+import type { Logger } from '../lib/log.js';
+import { Problem } from '../lib/problem.js';
+
+/** body-parser's error types, mapped to what the client must change. */
+function fromParserError(err: { type?: string; status?: number; limit?: number }): Problem | undefined {
+  switch (err.type) {
+    case 'entity.too.large':
+      return new Problem(413, 'body-too-large', `The request body is over the limit of ${err.limit} bytes.`);
+    case 'entity.parse.failed':
+      return new Problem(400, 'malformed-json', 'The request body is not valid JSON.');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new Problem(415, 'unsupported-encoding', 'Send the body as UTF-8 JSON.');
+    default:
+      return undefined;
+  }
+}
+
+export function sendProblem(res: Response, problem: Problem): void {
+  res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+}
+
+export function problemHandler(log: Logger) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
+    let problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
+    if (!problem) {
+      log.error('request failed', { err: err as Error, method: req.method, path: req.path });
+      problem = new Problem(
+        500,
+        'internal-error',
+        'Something went wrong on our side; the request was not accepted.',
+      );
+    }
+    sendProblem(res, problem);
+  };
+}

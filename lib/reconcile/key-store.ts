@@ -1,0 +1,43 @@
+// Where generated secrets live besides Postgres. The operator keeps them in Kubernetes Secrets;
+// `mailplane apply` keeps API keys nowhere (it prints them once) and DKIM keys only in Postgres,
+// encrypted. The reconcile functions see only this interface, never Kubernetes.
+
+import type { Scope } from '../db/schema.js';
+
+export interface ResourceRef {
+  namespace: string;
+  name: string;
+}
+
+export interface KeyStore {
+  /**
+   * Whether the store still holds API key `keyName` of the tenant. A store that keeps nothing
+   * answers true: the hash in Postgres is then the only record, and the key is never re-issued.
+   */
+  hasApiKey(tenant: ResourceRef, keyName: string): Promise<boolean>;
+  saveApiKey(tenant: ResourceRef, keyName: string, key: string, scopes: Scope[]): Promise<void>;
+  deleteApiKey(tenant: ResourceRef, keyName: string): Promise<void>;
+  /** The user's own DKIM key named by `spec.dkim.secretRef`, as PEM; throws when it is absent. */
+  loadUserDkimKey(domain: ResourceRef, secretName: string): Promise<string>;
+  /** The key generated earlier for this domain, if the store keeps one. */
+  loadGeneratedDkimKey(domain: ResourceRef): Promise<string | undefined>;
+  saveGeneratedDkimKey(domain: ResourceRef, privateKeyPem: string): Promise<void>;
+}
+
+/** The CLI's store: prints each new API key once, and keeps DKIM keys only in Postgres. */
+export function printOnceKeyStore(print: (line: string) => void): KeyStore {
+  return {
+    hasApiKey: async () => true,
+    saveApiKey: async (tenant, keyName, key, scopes) =>
+      print(`API key ${tenant.namespace}/${tenant.name}/${keyName} (${scopes.join(',')}): ${key}`),
+    deleteApiKey: async () => {},
+    loadUserDkimKey: async (domain, secretName) => {
+      throw new Error(
+        `SendingDomain ${domain.namespace}/${domain.name}: spec.dkim.secretRef (${secretName}) names a Kubernetes ` +
+          'Secret, which only the operator can read; leave it out to have a key generated',
+      );
+    },
+    loadGeneratedDkimKey: async () => undefined,
+    saveGeneratedDkimKey: async () => {},
+  };
+}

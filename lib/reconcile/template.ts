@@ -1,0 +1,101 @@
+// Converges a Template into a row and its versions: the ejs must compile in the sandbox and render
+// its sample data before a version is stored; an unchanged template makes no new version.
+
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Db } from '../db/index.js';
+import { RenderError, type Renderer } from '../render/sandbox.js';
+import type { TemplateResource } from '../resources.js';
+import { ReconcileError } from './errors.js';
+import { findTenantId } from './tenant.js';
+
+export interface TemplateOutcome {
+  templateId: string;
+  version: number;
+  changed: boolean;
+}
+
+/**
+ * Checks the template in the sandbox and stores a new version when its content changed.
+ *
+ *   const { version } = await reconcileTemplate({ db, renderer }, template);
+ */
+export async function reconcileTemplate(
+  deps: { db: Db; renderer: Pick<Renderer, 'compile' | 'render'> },
+  template: TemplateResource,
+): Promise<TemplateOutcome> {
+  const { db, renderer } = deps;
+  const ref = template.metadata;
+  const { subject, html = null, text = null, sampleData } = template.spec;
+  const tenantId = await findTenantId(db, ref.namespace, template.spec.tenantRef.name);
+  if (!tenantId) {
+    throw new ReconcileError(
+      'TenantNotFound',
+      `Tenant ${ref.namespace}/${template.spec.tenantRef.name} does not exist yet`,
+    );
+  }
+  const digest = createHash('sha256')
+    .update(JSON.stringify([subject, html, text]))
+    .digest('hex');
+  const source = { key: `check:${digest}`, subject, html, text };
+  try {
+    renderer.compile(source);
+    if (sampleData) await renderer.render(source, sampleData);
+  } catch (err) {
+    if (!(err instanceof RenderError)) throw err;
+    const where = err.line ? `${err.part}, line ${err.line}` : err.part;
+    throw new ReconcileError(
+      'TemplateInvalid',
+      `Template ${ref.namespace}/${ref.name} (${where}): ${err.message}`,
+    );
+  }
+
+  return db.transaction().execute(async (trx) => {
+    const current = await trx
+      .selectFrom('templates')
+      .innerJoin('template_versions', (join) =>
+        join
+          .onRef('template_versions.template_id', '=', 'templates.id')
+          .onRef('template_versions.version', '=', 'templates.current_version'),
+      )
+      .select(['templates.id', 'templates.current_version', 'template_versions.digest'])
+      .where('templates.tenant_id', '=', tenantId)
+      .where('templates.name', '=', ref.name)
+      .forUpdate()
+      .executeTakeFirst();
+    if (current?.digest === digest) {
+      return { templateId: current.id, version: current.current_version, changed: false };
+    }
+    const version = (current?.current_version ?? 0) + 1;
+    const row = await trx
+      .insertInto('templates')
+      .values({ tenant_id: tenantId, name: ref.name, current_version: version })
+      .onConflict((oc) =>
+        oc.columns(['tenant_id', 'name']).doUpdateSet({ current_version: version, updated_at: sql`now()` }),
+      )
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    await trx
+      .insertInto('template_versions')
+      .values({ template_id: row.id, version, subject, html, text, digest })
+      .execute();
+    return { templateId: row.id, version, changed: true };
+  });
+}
+
+/** Removes the template and its versions; messages still queued with it fail with the reason. */
+export async function deleteTemplate(
+  db: Db,
+  namespace: string,
+  tenantName: string,
+  name: string,
+): Promise<boolean> {
+  const tenantId = await findTenantId(db, namespace, tenantName);
+  if (!tenantId) return false;
+  const result = await db
+    .deleteFrom('templates')
+    .where('tenant_id', '=', tenantId)
+    .where('name', '=', name)
+    .executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
