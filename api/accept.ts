@@ -1,15 +1,15 @@
 // The accept path: an email and its per-recipient messages, 'queued' events and send_message jobs
 // are written in one statement, so a 202 means all of it is durable and nothing half-queued exists.
 //
-// Concurrent requests are grouped: while one write is in flight, new arrivals wait and go
-// together in the next one. Each add_jobs call NOTIFYs once, and Postgres serialises those
-// commits; one write per request caps near 1,500/s for the whole database, one write per group
-// scales with the group. There is no timer: an idle server writes a lone request at once.
+// Concurrent requests are grouped (group-commit.ts): each add_jobs call NOTIFYs once and Postgres
+// serialises those commits, so one write per request caps near 1,500/s for the whole database
+// while one write per group scales with the group.
 
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { EmailContent } from '../lib/db/schema.js';
 import { SEND_MESSAGE } from '../lib/jobs.js';
+import { createGroupCommitter } from './group-commit.js';
 
 export interface PreparedEmail {
   id: string;
@@ -57,76 +57,18 @@ select count(*)::int as jobs from graphile_worker.add_jobs((
   from jsonb_to_recordset($2::jsonb) as m(id uuid, run_at timestamptz)
 ))`;
 
-interface Pending {
-  emails: PreparedEmail[];
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
 /**
- * Creates the grouping acceptor over a pool; at most `maxInFlight` groups are written at once.
+ * Creates the acceptor over a pool; at most `maxInFlight` groups are written at once.
  *
  *   const acceptor = createAcceptor(pool);
  *   await acceptor.accept([prepared]);   // resolves once committed
  */
 export function createAcceptor(pool: pg.Pool, options: { maxInFlight?: number } = {}): Acceptor {
-  const maxInFlight = options.maxInFlight ?? 4;
-  const waiting: Pending[] = [];
-  let inFlight = 0;
-  const idle: (() => void)[] = [];
-
-  const pump = () => {
-    while (inFlight < maxInFlight && waiting.length > 0) {
-      const group: Pending[] = [];
-      let size = 0;
-      while (waiting.length > 0 && (group.length === 0 || size + waiting[0]!.emails.length <= MAX_GROUP)) {
-        const next = waiting.shift()!;
-        size += next.emails.length;
-        group.push(next);
-      }
-      inFlight++;
-      void writeGroup(pool, group).finally(() => {
-        inFlight--;
-        if (inFlight === 0 && waiting.length === 0) idle.splice(0).forEach((fn) => fn());
-        pump();
-      });
-    }
-  };
-
-  return {
-    accept(emails) {
-      return new Promise<void>((resolve, reject) => {
-        waiting.push({ emails, resolve, reject });
-        pump();
-      });
-    },
-    drain() {
-      if (inFlight === 0 && waiting.length === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => idle.push(resolve));
-    },
-  };
-}
-
-async function writeGroup(pool: pg.Pool, group: Pending[]): Promise<void> {
-  try {
-    await insert(
-      pool,
-      group.flatMap((p) => p.emails),
-    );
-    group.forEach((p) => p.resolve());
-  } catch (err) {
-    if (group.length === 1) return group[0]!.reject(err);
-    // One request's row (a duplicate idempotency key, say) must not fail its neighbours: retry
-    // each alone, so that each gets its own answer.
-    await Promise.all(
-      group.map((p) =>
-        insert(pool, p.emails).then(
-          () => p.resolve(),
-          (e: unknown) => p.reject(e),
-        ),
-      ),
-    );
-  }
+  const committer = createGroupCommitter<PreparedEmail>((emails) => insert(pool, emails), {
+    maxInFlight: options.maxInFlight ?? 4,
+    maxGroup: MAX_GROUP,
+  });
+  return { accept: (emails) => committer.write(emails), drain: () => committer.drain() };
 }
 
 async function insert(pool: pg.Pool, emails: PreparedEmail[]): Promise<void> {
