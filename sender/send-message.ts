@@ -1,0 +1,266 @@
+// The send_message task: one recipient of one accepted email, from `queued` to a final status.
+//
+//   load → final? done → suppressed? `suppressed` → `sending` → render → compose → sign → deliver
+//   → 2xx `delivered` | 4xx/unreachable `deferred` + a new job later | 5xx `bounced` + suppression
+//
+// Every outcome is settled here and the job completes; graphile-worker's own retries are left for
+// what cannot be settled (the database going away), so a deferral is never retried twice.
+
+import type { JobHelpers } from 'graphile-worker';
+import { domainOf, parseMailbox } from '../lib/address.js';
+import type { Config } from '../lib/config.js';
+import type { Db } from '../lib/db/index.js';
+import { isSendMessagePayload, SEND_MESSAGE } from '../lib/jobs.js';
+import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { Rendered, Renderer } from '../lib/render/sandbox.js';
+import { composeMessage } from './compose.js';
+import { createDkimSigner } from './dkim.js';
+import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
+import {
+  bounce,
+  defer,
+  FINAL_STATUSES,
+  loadMessage,
+  markSending,
+  settle,
+  type MessageToSend,
+} from './queries.js';
+import { createTemplateVersions } from './templates.js';
+import type { Transport } from './transport.js';
+
+export interface SendMessageDeps {
+  db: Db;
+  config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds'>;
+  log: Logger;
+  metrics: Metrics;
+  renderer: Renderer;
+  transport: Transport;
+}
+
+export type SendMessageTask = (payload: unknown, helpers: JobHelpers) => Promise<void>;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** Errors that say the template is at fault: RenderError's codes, and a version that is not there. */
+const TEMPLATE_FAULTS = new Set([
+  'ETEMPLATE_COMPILE',
+  'ETEMPLATE_RUNTIME',
+  'ETEMPLATE_TIMEOUT',
+  'ETEMPLATE_MEMORY',
+  'ETEMPLATE_NOT_FOUND',
+]);
+
+/** Why an attempt did not deliver; `part` and `line` locate a template error. */
+type Failure = DeliveryFailure & { part?: string; line?: number };
+type Delivery = { ok: true; reply: string; host: string } | { ok: false; failure: Failure };
+
+/**
+ * Creates the task; the worker registers it as `send_message`.
+ *
+ *   const taskList = { send_message: createSendMessageTask({ db, config, log, metrics, renderer, transport }) };
+ */
+export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
+  const { db, metrics } = deps;
+  const signer = createDkimSigner(deps.config.secretKey);
+  const templates = createTemplateVersions(db);
+
+  /** Subject and bodies: the template's, rendered in the sandbox, or the request's own. */
+  async function render(message: MessageToSend): Promise<Rendered> {
+    const { content } = message;
+    if (!content.template) return { subject: content.subject, html: content.html, text: content.text };
+    const { id, version, variables } = content.template;
+    const body = await templates.get(message.tenantId, id, version);
+    if (!body) {
+      throw Object.assign(new Error(`template ${id} version ${version} not found`), {
+        code: 'ETEMPLATE_NOT_FOUND',
+      });
+    }
+    return deps.renderer.render({ key: `${id}@${version}`, ...body }, variables ?? {});
+  }
+
+  /** Everything from rendering to the SMTP reply; expected failures come back as values. */
+  async function deliver(message: MessageToSend): Promise<Delivery> {
+    const domain = message.domain;
+    if (!domain) return failed('fail', 'EDOMAIN', 'the sending domain no longer exists');
+    const from = parseMailbox(message.fromAddress).address;
+
+    let rendered: Rendered;
+    try {
+      rendered = await render(message);
+    } catch (err) {
+      return { ok: false, failure: renderFailure(err) };
+    }
+
+    let raw: Buffer;
+    try {
+      raw = await composeMessage({
+        from: message.fromAddress,
+        content: message.content,
+        rendered,
+        messageId: `${message.id}@${domainOf(from)}`,
+        date: new Date(),
+      });
+    } catch (err) {
+      // The same content fails the same way every time: give up at once.
+      return failed('fail', errorCode(err, 'ECOMPOSE'), (err as Error).message);
+    }
+
+    let signed: Buffer;
+    try {
+      signed = await signer.sign(raw, {
+        domainId: domain.id,
+        domain: domain.name,
+        selector: domain.selector,
+        privateKeyEnvelope: domain.dkim_private_key,
+      });
+    } catch (err) {
+      // The key does not decrypt or parse: a wrong MAILPLANE_SECRET_KEY or a damaged row, which an
+      // operator can fix. Deferring keeps the message until then (or until its lifetime ends).
+      return failed('defer', 'EDKIM', `cannot sign: ${(err as Error).message}`);
+    }
+
+    const envelopeFrom = domain.return_path_domain
+      ? `bounces+${message.id}@${domain.return_path_domain}`
+      : from;
+    try {
+      const receipt = await deps.transport.send({ from: envelopeFrom, to: message.recipient }, signed);
+      return { ok: true, ...receipt };
+    } catch (err) {
+      return { ok: false, failure: classifyDeliveryError(err) };
+    }
+  }
+
+  /** Writes the outcome of an attempt; returns the outcome counted, if the write applied. */
+  async function record(
+    message: MessageToSend,
+    attempt: number,
+    delivery: Delivery,
+  ): Promise<string | undefined> {
+    const messageId = message.id;
+    if (delivery.ok) {
+      const { reply, host } = delivery;
+      return (await settle(db, { messageId, status: 'delivered', reply, detail: { attempt, reply, host } }))
+        ? 'delivered'
+        : undefined;
+    }
+    const { failure } = delivery;
+    const detail = eventDetail(attempt, failure);
+    if (failure.kind === 'bounce') {
+      const reply = failure.reply ?? failure.message;
+      return (await bounce(db, { messageId, reply, detail })) ? 'bounced' : undefined;
+    }
+    if (failure.kind === 'defer') {
+      const retryAt = nextAttemptAt({
+        attempt,
+        dueAt: message.dueAt,
+        now: new Date(),
+        lifetimeSeconds: deps.config.messageLifetimeSeconds,
+      });
+      if (retryAt) {
+        return (await defer(db, { messageId, reply: failure.reply, retryAt, detail }))
+          ? 'deferred'
+          : undefined;
+      }
+      detail.expired = true;
+      detail.reason = `still undelivered when its lifetime ended: ${failure.message}`;
+    }
+    return (await settle(db, { messageId, status: 'failed', reply: failure.reply, detail }))
+      ? 'failed'
+      : undefined;
+  }
+
+  return async function send_message(payload, helpers) {
+    const jobId = helpers.job.id;
+    if (!isSendMessagePayload(payload) || !UUID.test(payload.messageId)) {
+      // Retrying cannot fix a payload; keep it in the log and let the job complete.
+      deps.log.error('dropping send_message job with an invalid payload', {
+        task: SEND_MESSAGE,
+        jobId,
+        payload,
+      });
+      return;
+    }
+    const log = deps.log.child({ task: SEND_MESSAGE, jobId, messageId: payload.messageId });
+
+    const message = await loadMessage(db, payload.messageId);
+    if (!message) {
+      log.warn('message not found; dropping the job');
+      return;
+    }
+    // Jobs can run twice (a crash between sending and completing the job): a final message stays so.
+    if (FINAL_STATUSES.includes(message.status)) {
+      log.debug('message already final', { status: message.status });
+      return;
+    }
+
+    if (message.suppressed) {
+      const applied = await settle(db, {
+        messageId: message.id,
+        status: 'suppressed',
+        detail: { reason: 'the recipient is on the suppression list' },
+      });
+      if (applied) metrics.outcomes.inc({ outcome: 'suppressed' });
+      log.info('recipient suppressed; not sent');
+      return;
+    }
+
+    const attempt = await markSending(db, message.id);
+    if (attempt === undefined) {
+      log.debug('message final or owned by a newer job; nothing to do');
+      return;
+    }
+
+    const delivery = await deliver(message).catch((err: unknown): Delivery => {
+      // A bug, not a verdict on the message: keep it deferred (on our schedule) rather than leave
+      // it `sending` behind a job that graphile-worker retries and then gives up on.
+      log.error('unexpected error while sending', { err });
+      return failed('defer', errorCode(err, 'EINTERNAL'), String((err as Error)?.message ?? err));
+    });
+    const outcome = await record(message, attempt, delivery);
+    if (!outcome) {
+      // Canceled (or settled by a twin job) while this attempt was under way.
+      log.warn('message changed during the attempt; outcome not recorded', { attempt });
+      return;
+    }
+    metrics.outcomes.inc({ outcome });
+    if (delivery.ok) {
+      metrics.sendLatency.observe((Date.now() - message.dueAt.getTime()) / 1000);
+      log.debug('delivered', { attempt, reply: delivery.reply, host: delivery.host });
+    } else {
+      const { kind, code, reply, message: reason } = delivery.failure;
+      log.info(outcome, { attempt, kind, code, reply, reason });
+    }
+  };
+}
+
+/**
+ * A template's fault (RenderError, a missing version) fails the message: it would fail again. Any
+ * other error is the sandbox's own trouble and worth another attempt later.
+ */
+function renderFailure(err: unknown): Failure {
+  const e = (err ?? {}) as { message?: unknown; part?: unknown; line?: unknown };
+  const code = errorCode(err, 'ERENDER');
+  const message = typeof e.message === 'string' ? e.message : String(err);
+  if (!TEMPLATE_FAULTS.has(code)) return { kind: 'defer', code, message };
+  const failure: Failure = { kind: 'fail', code, message };
+  if (typeof e.part === 'string') failure.part = e.part;
+  if (typeof e.line === 'number') failure.line = e.line;
+  return failure;
+}
+
+function errorCode(err: unknown, fallback: string): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : fallback;
+}
+
+function failed(kind: Failure['kind'], code: string, message: string): Delivery {
+  return { ok: false, failure: { kind, code, message } };
+}
+
+/** The event's detail: the attempt, the SMTP reply and what went wrong, without empty fields. */
+function eventDetail(attempt: number, f: Failure): Record<string, unknown> {
+  const { reply, code, command, message: reason, part, line } = f;
+  const detail: Record<string, unknown> = { attempt, reply, code, command, reason, part, line };
+  for (const key of Object.keys(detail)) if (detail[key] === undefined) delete detail[key];
+  return detail;
+}
