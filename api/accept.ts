@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { EmailContent } from '../lib/db/schema.js';
-import { SEND_MESSAGE } from '../lib/jobs.js';
+import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
 import { createGroupCommitter } from './group-commit.js';
 
 export interface PreparedEmail {
@@ -31,8 +31,6 @@ export interface Acceptor {
   drain(): Promise<void>;
 }
 
-/** graphile-worker's own retries are a safety net for crashes; delivery retries are Mailplane's. */
-const JOB_MAX_ATTEMPTS = 10;
 /** Largest group written in one statement; beyond this the statement's parse time dominates. */
 const MAX_GROUP = 500;
 
@@ -95,6 +93,6 @@ async function insert(pool: pg.Pool, emails: PreparedEmail[]): Promise<void> {
     JSON.stringify(emailRows),
     JSON.stringify(messageRows),
     SEND_MESSAGE,
-    JOB_MAX_ATTEMPTS,
+    SEND_MESSAGE_MAX_ATTEMPTS,
   ]);
 }

@@ -26,3 +26,11 @@ export function openDatabase(connectionString: string, options: { max?: number }
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool, close: () => db.destroy() };
 }
+
+/**
+ * Connections a process needs: one per concurrent sender job plus graphile-worker's own (its
+ * listener and job fetches), and room for the api's grouped writes and reads.
+ */
+export function poolSize(config: { senderConcurrency: number }): number {
+  return config.senderConcurrency + 8;
+}

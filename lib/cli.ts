@@ -1,0 +1,143 @@
+#!/usr/bin/env node
+// `mailplane <command>`: one binary, one image, a command per Deployment.
+
+import { parseArgs } from 'node:util';
+import { startApi } from '../api/main.js';
+import { startSender } from '../sender/worker.js';
+import { ConfigError, readConfig, type Config } from './config.js';
+import { openDatabase, poolSize, type DatabaseHandle } from './db/index.js';
+import { migrate } from './db/migrate.js';
+import { createLogger, type Logger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { applyResources } from './reconcile/apply.js';
+import { ReconcileError } from './reconcile/errors.js';
+import { printOnceKeyStore } from './reconcile/key-store.js';
+import { createRenderer } from './render/sandbox.js';
+import { ManifestError, readManifests } from './resources.js';
+import { onShutdown } from './shutdown.js';
+
+const USAGE = `Usage: mailplane <command> [options]
+
+Commands:
+  dev                   run everything on an embedded Postgres with a local inbox
+  api                   serve the REST API on $PORT (default 8080)
+  sender                run send jobs
+  migrate               apply database migrations and exit
+  apply -f <file|dir>   apply Tenant, SendingDomain and Template manifests to Postgres
+        [-n namespace]  namespace for manifests that name none (default "default")
+
+Configuration is read from the environment; see the README.`;
+
+interface Runtime {
+  config: Readonly<Config>;
+  log: Logger;
+  database: DatabaseHandle;
+}
+
+async function openRuntime(component: string, env = process.env): Promise<Runtime> {
+  const config = readConfig(env);
+  const log = createLogger({ level: config.logLevel }).child({ component });
+  const database = openDatabase(config.databaseUrl, { max: poolSize(config) });
+  await migrate(database.db, database.pool, log);
+  return { config, log, database };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'migrate': {
+      const { log, database } = await openRuntime('migrate');
+      log.info('database is up to date');
+      await database.close();
+      return 0;
+    }
+    case 'apply': {
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          file: { type: 'string', short: 'f' },
+          namespace: { type: 'string', short: 'n', default: 'default' },
+        },
+      });
+      if (!values.file) {
+        process.stderr.write('mailplane apply: -f <file|dir> is required\n');
+        return 2;
+      }
+      const resources = readManifests(values.file, values.namespace);
+      const config = readConfig(process.env);
+      const log = createLogger({ level: 'warn' });
+      const database = openDatabase(config.databaseUrl);
+      const renderer = createRenderer({ timeoutMs: config.renderTimeoutMs, memoryMb: config.renderMemoryMb });
+      try {
+        await migrate(database.db, database.pool, log);
+        const keys = printOnceKeyStore((line) => process.stdout.write(`${line}\n`));
+        const lines = await applyResources(
+          { db: database.db, keys, secretKey: config.secretKey, renderer },
+          resources,
+        );
+        for (const line of lines) process.stdout.write(`${line}\n`);
+      } finally {
+        renderer.dispose();
+        await database.close();
+      }
+      return 0;
+    }
+    case 'api': {
+      const { config, log, database } = await openRuntime('api');
+      const api = await startApi({ database, config, log, metrics: createMetrics({ defaults: true }) });
+      onShutdown(log, async () => {
+        await api.close();
+        await database.close();
+      });
+      return -1;
+    }
+    case 'sender': {
+      const { config, log, database } = await openRuntime('sender');
+      const renderer = createRenderer({ timeoutMs: config.renderTimeoutMs, memoryMb: config.renderMemoryMb });
+      const metrics = createMetrics({ defaults: true });
+      const sender = await startSender({
+        pool: database.pool,
+        db: database.db,
+        config,
+        log,
+        metrics,
+        renderer,
+      });
+      onShutdown(log, async () => {
+        await sender.stop();
+        renderer.dispose();
+        await database.close();
+      });
+      return -1;
+    }
+    case 'dev': {
+      const { runDev } = await import('./dev/main.js');
+      await runDev(process.env);
+      return -1;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`mailplane: unknown command "${command}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // -1: a long-running command; it exits from its signal handler.
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError || err instanceof ManifestError || err instanceof ReconcileError) {
+      process.stderr.write(`mailplane: ${err.message}\n`);
+    } else {
+      process.stderr.write(`mailplane: ${(err as Error).stack ?? String(err)}\n`);
+    }
+    process.exit(1);
+  },
+);
