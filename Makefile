@@ -1,0 +1,61 @@
+# Mailplane — the two commands a newcomer needs are `make dev` and `make test`.
+
+SHELL := /bin/bash
+NPM ?= npm
+NODE ?= node
+
+.PHONY: dev test bench build install deps lint typecheck format clean tools envtest-up envtest-down
+
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --no-fund --no-audit --loglevel=error
+	@touch $@
+
+install: node_modules/.installed
+
+dist/.built: node_modules/.installed $(shell find api sender operator lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
+	$(NPM) run --silent build
+	@touch $@
+
+build: dist/.built
+
+## dev: run Mailplane locally (embedded Postgres unless DATABASE_URL is set) with a local inbox
+dev: build
+	$(NODE) dist/lib/cli.js dev
+
+## deps: what the tests need beyond npm (Debian's python3-dkim as an independent DKIM verifier)
+deps:
+	@bash test/setup-deps.sh
+
+lint: install
+	npx eslint .
+	npx prettier --check .
+
+typecheck: install
+	npx tsc -p tsconfig.json --noEmit
+
+format: install
+	npx prettier --write .
+
+## test: install what the tests need, lint, typecheck and run every test against real parts
+test: install deps lint typecheck
+	$(NODE) --import tsx --test --test-concurrency=1 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
+
+## bench: print API and sender throughput figures
+bench: build
+	$(NODE) --import tsx bench/run.ts
+
+## tools: build kube-apiserver, etcd, kubectl and helm from source once (cached per version in
+## ~/.cache/mailplane/tools), linked into bin/
+tools:
+	@bash scripts/tools.sh
+
+## envtest-up: start a local etcd + kube-apiserver (RBAC on); use it as: eval "$$(make -s envtest-up)"
+envtest-up:
+	@bash scripts/envtest.sh up
+
+## envtest-down: stop the local control plane and remove its state
+envtest-down:
+	@bash scripts/envtest.sh down
+
+clean:
+	rm -rf dist node_modules/.installed
