@@ -229,12 +229,16 @@ export function emailsRouter(deps: EmailsDeps): Router {
         last_reply: m.last_reply,
         next_attempt_at: m.next_attempt_at?.toISOString() ?? null,
       })),
-      events: events.map((e) => ({
-        type: e.type,
-        recipient: e.recipient,
-        at: e.created_at.toISOString(),
-        ...e.detail,
-      })),
+      // Each message's creation is its `queued` transition (api/accept.ts writes no events row).
+      events: [
+        ...messages.map((m) => ({ type: 'queued', recipient: m.recipient, at: m.created_at.toISOString() })),
+        ...events.map((e) => ({
+          type: e.type,
+          recipient: e.recipient,
+          at: e.created_at.toISOString(),
+          ...e.detail,
+        })),
+      ],
     });
   });
 
