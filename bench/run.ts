@@ -9,6 +9,7 @@ import { readManifests } from '../lib/resources.js';
 import { createTestDatabase } from '../test/helpers/postgres.js';
 import { memoryKeyStore } from '../test/helpers/platform.js';
 import { load, loadConnections, startServer } from './api.js';
+import { benchSender } from './sender.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SECRET = 'bench-secret-key-of-at-least-32-characters';
@@ -64,5 +65,12 @@ async function benchApi(): Promise<void> {
   line('ratio', `${(full.requestsPerSecond / ceiling.requestsPerSecond).toFixed(2)}   (target ≥ 0.6)`);
 }
 
-await benchApi();
+async function benchSenderFigures(): Promise<void> {
+  const { lines } = await benchSender(SECRET);
+  process.stdout.write('\nsender — single-recipient welcome template, RSA-2048 DKIM, loopback SMTP sink\n');
+  for (const [label, value] of lines) line(label, value);
+}
+
+if (!process.env.BENCH_SKIP_API) await benchApi();
+await benchSenderFigures();
 process.exit(0);

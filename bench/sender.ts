@@ -1,0 +1,328 @@
+// Sender throughput: messages queued as the api queues them (rows and jobs, through the api's own
+// accept path), then delivered by the real sender process (dist/lib/cli.js sender) to a loopback
+// SMTP sink in a process of its own; and the ceiling, the same per-message work done bare in one
+// loop with the same concurrency, reusing the sender's own functions, with no job queue.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createAcceptor, type PreparedEmail } from '../api/accept.js';
+import { domainOf, parseMailbox } from '../lib/address.js';
+import { readConfig } from '../lib/config.js';
+import { openDatabase, type DatabaseHandle } from '../lib/db/index.js';
+import type { EmailContent } from '../lib/db/schema.js';
+import { applyResources } from '../lib/reconcile/apply.js';
+import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
+import { readManifests } from '../lib/resources.js';
+import { composeMessage } from '../sender/compose.js';
+import { createDkimSigner } from '../sender/dkim.js';
+import { loadMessage, settle } from '../sender/queries.js';
+import { createTemplateVersions } from '../sender/templates.js';
+import { createTransport } from '../sender/transport.js';
+import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
+import { memoryKeyStore } from '../test/helpers/platform.js';
+
+const MESSAGES = Number(process.env.BENCH_SENDER_MESSAGES ?? 10_000);
+/** The ceiling's sample: enough seconds of work to be steady, short enough to keep the bench quick. */
+const CEILING_MESSAGES = Math.min(MESSAGES, 4_000);
+/** A sender that stops making progress for this long has stalled: the bench says so and moves on. */
+const STALL_MS = 30_000;
+const POLL_MS = 50;
+
+/**
+ * A minimal SMTP sink: accepts everything and discards the data. Run in a child process so its
+ * CPU is not the sender's; smtp-server is what lib/dev/inbox.ts uses, minus the keeping.
+ */
+const SINK = `
+import { SMTPServer } from 'smtp-server';
+const server = new SMTPServer({
+  disabledCommands: ['STARTTLS', 'AUTH'],
+  logger: false,
+  closeTimeout: 100,
+  onData(stream, _session, callback) {
+    stream.on('end', () => callback());
+    stream.resume();
+  },
+});
+server.on('error', () => {});
+server.listen(0, '127.0.0.1', () => process.stdout.write('listening ' + server.server.address().port + '\\n'));
+`;
+
+interface Prepared {
+  testDb: TestDatabase;
+  database: DatabaseHandle;
+  env: Record<string, string>;
+  /** Every message id queued, in queue order. */
+  messageIds: string[];
+}
+
+export interface SenderFigures {
+  lines: [string, string][];
+}
+
+/** A fresh database with examples/ applied and `count` single-recipient welcome emails queued. */
+async function prepare(secret: string, count: number, renderer: Renderer): Promise<Prepared> {
+  const testDb = await createTestDatabase();
+  const config = readConfig({ DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: secret });
+  const database = openDatabase(testDb.url, { max: 8 });
+  await applyResources(
+    { db: database.db, keys: memoryKeyStore(new Map()), secretKey: config.secretKey, renderer },
+    readManifests('examples', 'default'),
+  );
+  const domain = await database.db
+    .selectFrom('domains')
+    .select(['id', 'tenant_id'])
+    .where('name', '=', 'example.com')
+    .executeTakeFirstOrThrow();
+  const template = await database.db
+    .selectFrom('templates')
+    .select(['id', 'current_version'])
+    .where('name', '=', 'welcome')
+    .executeTakeFirstOrThrow();
+
+  const emails: PreparedEmail[] = [];
+  for (let i = 0; i < count; i++) {
+    const to = `user${i}@example.org`;
+    const content: EmailContent = {
+      to: [to],
+      cc: [],
+      bcc: [],
+      reply_to: [],
+      subject: '',
+      headers: {},
+      attachments: [],
+      tags: [],
+      template: {
+        id: template.id,
+        version: template.current_version,
+        variables: { name: `User ${i}`, email: to, plan: 'pro' },
+      },
+    };
+    emails.push({
+      id: randomUUID(),
+      tenantId: domain.tenant_id,
+      domainId: domain.id,
+      from: 'Acme <hello@example.com>',
+      subject: 'Welcome to Acme',
+      content,
+      recipients: [to],
+      scheduledAt: null,
+      idempotencyKey: null,
+    });
+  }
+  const acceptor = createAcceptor(database.pool);
+  for (let i = 0; i < emails.length; i += 500) await acceptor.accept(emails.slice(i, i + 500));
+  await acceptor.drain();
+  const { rows } = await database.pool.query<{ id: string }>(
+    'select id from messages order by created_at, id',
+  );
+  return {
+    testDb,
+    database,
+    env: { DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: secret, LOG_LEVEL: 'warn' },
+    messageIds: rows.map((r) => r.id),
+  };
+}
+
+/** Starts a child and resolves once its output matches `ready`. */
+function startChild(
+  args: string[],
+  env: Record<string, string>,
+  ready: RegExp,
+): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = ready.exec(out);
+      if (match) {
+        child.stdout!.off('data', onData);
+        child.stderr!.off('data', onData);
+        child.stdout!.resume();
+        child.stderr!.resume();
+        resolve({ child, match });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}:\n${out}`)));
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/**
+ * Starts `processes` sender processes on a prepared database and measures delivered/s from the
+ * moment all of them are up until every message is `delivered`.
+ */
+async function endToEnd(
+  prepared: Prepared,
+  sinkPort: number,
+  processes: number,
+): Promise<{ perSecond: number; delivered: number; events: number; seconds: number }> {
+  const env = { ...prepared.env, MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${sinkPort}`, LOG_LEVEL: 'info' };
+  const total = prepared.messageIds.length;
+  const count = async () =>
+    Number(
+      (
+        await prepared.database.pool.query<{ n: string }>(
+          "select count(*) as n from messages where status = 'delivered'",
+        )
+      ).rows[0]!.n,
+    );
+  // Started together; the clock starts once the last one is up (the others had a head start of
+  // a few milliseconds at most: each process spends its start-up in node and the migration check).
+  const senders = await Promise.all(
+    Array.from({ length: processes }, () =>
+      startChild(['dist/lib/cli.js', 'sender'], env, /"sender started"/),
+    ),
+  );
+  const started = performance.now();
+  let delivered = 0;
+  let lastProgress = started;
+  try {
+    for (;;) {
+      const now = await count();
+      if (now > delivered) lastProgress = performance.now();
+      delivered = now;
+      if (delivered >= total) break;
+      if (performance.now() - lastProgress > STALL_MS) break;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  } finally {
+    await Promise.all(senders.map((s) => stopChild(s.child)));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const { rows } = await prepared.database.pool.query<{ n: string }>(
+    "select count(*) as n from events where type = 'delivered'",
+  );
+  return { perSecond: delivered / seconds, delivered, events: Number(rows[0]!.n), seconds };
+}
+
+/**
+ * The ceiling: load → render → compose → sign → deliver → settle (status + event), `concurrency`
+ * at once in this process, through the sender's own functions and the same pooled transport.
+ */
+async function ceiling(
+  prepared: Prepared,
+  sinkPort: number,
+  renderer: Renderer,
+): Promise<{ perSecond: number; delivered: number }> {
+  const config = readConfig({ ...prepared.env, MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${sinkPort}` });
+  const concurrency = config.senderConcurrency;
+  const database = openDatabase(prepared.testDb.url, { max: concurrency });
+  const signer = createDkimSigner(config.secretKey);
+  const templates = createTemplateVersions(database.db);
+  const transport = createTransport({
+    relayUrl: config.relayUrl,
+    heloName: config.heloName,
+    maxConnections: concurrency,
+  });
+  const ids = prepared.messageIds.slice(0, CEILING_MESSAGES);
+
+  const one = async (messageId: string): Promise<boolean> => {
+    const message = (await loadMessage(database.db, messageId))!;
+    const domain = message.domain!;
+    const template = message.content.template!;
+    const body = (await templates.get(message.tenantId, template.id, template.version))!;
+    const rendered = await renderer.render(
+      { key: `${template.id}@${template.version}`, ...body },
+      template.variables,
+    );
+    const from = parseMailbox(message.fromAddress).address;
+    const raw = await composeMessage({
+      from: message.fromAddress,
+      content: message.content,
+      rendered,
+      messageId: `${message.id}@${domainOf(from)}`,
+      date: new Date(),
+    });
+    const signed = await signer.sign(raw, {
+      domainId: domain.id,
+      domain: domain.name,
+      selector: domain.selector,
+      privateKeyEnvelope: domain.dkim_private_key,
+    });
+    const { reply, host } = await transport.send({ from, to: message.recipient }, signed);
+    return settle(database.db, {
+      messageId,
+      status: 'delivered',
+      reply,
+      detail: { attempt: 1, reply, host },
+    });
+  };
+
+  // Warm the pool, the isolate and the key cache outside the clock, as a running sender would be.
+  let next = 0;
+  let delivered = 0;
+  const warm = ids.splice(0, concurrency);
+  await Promise.all(warm.map(one));
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < ids.length) {
+        const id = ids[next++]!;
+        if (await one(id)) delivered++;
+      }
+    }),
+  );
+  const seconds = (performance.now() - started) / 1000;
+  await transport.close();
+  await database.close();
+  return { perSecond: delivered / seconds, delivered };
+}
+
+/**
+ * Runs the sender bench and returns its printed lines.
+ *
+ *   for (const [label, value] of (await benchSender(SECRET)).lines) line(label, value);
+ */
+export async function benchSender(secret: string): Promise<SenderFigures> {
+  const renderer = createRenderer({ timeoutMs: 250, memoryMb: 32 });
+  const sink = await startChild(['--input-type=module', '-e', SINK], {}, /listening (\d+)/);
+  const sinkPort = Number(sink.match[1]);
+  const lines: [string, string][] = [];
+  try {
+    const one = await prepare(secret, MESSAGES, renderer);
+    const full = await endToEnd(one, sinkPort, 1).finally(() => release(one));
+    lines.push([
+      'delivered/s, 1 sender process',
+      `${full.perSecond.toFixed(0)}   (target ≥ 800; ${full.delivered} delivered, ${full.events} events, ${full.seconds.toFixed(1)} s)`,
+    ]);
+
+    const two = await prepare(secret, MESSAGES, renderer);
+    const pair = await endToEnd(two, sinkPort, 2).finally(() => release(two));
+    lines.push([
+      'delivered/s, 2 sender processes',
+      `${pair.perSecond.toFixed(0)}   (${pair.delivered} delivered, ${pair.seconds.toFixed(1)} s)`,
+    ]);
+
+    const bare = await prepare(secret, CEILING_MESSAGES, renderer);
+    const top = await ceiling(bare, sinkPort, renderer).finally(() => release(bare));
+    lines.push([
+      'bare ceiling (one loop, no job queue), msg/s',
+      `${top.perSecond.toFixed(0)}   (${top.delivered} of a ${CEILING_MESSAGES} sample)`,
+    ]);
+    lines.push([
+      'ratio (1 process / ceiling)',
+      `${(full.perSecond / top.perSecond).toFixed(2)}   (target ≥ 0.8)`,
+    ]);
+  } finally {
+    renderer.dispose();
+    await stopChild(sink.child);
+  }
+  return { lines };
+}
+
+async function release(prepared: Prepared): Promise<void> {
+  await prepared.database.close();
+  await prepared.testDb.drop();
+}
