@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { Router, type Request } from 'express';
 import { sql } from 'kysely';
 import { formatMailbox } from '../lib/address.js';
+import { withCurrentVersion } from '../lib/db/templates.js';
 import type { Db } from '../lib/db/index.js';
 import type { MessageStatus } from '../lib/db/schema.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -63,13 +64,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
     const content = send.content;
     if (send.template) {
       const byId = UUID.test(send.template.ref);
-      const template = await db
-        .selectFrom('templates')
-        .innerJoin('template_versions', (join) =>
-          join
-            .onRef('template_versions.template_id', '=', 'templates.id')
-            .onRef('template_versions.version', '=', 'templates.current_version'),
-        )
+      const template = await withCurrentVersion(db)
         .select(['templates.id', 'templates.current_version', 'template_versions.subject'])
         .where('templates.tenant_id', '=', principal.tenantId)
         .where(byId ? 'templates.id' : 'templates.name', '=', send.template.ref)

@@ -3,6 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
+import { withCurrentVersion } from '../db/templates.js';
 import type { Db } from '../db/index.js';
 import { RenderError, type Renderer } from '../render/sandbox.js';
 import type { TemplateResource } from '../resources.js';
@@ -51,13 +52,7 @@ export async function reconcileTemplate(
   }
 
   return db.transaction().execute(async (trx) => {
-    const current = await trx
-      .selectFrom('templates')
-      .innerJoin('template_versions', (join) =>
-        join
-          .onRef('template_versions.template_id', '=', 'templates.id')
-          .onRef('template_versions.version', '=', 'templates.current_version'),
-      )
+    const current = await withCurrentVersion(trx)
       .select(['templates.id', 'templates.current_version', 'template_versions.digest'])
       .where('templates.tenant_id', '=', tenantId)
       .where('templates.name', '=', ref.name)
