@@ -147,13 +147,14 @@ export function emailsRouter(deps: EmailsDeps): Router {
     const prepared: PreparedEmail[] = [];
     const errors: FieldError[] = [];
     const refused: { index: number; message: string }[] = [];
-    let status = 422;
+    // The batch answers with the gravest of its emails' statuses (403, 413 or 422).
+    let status = 0;
     for (const [index, item] of body.entries()) {
       try {
         prepared.push(await prepare(principal, item, `[${index}].`));
       } catch (err) {
         if (!(err instanceof Problem)) throw err;
-        status = Math.max(status === 422 ? 0 : status, err.status);
+        status = Math.max(status, err.status);
         errors.push(...(err.errors ?? [{ field: `[${index}]`, message: err.detail }]));
         refused.push({ index, message: err.detail });
       }

@@ -351,4 +351,21 @@ describe('the resend SDK, unchanged', () => {
     assert.equal(res.body.errors[0].field, '[1].to');
     assert.equal(await queuedJobs(), jobs);
   });
+  test('a permissive batch sends the valid emails and reports the others by index', async () => {
+    const jobs = await queuedJobs();
+    const res = await call(
+      'POST',
+      '/v1/emails/batch',
+      [
+        { from: FROM, to: 'a@example.org', subject: 'ok', text: 't' },
+        { from: 'x@not-ours.example.net', to: 'b@example.org', subject: 'bad', text: 't' },
+      ],
+      { 'x-batch-validation': 'permissive' },
+    );
+    assert.equal(res.status, 202);
+    assert.equal(res.body.data.length, 1);
+    assert.equal(res.body.errors[0].index, 1);
+    assert.match(res.body.errors[0].message, /not a sending domain/);
+    assert.equal((await queuedJobs()) - jobs, 1);
+  });
 });
