@@ -27,6 +27,8 @@ const CEILING_MESSAGES = Math.min(MESSAGES, 4_000);
 /** A sender that stops making progress for this long has stalled: the bench says so and moves on. */
 const STALL_MS = 30_000;
 const POLL_MS = 50;
+/** Extra node arguments for the sender processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
+const SENDER_NODE_ARGS = (process.env.BENCH_SENDER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 
 /**
  * A minimal SMTP sink: accepts everything and discards the data. Run in a child process so its
@@ -182,7 +184,7 @@ async function endToEnd(
   // a few milliseconds at most: each process spends its start-up in node and the migration check).
   const senders = await Promise.all(
     Array.from({ length: processes }, () =>
-      startChild(['dist/lib/cli.js', 'sender'], env, /"sender started"/),
+      startChild([...SENDER_NODE_ARGS, 'dist/lib/cli.js', 'sender'], env, /"sender started"/),
     ),
   );
   const started = performance.now();
