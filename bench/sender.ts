@@ -254,7 +254,7 @@ async function ceiling(
       privateKeyEnvelope: domain.dkim_private_key,
     });
     const { reply, host } = await transport.send({ from, to: message.recipient }, signed);
-    return settle(database.db, {
+    return settle(database.pool, {
       messageId,
       status: 'delivered',
       reply,

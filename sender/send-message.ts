@@ -1,6 +1,7 @@
 // The send_message task: one recipient of one accepted email, from `queued` to a final status.
 //
-//   load → final? done → suppressed? `suppressed` → `sending` → render → compose → sign → deliver
+//   load and claim (one statement): final? done | suppressed? `suppressed` | `sending`
+//   → render → compose → sign → deliver
 //   → 2xx `delivered` | 4xx/unreachable `deferred` + a new job later | 5xx `bounced` + suppression
 //
 // Every outcome is settled here and the job completes; graphile-worker's own retries are left for
@@ -19,18 +20,20 @@ import { createDkimSigner } from './dkim.js';
 import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
 import {
   bounce,
+  claimMessage,
   defer,
   FINAL_STATUSES,
-  loadMessage,
-  markSending,
   settle,
   type MessageToSend,
+  type Queryable,
 } from './queries.js';
 import { createTemplateVersions } from './templates.js';
 import type { Transport } from './transport.js';
 
 export interface SendMessageDeps {
   db: Db;
+  /** The same database as `db`, for the statements run once per message (prepared, by name). */
+  pool: Queryable;
   config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds'>;
   log: Logger;
   metrics: Metrics;
@@ -139,7 +142,12 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
     const messageId = message.id;
     if (delivery.ok) {
       const { reply, host } = delivery;
-      return (await settle(db, { messageId, status: 'delivered', reply, detail: { attempt, reply, host } }))
+      return (await settle(deps.pool, {
+        messageId,
+        status: 'delivered',
+        reply,
+        detail: { attempt, reply, host },
+      }))
         ? 'delivered'
         : undefined;
     }
@@ -164,7 +172,7 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       detail.expired = true;
       detail.reason = `still undelivered when its lifetime ended: ${failure.message}`;
     }
-    return (await settle(db, { messageId, status: 'failed', reply: failure.reply, detail }))
+    return (await settle(deps.pool, { messageId, status: 'failed', reply: failure.reply, detail }))
       ? 'failed'
       : undefined;
   }
@@ -182,31 +190,28 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
     }
     const log = deps.log.child({ task: SEND_MESSAGE, jobId, messageId: payload.messageId });
 
-    const message = await loadMessage(db, payload.messageId);
-    if (!message) {
+    const claim = await claimMessage(deps.pool, payload.messageId);
+    if (!claim) {
       log.warn('message not found; dropping the job');
       return;
     }
-    // Jobs can run twice (a crash between sending and completing the job): a final message stays so.
-    if (FINAL_STATUSES.includes(message.status)) {
-      log.debug('message already final', { status: message.status });
-      return;
-    }
-
-    if (message.suppressed) {
-      const applied = await settle(db, {
-        messageId: message.id,
-        status: 'suppressed',
-        detail: { reason: 'the recipient is on the suppression list' },
-      });
-      if (applied) metrics.outcomes.inc({ outcome: 'suppressed' });
-      log.info('recipient suppressed; not sent');
-      return;
-    }
-
-    const attempt = await markSending(db, message.id);
+    const { message, attempt } = claim;
     if (attempt === undefined) {
-      log.debug('message final or owned by a newer job; nothing to do');
+      // Jobs can run twice (a crash between sending and completing the job): a final message stays so.
+      if (FINAL_STATUSES.includes(message.status)) {
+        log.debug('message already final', { status: message.status });
+      } else if (message.suppressed) {
+        const applied = await settle(deps.pool, {
+          messageId: message.id,
+          status: 'suppressed',
+          detail: { reason: 'the recipient is on the suppression list' },
+        });
+        if (applied) metrics.outcomes.inc({ outcome: 'suppressed' });
+        log.info('recipient suppressed; not sent');
+      } else {
+        // Owned by a newer job (this one ran twice), or settled since it was read.
+        log.debug('message final or owned by a newer job; nothing to do');
+      }
       return;
     }
 
