@@ -15,7 +15,7 @@ import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
 import { readManifests } from '../lib/resources.js';
 import { composeMessage } from '../sender/compose.js';
 import { createDkimSigner } from '../sender/dkim.js';
-import { loadMessage, settle } from '../sender/queries.js';
+import { claimMessage, settle } from '../sender/queries.js';
 import { createTemplateVersions } from '../sender/templates.js';
 import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
@@ -210,8 +210,9 @@ async function endToEnd(
 }
 
 /**
- * The ceiling: load → render → compose → sign → deliver → settle (status + event), `concurrency`
- * at once in this process, through the sender's own functions and the same pooled transport.
+ * The ceiling: claim (read + `sending`) → render → compose → sign → deliver → settle (status +
+ * event), the sender's own statements and functions, `concurrency` at once in this process, through
+ * the same pooled transport: what the task does per message, without the job queue around it.
  */
 async function ceiling(
   prepared: Prepared,
@@ -231,7 +232,7 @@ async function ceiling(
   const ids = prepared.messageIds.slice(0, CEILING_MESSAGES);
 
   const one = async (messageId: string): Promise<boolean> => {
-    const message = (await loadMessage(database.db, messageId))!;
+    const { message, attempt } = (await claimMessage(database.pool, messageId))!;
     const domain = message.domain!;
     const template = message.content.template!;
     const body = (await templates.get(message.tenantId, template.id, template.version))!;
@@ -258,7 +259,7 @@ async function ceiling(
       messageId,
       status: 'delivered',
       reply,
-      detail: { attempt: 1, reply, host },
+      detail: { attempt, reply, host },
     });
   };
 
