@@ -456,6 +456,34 @@ describe('deferral', () => {
     assert.equal(receivedBy(inbox, rcpt).length, 1);
   });
 
+  test('a second job for a message deferred to later claims nothing: the retry job owns the next attempt', async () => {
+    const rcpt = 'twin-of-retry@example.org';
+    replies.set(rcpt, { code: 451, message: '4.7.1 greylisted, come back later' });
+    const { messages } = await queueEmail(db, rsaDomain, { to: [rcpt], text: 'hi' });
+    const id = messages[rcpt]!;
+    await waitForStatus(db, id, ['deferred']);
+    await waitUntil(async () => (await jobsFor(db, id)).every((job) => job.attempts === 0));
+
+    const { rows } = await sql<{ id: string }>`
+      select (graphile_worker.add_job(${SEND_MESSAGE}, json_build_object('messageId', ${id}::text))).id
+    `.execute(db);
+    await waitUntil(async () => (await jobsFor(db, id)).every((job) => job.id !== rows[0]!.id));
+    replies.delete(rcpt);
+
+    const [message] = (
+      await sql<{
+        status: string;
+        attempts: number;
+      }>`select status, attempts from messages where id = ${id}`.execute(db)
+    ).rows;
+    assert.deepEqual(message, { status: 'deferred', attempts: 1 });
+    assert.deepEqual(
+      (await eventsOf(db, id)).map((e) => e.type),
+      ['sending', 'deferred'],
+    );
+    assert.equal((await jobsFor(db, id)).length, 1, 'the retry job is still queued');
+  });
+
   test('a 4xx once the message lifetime has run out fails the message instead of deferring it', async () => {
     const rcpt = 'still-greylisted@example.org';
     replies.set(rcpt, { code: 450, message: '4.2.0 mailbox busy' });
