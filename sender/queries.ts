@@ -4,7 +4,9 @@
 // statement appends its event (and, as the case may be, the suppression or the retry job). One
 // statement is one transaction, and one round trip instead of four. Every update only applies
 // to a message that is not final yet, and the event is written only when the update applied, so a
-// job that runs twice cannot overwrite an outcome nor duplicate its event.
+// job that runs twice cannot overwrite an outcome nor duplicate its event. The two statements every
+// delivered message runs (claim and settle) are named, so that Postgres plans them once per
+// connection; Kysely cannot name a statement, so those two go through pg directly.
 
 import { sql } from 'kysely';
 import type pg from 'pg';
@@ -45,86 +47,9 @@ export interface MessageToSend {
 }
 
 /**
- * Reads a message, its email, its domain and whether its recipient is suppressed, in one query.
- *
- *   const message = await loadMessage(db, messageId);   // undefined when it no longer exists
- */
-export async function loadMessage(db: Db, messageId: string): Promise<MessageToSend | undefined> {
-  const row = await db
-    .selectFrom('messages as m')
-    .innerJoin('emails as e', 'e.id', 'm.email_id')
-    .leftJoin('domains as d', (join) =>
-      join.onRef('d.id', '=', 'e.domain_id').onRef('d.tenant_id', '=', 'e.tenant_id'),
-    )
-    .select([
-      'm.id',
-      'm.email_id',
-      'm.tenant_id',
-      'm.recipient',
-      'm.status',
-      'e.from_address',
-      'e.content',
-      sql<Date>`greatest(e.created_at, e.scheduled_at)`.as('due_at'),
-      sql<boolean>`exists (
-        select 1 from suppressions s where s.tenant_id = m.tenant_id and s.address = lower(m.recipient)
-      )`.as('suppressed'),
-      'd.id as domain_id',
-      'd.name as domain_name',
-      'd.selector',
-      'd.dkim_private_key',
-      'd.return_path_domain',
-    ])
-    .where('m.id', '=', messageId)
-    .executeTakeFirst();
-  if (!row) return undefined;
-  return {
-    id: row.id,
-    emailId: row.email_id,
-    tenantId: row.tenant_id,
-    recipient: row.recipient,
-    status: row.status,
-    fromAddress: row.from_address,
-    content: row.content,
-    dueAt: row.due_at,
-    suppressed: row.suppressed,
-    domain:
-      row.domain_id && row.domain_name && row.selector && row.dkim_private_key
-        ? {
-            id: row.domain_id,
-            name: row.domain_name,
-            selector: row.selector,
-            dkim_private_key: row.dkim_private_key,
-            return_path_domain: row.return_path_domain,
-          }
-        : undefined,
-  };
-}
-
-/**
- * Claims a message for an attempt: `sending`, attempts + 1, and a `sending` event. Returns the
- * attempt number, or undefined when there is nothing to do: the message is final, or it was
- * deferred and a newer job owns its next attempt (this one ran twice).
- */
-export async function markSending(db: Db, messageId: string): Promise<number | undefined> {
-  const { rows } = await sql<{ attempt: number }>`
-    with m as (
-      update messages set status = 'sending', attempts = attempts + 1, updated_at = now()
-      where id = ${messageId}
-        and status not in (${FINAL})
-        and not (status = 'deferred' and next_attempt_at > now())
-      returning id, email_id, tenant_id, attempts
-    )
-    insert into events (tenant_id, email_id, message_id, type, detail)
-    select tenant_id, email_id, id, 'sending', jsonb_build_object('attempt', attempts) from m
-    returning (detail->>'attempt')::int as attempt
-  `.execute(db);
-  return rows[0]?.attempt;
-}
-
-/**
  * The statement run once per attempt, named so that each connection parses and plans it once
- * instead of once per message: its planning costs Postgres more than running it. Read and claim in
- * one round trip: the final select sees the message as it was before the update (a CTE's changes
+ * instead of once per message (Postgres shares this machine's cores with the sender). Read and
+ * claim in one round trip: the final select sees the message as it was before the update (a CTE's changes
  * are not visible to its siblings), so `status` is the status found, and `attempt` says whether
  * the claim applied. The update repeats every condition on the row itself, so that a concurrent
  * change (a cancel, a twin job) is re-checked under the row lock.
@@ -166,8 +91,9 @@ export interface Claim {
 }
 
 /**
- * loadMessage() and markSending() in one statement: reads the message and, unless it is final,
- * suppressed, or deferred to a later time (a newer job owns it), claims it for an attempt.
+ * Reads a message, its email, its domain and whether its recipient is suppressed, and, unless it
+ * is final, suppressed, or deferred to a later time (a newer job owns it), claims it for an
+ * attempt: `sending`, attempts + 1, and a `sending` event.
  *
  *   const claim = await claimMessage(pool, messageId);   // undefined when it no longer exists
  *   if (claim?.attempt) … send …
