@@ -1,8 +1,9 @@
 // API throughput: single-recipient sends at 50 concurrent connections against the real api
 // process, and the same load against the bare ceiling (bench/bare-api.ts), in one run.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import autocannon from 'autocannon';
+import { startChild } from './child.js';
 
 export interface LoadResult {
   requestsPerSecond: number;
@@ -14,30 +15,13 @@ export interface LoadResult {
 
 const CONNECTIONS = 50;
 
-/** Starts a server process and resolves with its port once it prints `listening <port>` or a URL. */
-export function startServer(
+/** Starts a server process and resolves with its port once it prints `listening <port>` or its URL. */
+export async function startServer(
   args: string[],
   env: Record<string, string>,
 ): Promise<{ port: number; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    const onData = (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = /listening (\d+)|"url":"http:\/\/localhost:(\d+)"/.exec(out);
-      if (match) {
-        child.stdout!.off('data', onData);
-        child.stdout!.resume();
-        resolve({ port: Number(match[1] ?? match[2]), child });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}`)));
-  });
+  const { child, match } = await startChild(args, env, /listening (\d+)|"url":"http:\/\/localhost:(\d+)"/);
+  return { port: Number(match[1] ?? match[2]), child };
 }
 
 /** Runs autocannon for `seconds` after a short warm-up and returns what it measured. */

@@ -9,6 +9,7 @@ import { readManifests } from '../lib/resources.js';
 import { createTestDatabase } from '../test/helpers/postgres.js';
 import { memoryKeyStore } from '../test/helpers/platform.js';
 import { load, loadConnections, startServer } from './api.js';
+import { stopChild } from './child.js';
 import { benchSender } from './sender.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -46,10 +47,10 @@ async function benchApi(): Promise<void> {
     { authorization: `Bearer ${key}` },
     SECONDS,
   );
-  api.child.kill('SIGTERM');
+  await stopChild(api.child);
   const bare = await startServer(['--import', 'tsx', 'bench/bare-api.ts'], env);
   const ceiling = await load(`http://127.0.0.1:${bare.port}/send`, body, {}, SECONDS);
-  bare.child.kill('SIGTERM');
+  await stopChild(bare.child);
   await testDb.drop();
 
   process.stdout.write(

@@ -3,7 +3,6 @@
 // SMTP sink in a process of its own; and the ceiling, the same per-message work done bare in one
 // loop with the same concurrency, reusing the sender's own functions, with no job queue.
 
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createAcceptor, type PreparedEmail } from '../api/accept.js';
 import { domainOf, parseMailbox } from '../lib/address.js';
@@ -20,6 +19,7 @@ import { createTemplateVersions } from '../sender/templates.js';
 import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
 import { memoryKeyStore } from '../test/helpers/platform.js';
+import { startChild, stopChild } from './child.js';
 
 const MESSAGES = Number(process.env.BENCH_SENDER_MESSAGES ?? 10_000);
 /** A sender that stops making progress for this long has stalled: the bench says so and moves on. */
@@ -121,42 +121,6 @@ async function prepare(secret: string, count: number, renderer: Renderer): Promi
     env: { DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: secret, LOG_LEVEL: 'warn' },
     messageIds: rows.map((r) => r.id),
   };
-}
-
-/** Starts a child and resolves once its output matches `ready`. */
-function startChild(
-  args: string[],
-  env: Record<string, string>,
-  ready: RegExp,
-): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    const onData = (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = ready.exec(out);
-      if (match) {
-        child.stdout!.off('data', onData);
-        child.stderr!.off('data', onData);
-        child.stdout!.resume();
-        child.stderr!.resume();
-        resolve({ child, match });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}:\n${out}`)));
-  });
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  await exited;
 }
 
 /**
