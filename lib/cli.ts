@@ -103,6 +103,8 @@ async function main(argv: string[]): Promise<number> {
         metrics,
         renderer,
       });
+      // A sender whose job runner died sends nothing; exiting lets Kubernetes restart it.
+      sender.done.catch(() => process.exit(1));
       onShutdown(log, async () => {
         await sender.stop();
         renderer.dispose();

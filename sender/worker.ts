@@ -26,6 +26,11 @@ export interface SenderDeps {
 export interface Sender {
   /** Takes no new jobs, returns locally queued ones, waits for sends under way, closes SMTP pools. */
   stop(): Promise<void>;
+  /**
+   * Settles when the job runner ends; rejects if it dies on its own (its database connection gone
+   * for good, say), so that main can exit and let the orchestrator restart the process.
+   */
+  done: Promise<void>;
 }
 
 /**
@@ -82,11 +87,15 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     if (ownsTransport) await transport.close();
     throw err;
   }
-  runner.promise.catch((err: unknown) => log.error('job runner stopped with an error', { err }));
+  const done = runner.promise.catch((err: unknown) => {
+    log.error('job runner stopped with an error', { err: err as Error });
+    throw err;
+  });
   log.info('sender started', { concurrency: config.senderConcurrency, relay: Boolean(config.relayUrl) });
 
   let stopping: Promise<void> | undefined;
   return {
+    done,
     stop() {
       stopping ??= (async () => {
         log.info('sender stopping: finishing the sends under way');

@@ -70,6 +70,7 @@ export async function runDev(env: Env): Promise<void> {
   const metrics = createMetrics({ defaults: true });
   const api = await startApi({ database, config, log, metrics });
   const sender = await startSender({ pool: database.pool, db: database.db, config, log, metrics, renderer });
+  sender.done.catch(() => process.exit(1));
   const inboxApp = express();
   inboxApp.use(inbox.handler);
   const inboxPort = Number(env.MAILPLANE_INBOX_PORT ?? DEFAULT_INBOX_HTTP_PORT);
