@@ -21,6 +21,8 @@ export interface AppDeps {
   log: Logger;
   metrics: Metrics;
   limits: Limits;
+  /** Public name of the inbound SMTP service, listed as the MX of return-path domains. */
+  inboundHost?: string;
 }
 
 /** JSON carries attachments as base64: 4 bytes for every 3, plus room for the rest of the body. */
@@ -73,7 +75,7 @@ export function createApp(deps: AppDeps): express.Express {
   });
   v1.use(authenticate(db));
   v1.use(emailsRouter({ db, acceptor: deps.acceptor, metrics, limits: deps.limits }));
-  v1.use(domainsRouter(db));
+  v1.use(domainsRouter(db, deps.inboundHost));
   app.use('/v1', v1);
 
   app.use((req: Request, _res: Response, next: NextFunction) => {

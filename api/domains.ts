@@ -5,7 +5,7 @@ import type { Db } from '../lib/db/index.js';
 import { dnsRecords } from '../lib/dns-records.js';
 import { principalOf, requireScope } from './auth.js';
 
-export function domainsRouter(db: Db): Router {
+export function domainsRouter(db: Db, inboundHost?: string): Router {
   const router = Router();
   router.get('/domains', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
@@ -31,7 +31,11 @@ export function domainsRouter(db: Db): Router {
         name: row.name,
         created_at: row.created_at.toISOString(),
         dkim: { selector: row.selector, algorithm: row.dkim_algorithm },
-        records: dnsRecords(row).map((r) => ({ record: r.purpose.toUpperCase(), ...r, ttl: 'Auto' })),
+        records: dnsRecords(row, { inboundHost }).map((r) => ({
+          record: r.purpose.toUpperCase(),
+          ...r,
+          ttl: 'Auto',
+        })),
       })),
     });
   });

@@ -32,6 +32,7 @@ export async function startApi(deps: {
     log,
     metrics,
     limits: { maxRecipients: config.maxRecipients, maxMessageBytes: config.maxMessageBytes },
+    inboundHost: config.inboundHost,
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.port, () => resolve(s)).once('error', reject);

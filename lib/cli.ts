@@ -22,6 +22,7 @@ Commands:
   dev                   run everything on an embedded Postgres with a local inbox
   api                   serve the REST API on $PORT (default 8080)
   sender                run send jobs
+  operator              reconcile Tenant, SendingDomain and Template resources ($KUBECONFIG or in-cluster)
   migrate               apply database migrations and exit
   apply -f <file|dir>   apply Tenant, SendingDomain and Template manifests to Postgres
         [-n namespace]  namespace for manifests that name none (default "default")
@@ -107,6 +108,30 @@ async function main(argv: string[]): Promise<number> {
       sender.done.catch(() => process.exit(1));
       onShutdown(log, async () => {
         await sender.stop();
+        renderer.dispose();
+        await database.close();
+      });
+      return -1;
+    }
+    case 'operator': {
+      const { readOperatorConfig } = await import('../operator/config.js');
+      const { createOperatorMetrics } = await import('../operator/metrics.js');
+      const { startOperator } = await import('../operator/main.js');
+      const operatorConfig = readOperatorConfig(process.env);
+      const { config, log, database } = await openRuntime('operator');
+      const renderer = createRenderer({ timeoutMs: config.renderTimeoutMs, memoryMb: config.renderMemoryMb });
+      const operator = await startOperator({
+        config,
+        operatorConfig,
+        db: database.db,
+        renderer,
+        log,
+        metrics: createOperatorMetrics({ defaults: true }),
+        // Another replica may already be writing: stop at once and start again as a standby.
+        onLostLeadership: () => process.exit(1),
+      });
+      onShutdown(log, async () => {
+        await operator.stop();
         renderer.dispose();
         await database.close();
       });

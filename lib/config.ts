@@ -16,6 +16,8 @@ export interface Config {
   logLevel: Level;
   /** smtp(s)://user:pass@host:port to relay all mail through; unset means direct MX delivery. */
   relayUrl: string | undefined;
+  /** Public name of the inbound SMTP service, the MX of return-path domains. Unset: no MX is listed. */
+  inboundHost: string | undefined;
   /** Name this host gives in EHLO. Default the machine's hostname. */
   heloName: string;
   /** Jobs one sender process runs at once. Default 32 (SMTP waits on the network, not the CPU). */
@@ -76,6 +78,7 @@ export function readConfig(env: Env): Readonly<Config> {
     port: int('PORT', 8080, 0),
     logLevel,
     relayUrl,
+    inboundHost: env.MAILPLANE_INBOUND_HOST || undefined,
     heloName: env.MAILPLANE_HELO_NAME || hostname(),
     senderConcurrency: int('MAILPLANE_SENDER_CONCURRENCY', 32),
     maxMessageBytes: int('MAILPLANE_MAX_MESSAGE_BYTES', 10 * 1024 * 1024),

@@ -37,6 +37,8 @@ export interface SendingDomainResource {
       algorithm?: 'rsa-2048' | 'ed25519';
       /** A Secret holding the user's own key (`tls.key` or `private.key`); operator only. */
       secretRef?: { name: string };
+      /** What happens to a generated key's Secret when the resource is deleted; Retain by default. */
+      deletionPolicy?: 'Retain' | 'Delete';
     };
     /** Domain of the bounce (MAIL FROM) address; a subdomain with its own MX. */
     returnPath?: string;
@@ -105,7 +107,17 @@ export function parseManifests(
   return { resources, skipped };
 }
 
-function checkResource(obj: Record<string, unknown>, where: string, defaultNamespace: string): Resource {
+/**
+ * Checks one object of a Mailplane kind and returns it typed; throws ManifestError listing every
+ * field at fault. The operator runs objects from the API server through it as well.
+ *
+ *   const tenant = checkResource(object, 'tenant acme', 'default') as TenantResource;
+ */
+export function checkResource(
+  obj: Record<string, unknown>,
+  where: string,
+  defaultNamespace: string,
+): Resource {
   const errors: FieldError[] = [];
   const fail = (field: string, message: string) => errors.push({ field, message });
   const meta = (obj.metadata ?? {}) as Record<string, unknown>;
@@ -169,6 +181,13 @@ function checkResource(obj: Record<string, unknown>, where: string, defaultNames
     }
     if (dkim.algorithm !== undefined && dkim.algorithm !== 'rsa-2048' && dkim.algorithm !== 'ed25519') {
       fail('spec.dkim.algorithm', 'must be rsa-2048 or ed25519');
+    }
+    if (
+      dkim.deletionPolicy !== undefined &&
+      dkim.deletionPolicy !== 'Retain' &&
+      dkim.deletionPolicy !== 'Delete'
+    ) {
+      fail('spec.dkim.deletionPolicy', 'must be Retain or Delete');
     }
     if (
       spec.returnPath !== undefined &&

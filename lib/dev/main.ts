@@ -114,6 +114,7 @@ function fileKeyStore(file: string): KeyStore {
   return {
     hasApiKey: async (tenant, keyName) => id(tenant, keyName) in read(),
     saveApiKey: async (tenant, keyName, key) => write({ ...read(), [id(tenant, keyName)]: key }),
+    updateApiKeyScopes: async () => {},
     deleteApiKey: async (tenant, keyName) => {
       const keys = read();
       delete keys[id(tenant, keyName)];

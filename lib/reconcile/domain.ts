@@ -27,7 +27,7 @@ export interface DomainOutcome {
  *   const { dnsRecords } = await reconcileDomain({ db, keys, secretKey }, domain);
  */
 export async function reconcileDomain(
-  deps: { db: Db; keys: KeyStore; secretKey: Buffer },
+  deps: { db: Db; keys: KeyStore; secretKey: Buffer; inboundHost?: string },
   domain: SendingDomainResource,
 ): Promise<DomainOutcome> {
   const { db, keys, secretKey } = deps;
@@ -111,7 +111,7 @@ export async function reconcileDomain(
   }
   return {
     domainId: domainId!,
-    dnsRecords: dnsRecords({ name: spec.domain, ...desired }),
+    dnsRecords: dnsRecords({ name: spec.domain, ...desired }, { inboundHost: deps.inboundHost }),
     keyGenerated,
     changed: !unchanged,
   };

@@ -16,6 +16,8 @@ export interface KeyStore {
    */
   hasApiKey(tenant: ResourceRef, keyName: string): Promise<boolean>;
   saveApiKey(tenant: ResourceRef, keyName: string, key: string, scopes: Scope[]): Promise<void>;
+  /** Records new scopes beside a key the store holds; called before Postgres is updated. */
+  updateApiKeyScopes(tenant: ResourceRef, keyName: string, scopes: Scope[]): Promise<void>;
   deleteApiKey(tenant: ResourceRef, keyName: string): Promise<void>;
   /** The user's own DKIM key named by `spec.dkim.secretRef`, as PEM; throws when it is absent. */
   loadUserDkimKey(domain: ResourceRef, secretName: string): Promise<string>;
@@ -30,6 +32,7 @@ export function printOnceKeyStore(print: (line: string) => void): KeyStore {
     hasApiKey: async () => true,
     saveApiKey: async (tenant, keyName, key, scopes) =>
       print(`API key ${tenant.namespace}/${tenant.name}/${keyName} (${scopes.join(',')}): ${key}`),
+    updateApiKeyScopes: async () => {},
     deleteApiKey: async () => {},
     loadUserDkimKey: async (domain, secretName) => {
       throw new Error(

@@ -67,6 +67,8 @@ export async function reconcileTenant(
     const current = liveByName.get(name);
     if (current && (await keys.hasApiKey(ref, name))) {
       if ([...current.scopes].sort().join() !== [...scopes].sort().join()) {
+        // The store first: should Postgres then fail, the next pass still sees the difference.
+        await keys.updateApiKeyScopes(ref, name, scopes);
         await db.updateTable('api_keys').set({ scopes }).where('id', '=', current.id).execute();
         changed = true;
       }

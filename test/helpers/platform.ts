@@ -31,6 +31,7 @@ export function memoryKeyStore(keys: Map<string, string>): KeyStore {
   return {
     hasApiKey: async (t, k) => keys.has(id(t, k)),
     saveApiKey: async (t, k, key) => void keys.set(id(t, k), key),
+    updateApiKeyScopes: async () => {},
     deleteApiKey: async (t, k) => void keys.delete(id(t, k)),
     loadUserDkimKey: async () => {
       throw new Error('no user keys in tests');

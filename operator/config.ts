@@ -1,0 +1,65 @@
+// The operator's own settings, on top of the configuration every process shares.
+
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { ConfigError } from '../lib/config.js';
+
+type Env = Record<string, string | undefined>;
+
+export interface OperatorConfig {
+  /** Namespace of the leader Lease: MAILPLANE_OPERATOR_NAMESPACE, else the pod's own, else default. */
+  leaseNamespace: string;
+  /** Name of the leader Lease. Default mailplane-operator. */
+  leaseName: string;
+  /** This replica in the Lease and in Events: the pod name plus a random suffix. */
+  identity: string;
+  /** Seconds a Lease holds without renewal (MAILPLANE_LEASE_DURATION_SECONDS). Default 15, as client-go. */
+  leaseDurationMs: number;
+  /** Two thirds of the lease: the leader gives up this long after its last renewal. */
+  renewDeadlineMs: number;
+  /** Pause between renewals: a fifth of the lease (3 s of 15, about client-go's 2 s). */
+  retryPeriodMs: number;
+  /** Seconds between full resyncs (MAILPLANE_RESYNC_SECONDS). Default 600. */
+  resyncMs: number;
+  /** Seconds between DNS checks of a verified domain (MAILPLANE_DNS_RECHECK_SECONDS). Default 300. */
+  dnsRecheckMs: number;
+  /** Resolvers to check DNS with, host[:port] comma-separated (MAILPLANE_DNS_SERVERS). Default the system's. */
+  dnsServers: string[] | undefined;
+}
+
+/** The namespace a pod runs in, as its service-account mount tells it. */
+const POD_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
+export function readOperatorConfig(env: Env): Readonly<OperatorConfig> {
+  const problems: string[] = [];
+  const seconds = (key: string, fallback: number, min: number): number => {
+    const raw = env[key];
+    if (raw === undefined || raw === '') return fallback * 1000;
+    const value = Number(raw);
+    if (!Number.isFinite(value) || value < min) {
+      problems.push(`${key} must be a number of seconds ≥ ${min}, got "${raw}"`);
+      return fallback * 1000;
+    }
+    return value * 1000;
+  };
+  const leaseDurationMs = seconds('MAILPLANE_LEASE_DURATION_SECONDS', 15, 2);
+  const podNamespace = existsSync(POD_NAMESPACE_FILE)
+    ? readFileSync(POD_NAMESPACE_FILE, 'utf8').trim()
+    : undefined;
+  const config: OperatorConfig = {
+    leaseNamespace: env.MAILPLANE_OPERATOR_NAMESPACE || podNamespace || 'default',
+    leaseName: env.MAILPLANE_LEASE_NAME || 'mailplane-operator',
+    identity: `${env.POD_NAME || hostname()}_${randomBytes(4).toString('hex')}`,
+    leaseDurationMs,
+    renewDeadlineMs: Math.round((leaseDurationMs * 2) / 3),
+    retryPeriodMs: Math.round(leaseDurationMs / 5),
+    resyncMs: seconds('MAILPLANE_RESYNC_SECONDS', 600, 1),
+    dnsRecheckMs: seconds('MAILPLANE_DNS_RECHECK_SECONDS', 300, 1),
+    dnsServers: env.MAILPLANE_DNS_SERVERS
+      ? env.MAILPLANE_DNS_SERVERS.split(',').map((s) => s.trim())
+      : undefined,
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}

@@ -1,0 +1,75 @@
+// Looks up the records a SendingDomain asks its owner to publish and says, per record, whether it
+// is there. DKIM must carry the same public key; SPF and DMARC need only exist (an owner may well
+// have written their own policy); the return-path MX must name the host we gave.
+
+import type { DnsRecord } from '../lib/dns-records.js';
+
+/** The part of node:dns/promises' Resolver this needs; a test points one at its own server. */
+export interface TxtMxResolver {
+  resolveTxt(name: string): Promise<string[][]>;
+  resolveMx(name: string): Promise<{ exchange: string; priority: number }[]>;
+}
+
+export interface RecordCheck {
+  record: DnsRecord;
+  found: boolean;
+  /** What was wrong, for the condition message: "no TXT record", "another key", ... */
+  problem?: string;
+}
+
+/** Error codes of a lookup that found nothing, as opposed to a resolver that failed. */
+const ABSENT = new Set(['ENODATA', 'ENOTFOUND', 'ENONAME']);
+
+/**
+ * Checks every record; a resolver failure other than "no such record" is thrown, so the
+ * caller retries rather than reporting a record missing that may well be there.
+ *
+ *   const checks = await checkDnsRecords(resolver, outcome.dnsRecords);
+ */
+export async function checkDnsRecords(resolver: TxtMxResolver, records: DnsRecord[]): Promise<RecordCheck[]> {
+  return Promise.all(records.map((record) => checkRecord(resolver, record)));
+}
+
+async function lookup<T>(fn: () => Promise<T[]>): Promise<T[]> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (ABSENT.has((err as NodeJS.ErrnoException).code ?? '')) return [];
+    throw err;
+  }
+}
+
+async function checkRecord(resolver: TxtMxResolver, record: DnsRecord): Promise<RecordCheck> {
+  if (record.type === 'MX') {
+    const wanted = record.value.split(/\s+/).pop()!.replace(/\.$/, '').toLowerCase();
+    const found = await lookup(() => resolver.resolveMx(record.name));
+    const ok = found.some((mx) => mx.exchange.replace(/\.$/, '').toLowerCase() === wanted);
+    return {
+      record,
+      found: ok,
+      ...(ok ? {} : { problem: found.length ? `MX is not ${wanted}` : 'no MX record' }),
+    };
+  }
+  // A TXT record may be split into 255-byte strings; they are one value joined.
+  const texts = (await lookup(() => resolver.resolveTxt(record.name))).map((chunks) => chunks.join(''));
+  if (record.purpose === 'dkim') {
+    const key = tagValue(record.value, 'p');
+    const keys = texts
+      .filter((t) => /(^|;)\s*v=DKIM1/i.test(t) || tagValue(t, 'p'))
+      .map((t) => tagValue(t, 'p'));
+    if (keys.includes(key)) return { record, found: true };
+    return { record, found: false, problem: keys.length ? 'publishes another key' : 'no DKIM TXT record' };
+  }
+  const prefix = record.purpose === 'dmarc' ? 'v=DMARC1' : 'v=spf1';
+  const ok = texts.some((t) => t.replace(/^\s+/, '').toLowerCase().startsWith(prefix.toLowerCase()));
+  return { record, found: ok, ...(ok ? {} : { problem: `no ${prefix} TXT record` }) };
+}
+
+/** The value of tag `tag` in a `k=v; k=v` record, whitespace removed (keys may be folded). */
+function tagValue(text: string, tag: string): string | undefined {
+  for (const part of text.split(';')) {
+    const [k, ...rest] = part.split('=');
+    if (k?.trim() === tag) return rest.join('=').replace(/\s+/g, '');
+  }
+  return undefined;
+}

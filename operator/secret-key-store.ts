@@ -1,0 +1,114 @@
+// The operator's KeyStore: API keys and generated DKIM keys in Secrets beside their resource.
+//
+// An API key's Secret is owned by its Tenant (garbage-collected with it); a DKIM key's Secret has
+// no owner, because deleting a SendingDomain must not take the key that signs mail still queued.
+
+import type { V1OwnerReference, V1Secret } from '@kubernetes/client-node';
+import type { Scope } from '../lib/db/schema.js';
+import { ReconcileError } from '../lib/reconcile/errors.js';
+import type { KeyStore, ResourceRef } from '../lib/reconcile/key-store.js';
+import type { CustomObject, Kube } from './kube.js';
+
+export const LABEL_MANAGED_BY = 'app.kubernetes.io/managed-by';
+export const LABEL_TENANT = 'mailplane.io/tenant';
+export const LABEL_DOMAIN = 'mailplane.io/sending-domain';
+/** Data keys of an API key's Secret. */
+export const API_KEY_DATA = 'api-key';
+export const SCOPES_DATA = 'scopes';
+/** Data key of a generated DKIM key's Secret (PKCS#8 PEM). */
+export const DKIM_KEY_DATA = 'private.key';
+/** Data keys accepted in a user's own DKIM Secret: a kubernetes.io/tls Secret, or an opaque one. */
+const USER_KEY_DATA = ['tls.key', 'private.key'];
+
+/** The Secret of a tenant's API key, e.g. acme-api-key-backend. */
+export function apiKeySecretName(tenant: string, keyName: string): string {
+  return `${tenant}-api-key-${keyName}`;
+}
+
+/** The Secret of a domain's generated DKIM key, e.g. example-com-dkim. */
+export function dkimSecretName(domainResource: string): string {
+  return `${domainResource}-dkim`;
+}
+
+const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64');
+const unb64 = (data: string | undefined) =>
+  data === undefined ? undefined : Buffer.from(data, 'base64').toString('utf8');
+
+function ownerReference(owner: CustomObject): V1OwnerReference {
+  return {
+    apiVersion: owner.apiVersion!,
+    kind: owner.kind!,
+    name: owner.metadata.name,
+    uid: owner.metadata.uid!,
+    controller: true,
+    blockOwnerDeletion: false,
+  };
+}
+
+/**
+ * A KeyStore over the Secrets of `owner`'s namespace.
+ *
+ *   await reconcileTenant({ db, keys: secretKeyStore(kube, tenantObject) }, tenant);
+ */
+export function secretKeyStore(kube: Kube, owner: CustomObject): KeyStore {
+  const readData = async (namespace: string, name: string, key: string) =>
+    unb64((await kube.readSecret(namespace, name))?.data?.[key]);
+
+  return {
+    async hasApiKey(tenant, keyName) {
+      const key = await readData(tenant.namespace, apiKeySecretName(tenant.name, keyName), API_KEY_DATA);
+      return Boolean(key);
+    },
+    async saveApiKey(tenant, keyName, key, scopes) {
+      await kube.applySecret({
+        metadata: {
+          name: apiKeySecretName(tenant.name, keyName),
+          namespace: tenant.namespace,
+          labels: { [LABEL_MANAGED_BY]: 'mailplane', [LABEL_TENANT]: tenant.name },
+          ownerReferences: [ownerReference(owner)],
+        },
+        type: 'Opaque',
+        data: { [API_KEY_DATA]: b64(key), [SCOPES_DATA]: b64(scopes.join(',')) },
+      });
+    },
+    async updateApiKeyScopes(tenant, keyName, scopes: Scope[]) {
+      const name = apiKeySecretName(tenant.name, keyName);
+      await kube.patchSecretData(tenant.namespace, name, { [SCOPES_DATA]: b64(scopes.join(',')) });
+    },
+    async deleteApiKey(tenant, keyName) {
+      await kube.deleteSecret(tenant.namespace, apiKeySecretName(tenant.name, keyName));
+    },
+    async loadUserDkimKey(domain: ResourceRef, secretName: string) {
+      const secret = await kube.readSecret(domain.namespace, secretName);
+      if (!secret) {
+        throw new ReconcileError(
+          'KeySecretNotFound',
+          `Secret ${domain.namespace}/${secretName} named by spec.dkim.secretRef does not exist`,
+        );
+      }
+      const pem = USER_KEY_DATA.map((k) => unb64(secret.data?.[k])).find(Boolean);
+      if (!pem) {
+        throw new ReconcileError(
+          'KeyInvalid',
+          `Secret ${domain.namespace}/${secretName} holds no ${USER_KEY_DATA.join(' or ')} entry`,
+        );
+      }
+      return pem;
+    },
+    async loadGeneratedDkimKey(domain) {
+      return readData(domain.namespace, dkimSecretName(domain.name), DKIM_KEY_DATA);
+    },
+    async saveGeneratedDkimKey(domain, privateKeyPem) {
+      const secret: V1Secret & { metadata: { name: string; namespace: string } } = {
+        metadata: {
+          name: dkimSecretName(domain.name),
+          namespace: domain.namespace,
+          labels: { [LABEL_MANAGED_BY]: 'mailplane', [LABEL_DOMAIN]: domain.name },
+        },
+        type: 'Opaque',
+        data: { [DKIM_KEY_DATA]: b64(privateKeyPem) },
+      };
+      await kube.applySecret(secret);
+    },
+  };
+}
