@@ -2,6 +2,9 @@
 // retry period; a candidate takes the Lease only once it has seen the same record unchanged for a
 // whole lease duration (measured on its own clock, so clocks need not agree); every write carries
 // the resourceVersion it read, so two candidates can never both win the same term.
+//
+// RBAC (in the operator's own namespace):
+//   coordination.k8s.io   leases   get create update
 
 import { V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log.js';

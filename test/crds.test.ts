@@ -60,7 +60,7 @@ test('the examples are accepted and listed under the mailplane category', async 
     'tenant.mailplane.io/acme',
   ]);
   const table = await ok(['get', 'mpd']);
-  assert.match(table, /^NAME\s+DOMAIN\s+TENANT\s+ALGORITHM\s+READY\s+AGE$/m);
+  assert.match(table, /^NAME\s+DOMAIN\s+TENANT\s+ALGORITHM\s+READY\s+DNS\s+AGE$/m);
   assert.match(table, /^example-com\s+example\.com\s+acme\s+rsa-2048\s/m);
 });
 
