@@ -225,6 +225,8 @@ test('kubectl apply -f examples/ makes all three Ready, with the API key and DKI
   await waitCondition(apps, 'template', 'welcome', 'Ready', 'True');
   process.stdout.write(`# examples Ready ${Date.now() - applied} ms after kubectl apply\n`);
   assert.equal(condition(domain, 'KeyReady')?.status, 'True');
+  for (const path of ['/healthz', '/readyz'])
+    assert.equal((await fetch(operator!.url + path)).status, 200, path);
   const listed = await kubectl(['-n', apps, 'get', 'mailplane']);
   assert.match(listed, /tenant\.mailplane\.io\/acme\s+True/);
 
