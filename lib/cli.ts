@@ -12,6 +12,7 @@ import { createMetrics } from './metrics.js';
 import { applyResources } from './reconcile/apply.js';
 import { ReconcileError } from './reconcile/errors.js';
 import { printOnceKeyStore } from './reconcile/key-store.js';
+import { startProbeServer } from './probe-server.js';
 import { createRenderer } from './render/sandbox.js';
 import { ManifestError, readManifests } from './resources.js';
 import { onShutdown } from './shutdown.js';
@@ -106,8 +107,14 @@ async function main(argv: string[]): Promise<number> {
       });
       // A sender whose job runner died sends nothing; exiting lets Kubernetes restart it.
       sender.done.catch(() => process.exit(1));
+      const probes = await startProbeServer({
+        port: config.port,
+        registry: metrics.registry,
+        ready: () => true,
+      });
       onShutdown(log, async () => {
         await sender.stop();
+        await probes.close();
         renderer.dispose();
         await database.close();
       });

@@ -2,12 +2,11 @@
 // endpoints a kubelet and Prometheus read.
 
 import { Resolver } from 'node:dns/promises';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
+import { startProbeServer } from '../lib/probe-server.js';
 import type { Renderer } from '../lib/render/sandbox.js';
 import type { OperatorConfig } from './config.js';
 import { startController } from './controller.js';
@@ -87,26 +86,14 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     },
   });
 
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    if (path === '/readyz') {
-      // Ready once the caches are warm, leader or not: a standby is ready to take over.
-      const ready = controller.synced();
-      return void res
-        .writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' })
-        .end(ready ? 'ok\n' : 'caches not synced\n');
-    }
-    if (path === '/metrics') {
-      void metrics.registry
-        .metrics()
-        .then((body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body));
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  // Ready once the caches are warm, leader or not: a standby is ready to take over.
+  const probes = await startProbeServer({
+    port: config.port,
+    registry: metrics.registry,
+    ready: () => controller.synced(),
+    notReadyReason: 'caches not synced',
   });
-  await new Promise<void>((resolve, reject) => server.listen(config.port, resolve).once('error', reject));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const url = probes.url;
   log.info('operator started', { url, identity: oc.identity, lease: `${oc.leaseNamespace}/${oc.leaseName}` });
 
   return {
@@ -117,7 +104,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
       await controller.stop();
       await election.stop();
       metrics.leader.set(0);
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await probes.close();
     },
   };
 }

@@ -1,0 +1,48 @@
+// The HTTP endpoints of a process that serves nothing else (the operator, the sender): /healthz
+// for the kubelet's liveness probe, /readyz for readiness, /metrics for Prometheus.
+
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+
+export interface ProbeServer {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on `port` (0: any free port).
+ *
+ *   const probes = await startProbeServer({ port: 8080, registry, ready: () => caches.synced() });
+ */
+export async function startProbeServer(options: {
+  port: number;
+  registry: Registry;
+  ready: () => boolean;
+  /** Said by /readyz while not ready. */
+  notReadyReason?: string;
+}): Promise<ProbeServer> {
+  const { registry } = options;
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const text = (status: number, body: string) =>
+      void res.writeHead(status, { 'content-type': 'text/plain' }).end(`${body}\n`);
+    if (path === '/healthz') return text(200, 'ok');
+    if (path === '/readyz') {
+      return options.ready() ? text(200, 'ok') : text(503, options.notReadyReason ?? 'not ready');
+    }
+    if (path === '/metrics') {
+      registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
+        (err: Error) => text(500, err.message),
+      );
+      return;
+    }
+    text(404, 'not found');
+  });
+  await new Promise<void>((resolve, reject) => server.listen(options.port, resolve).once('error', reject));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
