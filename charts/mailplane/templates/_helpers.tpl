@@ -1,0 +1,102 @@
+{{/* Names and labels. */}}
+{{- define "mailplane.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mailplane.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component: include "mailplane.selector" (list . "api") */}}
+{{- define "mailplane.selector" -}}
+app.kubernetes.io/name: {{ (index . 0).Chart.Name }}
+app.kubernetes.io/instance: {{ (index . 0).Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "mailplane.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "mailplane.databaseSecret" -}}
+{{- if .Values.database.existingSecret -}}{{ .Values.database.existingSecret }}{{- else -}}{{ include "mailplane.fullname" . }}-database{{- end -}}
+{{- end -}}
+
+{{- define "mailplane.secretKeySecret" -}}
+{{- if .Values.secretKey.existingSecret -}}{{ .Values.secretKey.existingSecret }}{{- else -}}{{ include "mailplane.fullname" . }}-secret-key{{- end -}}
+{{- end -}}
+
+{{/* Pod Security Standard "restricted", for every pod of the chart. */}}
+{{- define "mailplane.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "mailplane.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{/* The environment every Mailplane process shares. */}}
+{{- define "mailplane.env" -}}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mailplane.databaseSecret" . }}
+      key: {{ if .Values.database.existingSecret }}{{ .Values.database.existingSecretKey }}{{ else }}DATABASE_URL{{ end }}
+- name: MAILPLANE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "mailplane.secretKeySecret" . }}
+      key: MAILPLANE_SECRET_KEY
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- if .Values.inboundHost }}
+- name: MAILPLANE_INBOUND_HOST
+  value: {{ .Values.inboundHost | quote }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* A writable /tmp on a read-only root filesystem. */}}
+{{- define "mailplane.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+{{- define "mailplane.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{/* Scheduling of one component: include "mailplane.scheduling" .Values.api */}}
+{{- define "mailplane.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}

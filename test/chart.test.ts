@@ -1,0 +1,294 @@
+// The Helm chart: lint and render with helm built from source, then against a real kube-apiserver
+// every rendered object in a namespace enforcing the "restricted" Pod Security Standard, a real
+// install and upgrade, and `kubectl auth can-i` for each ServiceAccount.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import { startControlPlane, type CommandResult, type ControlPlane } from './helpers/control-plane.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const HELM = `${ROOT}bin/helm`;
+const CHART = 'charts/mailplane';
+const RUN = randomBytes(3).toString('hex');
+const RELEASE_NS = `mailplane-${RUN}`;
+const TENANT_NS = `apps-${RUN}`;
+const DEFAULTS = ['--set', 'database.url=postgres://mailplane:secret@db.example:5432/mailplane'];
+/** Every option on: what `helm lint` and the dry-run must also take. */
+const FULL = [
+  '--set',
+  'postgresql.enabled=true',
+  '--set',
+  'api.autoscaling.enabled=true',
+  '--set',
+  'smtp.enabled=true',
+  '--set',
+  'networkPolicy.enabled=true',
+  '--set',
+  'networkPolicy.postgresCIDR=10.0.0.0/8',
+  '--set',
+  'metrics.serviceMonitor.enabled=true',
+  '--set',
+  'metrics.prometheusRule.enabled=true',
+  '--set',
+  `operator.secretNamespaces={${TENANT_NS}}`,
+  '--set',
+  'sender.relayUrl=smtp://relay.example:587',
+  '--set',
+  'inboundHost=mx.example.com',
+  '--set',
+  'extraEnv[0].name=MAILPLANE_MAX_RECIPIENTS',
+  '--set-string',
+  'extraEnv[0].value=100',
+  '--set',
+  'operator.tolerations[0].operator=Exists',
+  '--set',
+  'api.nodeSelector.pool=web',
+];
+
+let cp: ControlPlane;
+
+function run(command: string, args: string[], input?: string): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { ...process.env, KUBECONFIG: cp?.kubeconfig ?? '' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+    child.stdin.end(input ?? '');
+  });
+}
+
+async function ok(command: string, args: string[], input?: string): Promise<string> {
+  const result = await run(command, args, input);
+  assert.equal(result.code, 0, `${command} ${args.join(' ')} failed:\n${result.stderr}`);
+  return result.stdout;
+}
+
+const helm = (args: string[]) => ok(HELM, args);
+const kubectl = (args: string[], input?: string) => ok(`${ROOT}bin/kubectl`, args, input);
+
+interface Obj {
+  apiVersion: string;
+  kind: string;
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
+  spec?: Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+async function render(args: string[]): Promise<Obj[]> {
+  const out = await helm(['template', 'mailplane', CHART, '--namespace', RELEASE_NS, ...args]);
+  return parseAllDocuments(out)
+    .map((d) => d.toJS() as Obj | null)
+    .filter((o): o is Obj => o !== null);
+}
+
+function podSpecs(objects: Obj[]): { name: string; spec: Record<string, any> }[] {
+  // eslint-disable-line @typescript-eslint/no-explicit-any
+  return objects
+    .filter((o) => o.kind === 'Deployment' || o.kind === 'StatefulSet')
+    .map((o) => ({ name: o.metadata.name, spec: o.spec!.template.spec }));
+}
+
+before(async () => {
+  cp = await startControlPlane();
+  await kubectl(['create', 'namespace', RELEASE_NS]);
+  await kubectl(['label', 'namespace', RELEASE_NS, 'pod-security.kubernetes.io/enforce=restricted']);
+  await kubectl(['create', 'namespace', TENANT_NS]);
+});
+
+after(async () => {
+  await cp?.stop();
+});
+
+test('helm lint --strict passes with the default values and with every option on', async () => {
+  await helm(['lint', '--strict', CHART, ...DEFAULTS]);
+  await helm(['lint', '--strict', CHART, ...FULL]);
+});
+
+test('a wrong value is refused with a message naming it', async () => {
+  const cases: [string[], RegExp][] = [
+    [['--set', 'database.url=mysql://x'], /\/database\/url.*does not match/],
+    [[...DEFAULTS, '--set', 'smtp.containerPort=25'], /\/smtp\/containerPort.*minimum/],
+    [[...DEFAULTS, '--set', 'logLevel=verbose'], /\/logLevel.*must be one of/],
+    [[...DEFAULTS, '--set', 'sender.relayUrl=relay.example'], /\/sender\/relayUrl/],
+    [[...DEFAULTS, '--set', 'apiReplicas=3'], /additional properties 'apiReplicas' not allowed/],
+    [[], /set exactly one of database\.url, database\.existingSecret or postgresql\.enabled/],
+  ];
+  for (const [args, message] of cases) {
+    const result = await run(HELM, ['template', 'mailplane', CHART, ...args]);
+    assert.notEqual(result.code, 0, `accepted: ${args.join(' ')}`);
+    assert.match(result.stderr, message);
+  }
+});
+
+test('the default render has the CRDs (kept on uninstall), two operator replicas, and api, sender, PDB and secret key', async () => {
+  const objects = await render(DEFAULTS);
+  const names = objects.map((o) => `${o.kind}/${o.metadata.name}`);
+  for (const expected of [
+    'CustomResourceDefinition/tenants.mailplane.io',
+    'CustomResourceDefinition/sendingdomains.mailplane.io',
+    'CustomResourceDefinition/templates.mailplane.io',
+    'Deployment/mailplane-operator',
+    'Deployment/mailplane-api',
+    'Deployment/mailplane-sender',
+    'Service/mailplane-api',
+    'PodDisruptionBudget/mailplane-sender',
+    'Secret/mailplane-secret-key',
+    'Secret/mailplane-database',
+  ]) {
+    assert.ok(names.includes(expected), `missing ${expected}`);
+  }
+  for (const crd of objects.filter((o) => o.kind === 'CustomResourceDefinition')) {
+    assert.equal(crd.metadata.annotations?.['helm.sh/resource-policy'], 'keep');
+  }
+  assert.equal(
+    objects.find((o) => o.metadata.name === 'mailplane-operator' && o.kind === 'Deployment')!.spec!.replicas,
+    2,
+  );
+  assert.ok(!names.some((n) => n.startsWith('StatefulSet/')), 'no Postgres unless asked for');
+  const noCrds = await render([...DEFAULTS, '--set', 'crds.install=false']);
+  assert.ok(!noCrds.some((o) => o.kind === 'CustomResourceDefinition'));
+});
+
+test('every pod is restricted, and only the operator mounts a service-account token', async () => {
+  for (const { name, spec } of podSpecs(await render(FULL))) {
+    assert.equal(spec.securityContext.runAsNonRoot, true, name);
+    assert.equal(spec.securityContext.seccompProfile.type, 'RuntimeDefault', name);
+    for (const c of spec.containers) {
+      assert.equal(c.securityContext.allowPrivilegeEscalation, false, name);
+      assert.equal(c.securityContext.readOnlyRootFilesystem, true, name);
+      assert.deepEqual(c.securityContext.capabilities.drop, ['ALL'], name);
+    }
+    if (name.endsWith('-operator')) assert.notEqual(spec.automountServiceAccountToken, false, name);
+    else assert.equal(spec.automountServiceAccountToken, false, `${name} must not mount a token`);
+  }
+});
+
+test('every rendered object passes a server-side dry run in a namespace enforcing the restricted Pod Security Standard', async () => {
+  // ServiceMonitor and PrometheusRule need the Prometheus operator's CRDs, which this API server lacks.
+  const objects = (await render(FULL)).filter((o) => !o.apiVersion.startsWith('monitoring.coreos.com/'));
+  const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
+  const rest = objects.filter((o) => o.kind !== 'CustomResourceDefinition');
+  const toYaml = (list: Obj[]) => list.map((o) => JSON.stringify(o)).join('\n---\n');
+  await kubectl(['apply', '--dry-run=server', '-f', '-'], toYaml(crds));
+  // helm install sets the release namespace on whatever names none; so does this.
+  const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding']);
+  for (const o of rest) if (!clusterScoped.has(o.kind)) o.metadata.namespace ??= RELEASE_NS;
+  const result = await run(`${ROOT}bin/kubectl`, ['apply', '--dry-run=server', '-f', '-'], toYaml(rest));
+  assert.equal(result.code, 0, result.stderr);
+  assert.doesNotMatch(result.stderr, /PodSecurity|violate/);
+  // Pod Security is enforced on Pods (it only warns on Deployments): dry-run each pod template as a Pod.
+  const pods = podSpecs(objects).map(({ name, spec }) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: `${name}-check`, namespace: RELEASE_NS },
+    // A StatefulSet's claim templates become volumes only once a controller runs: stand in for them.
+    spec: {
+      ...spec,
+      volumes: [
+        ...(spec.volumes ?? []),
+        ...(
+          objects.find((o) => o.metadata.name === name && o.kind === 'StatefulSet')?.spec!
+            .volumeClaimTemplates ?? []
+        ).map((claim: { metadata: { name: string } }) => ({ name: claim.metadata.name, emptyDir: {} })),
+      ],
+    },
+  }));
+  const podResult = await run(
+    `${ROOT}bin/kubectl`,
+    ['create', '--dry-run=server', '-f', '-'],
+    toYaml(pods as Obj[]),
+  );
+  assert.equal(podResult.code, 0, podResult.stderr);
+});
+
+test('helm install and upgrade: the secret key is generated once and kept; uninstall keeps the CRDs and the key', async () => {
+  const install = [
+    '--namespace',
+    RELEASE_NS,
+    ...DEFAULTS,
+    '--set',
+    `operator.secretNamespaces={${TENANT_NS}}`,
+  ];
+  await helm(['install', 'mailplane', CHART, ...install]);
+  const key = async () =>
+    kubectl([
+      '-n',
+      RELEASE_NS,
+      'get',
+      'secret',
+      'mailplane-secret-key',
+      '-o',
+      'jsonpath={.data.MAILPLANE_SECRET_KEY}',
+    ]);
+  const first = await key();
+  assert.ok(Buffer.from(first, 'base64').length >= 32);
+  await helm(['upgrade', 'mailplane', CHART, ...install, '--set', 'logLevel=debug']);
+  assert.equal(await key(), first, 'an upgrade must not change the secret key');
+  await kubectl(['wait', '--for=condition=Established', 'crd/tenants.mailplane.io', '--timeout=30s']);
+});
+
+test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api and sender nothing', async () => {
+  const can = async (sa: string, args: string[]) => {
+    const result = await run(`${ROOT}bin/kubectl`, [
+      'auth',
+      'can-i',
+      ...args,
+      `--as=system:serviceaccount:${RELEASE_NS}:${sa}`,
+    ]);
+    return result.stdout.trim() === 'yes';
+  };
+  const operator = 'mailplane-operator';
+  const allowed: string[][] = [
+    ['watch', 'tenants.mailplane.io', '--all-namespaces'],
+    ['list', 'sendingdomains.mailplane.io', '--all-namespaces'],
+    ['patch', 'templates.mailplane.io', '-n', TENANT_NS],
+    ['patch', 'tenants.mailplane.io', '--subresource=status', '-n', TENANT_NS],
+    ['create', 'events', '-n', TENANT_NS],
+    ['create', 'secrets', '-n', TENANT_NS],
+    ['patch', 'secrets', '-n', TENANT_NS],
+    ['delete', 'secrets', '-n', TENANT_NS],
+    ['update', 'leases.coordination.k8s.io', '-n', RELEASE_NS],
+  ];
+  for (const args of allowed)
+    assert.equal(await can(operator, args), true, `operator should: ${args.join(' ')}`);
+  const denied: string[][] = [
+    ['get', 'secrets', '-n', 'default'],
+    ['list', 'secrets', '-n', TENANT_NS],
+    ['delete', 'tenants.mailplane.io', '-n', TENANT_NS],
+    ['update', 'leases.coordination.k8s.io', '-n', TENANT_NS],
+    ['list', 'pods', '-n', RELEASE_NS],
+    ['get', 'configmaps', '-n', RELEASE_NS],
+    ['create', 'customresourcedefinitions.apiextensions.k8s.io'],
+  ];
+  for (const args of denied)
+    assert.equal(await can(operator, args), false, `operator should not: ${args.join(' ')}`);
+  for (const sa of ['mailplane-api', 'mailplane-sender']) {
+    for (const args of [
+      ['get', 'secrets', '-n', RELEASE_NS],
+      ['list', 'tenants.mailplane.io', '--all-namespaces'],
+      ['get', 'leases.coordination.k8s.io', '-n', RELEASE_NS],
+    ]) {
+      assert.equal(await can(sa, args), false, `${sa} should not: ${args.join(' ')}`);
+    }
+  }
+});
+
+test('helm uninstall keeps the CRDs and the secret key', async () => {
+  await helm(['uninstall', 'mailplane', '--namespace', RELEASE_NS, '--wait']);
+  await kubectl(['get', 'crd', 'tenants.mailplane.io']);
+  await kubectl(['-n', RELEASE_NS, 'get', 'secret', 'mailplane-secret-key']);
+});
