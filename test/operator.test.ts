@@ -67,6 +67,11 @@ async function getObject(namespace: string, kind: string, name: string): Promise
   return JSON.parse(result.stdout) as K8sObject;
 }
 
+/** Merges `spec` into an object's spec, as `kubectl patch --type=merge` does. */
+async function patchSpec(namespace: string, kind: string, name: string, spec: Record<string, unknown>) {
+  await kubectl(['-n', namespace, 'patch', kind, name, '--type=merge', '-p', JSON.stringify({ spec })]);
+}
+
 function condition(o: K8sObject | undefined, type: string) {
   return o?.status?.conditions?.find((c) => c.type === type);
 }
@@ -288,16 +293,9 @@ test('an invalid spec is refused by the API server with what to fix', async () =
 test('a template that does not compile shows the line at fault, an Event, and keeps its last good version', async () => {
   const apps = ns('apps');
   await waitCondition(apps, 'template', 'welcome', 'Ready', 'True');
-  await kubectl([
-    '-n',
-    apps,
-    'patch',
-    'template',
-    'welcome',
-    '--type=merge',
-    '-p',
-    JSON.stringify({ spec: { html: '<p>ok</p>\n<p>still ok</p>\n<% if (x { %>broken<% } %>\n' } }),
-  ]);
+  await patchSpec(apps, 'template', 'welcome', {
+    html: '<p>ok</p>\n<p>still ok</p>\n<% if (x { %>broken<% } %>\n',
+  });
   const template = await waitCondition(apps, 'template', 'welcome', 'Compiled', 'False', 'TemplateInvalid');
   assert.match(condition(template, 'Compiled')!.message, /html, line 3/);
   assert.equal(condition(template, 'Ready')?.status, 'False');
@@ -305,32 +303,14 @@ test('a template that does not compile shows the line at fault, an Event, and ke
   const warning = (await events(apps, 'welcome')).find((e) => e.reason === 'TemplateInvalid');
   assert.equal(warning?.type, 'Warning');
 
-  await kubectl([
-    '-n',
-    apps,
-    'patch',
-    'template',
-    'welcome',
-    '--type=merge',
-    '-p',
-    JSON.stringify({ spec: { html: '<p>Hi <%= name %></p>' } }),
-  ]);
+  await patchSpec(apps, 'template', 'welcome', { html: '<p>Hi <%= name %></p>' });
   const fixed = await waitCondition(apps, 'template', 'welcome', 'Ready', 'True');
   assert.equal(fixed.status?.version, 2);
 });
 
 test('an update is reconciled, and an unchanged object costs no write on resync', async () => {
   const apps = ns('apps');
-  await kubectl([
-    '-n',
-    apps,
-    'patch',
-    'tenant',
-    'acme',
-    '--type=merge',
-    '-p',
-    JSON.stringify({ spec: { apiKeys: [{ name: 'backend', scopes: ['send'] }] } }),
-  ]);
+  await patchSpec(apps, 'tenant', 'acme', { apiKeys: [{ name: 'backend', scopes: ['send'] }] });
   await eventually(
     'the key Secret to carry the new scopes',
     async () => secretData(await getObject(apps, 'secret', 'acme-api-key-backend'), 'scopes') === 'send',

@@ -4,6 +4,7 @@
 // catches that. Install it with test/setup-deps.sh.
 
 import { spawn } from 'node:child_process';
+import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { fileURLToPath } from 'node:url';
 
 const SCRIPT = fileURLToPath(new URL('./dkim_verify.py', import.meta.url));
@@ -51,4 +52,24 @@ export async function verifyDkimIndependently(
     throw new Error(`the DKIM verifier did not run (exit code ${code}):\n${output}`);
   }
   return { ok: code === 0, output };
+}
+
+/**
+ * The result of each DKIM-Signature of `raw` as mailauth (the signing library) verifies it,
+ * answering DNS from `records`.
+ *
+ *   assert.deepEqual(await verifyDkimWithMailauth(raw, records), ['pass']);
+ */
+export async function verifyDkimWithMailauth(
+  raw: Buffer | string,
+  records: Record<string, string>,
+): Promise<string[]> {
+  const result = await dkimVerify(raw, {
+    resolver: async (name) => {
+      const record = records[name.replace(/\.$/, '')];
+      if (!record) throw Object.assign(new Error(`no TXT at ${name}`), { code: 'ENOTFOUND' });
+      return [[record]];
+    },
+  });
+  return result.results.map((r) => r.status.result);
 }
