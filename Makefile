@@ -37,7 +37,7 @@ format: install
 	npx prettier --write .
 
 ## test: install what the tests need, lint, typecheck and run every test against real parts
-test: install deps lint typecheck
+test: install deps tools lint typecheck
 	$(NODE) --import tsx --test --test-concurrency=1 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
 
 ## bench: print API and sender throughput figures
