@@ -15,6 +15,7 @@ import { isSendMessagePayload, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Rendered, Renderer } from '../lib/render/sandbox.js';
+import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
 import { createDkimSigner } from './dkim.js';
 import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
@@ -122,8 +123,9 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       return failed('defer', 'EDKIM', `cannot sign: ${(err as Error).message}`);
     }
 
+    // A signed VERP address brings a later bounce back to this message (smtp/inbound-server.ts).
     const envelopeFrom = domain.return_path_domain
-      ? `bounces+${message.id}@${domain.return_path_domain}`
+      ? bounceAddress(deps.config.secretKey, message.id, domain.return_path_domain)
       : from;
     try {
       const receipt = await deps.transport.send({ from: envelopeFrom, to: message.recipient }, signed);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { readConfig, type Config } from '../lib/config.js';
+import { messageIdOfBounceAddress } from '../lib/verp.js';
 import { dkimTxtValue, encrypt, generateDkimKey, type DkimAlgorithm } from '../lib/crypto.js';
 import { openDatabase, type DatabaseHandle, type Db } from '../lib/db/index.js';
 import type { EmailContent, MessageStatus } from '../lib/db/schema.js';
@@ -326,10 +327,14 @@ describe('delivery', () => {
     await waitForStatus(db, plain.messages['envelope-1@example.org']!, ['delivered']);
     await waitForStatus(db, verp.messages['envelope-2@example.org']!, ['delivered']);
     assert.equal(receivedBy(inbox, 'envelope-1@example.org')[0]?.envelope.from, 'hello@example.com');
+    const returnPath = receivedBy(inbox, 'envelope-2@example.org')[0]?.envelope.from ?? '';
+    assert.match(returnPath, /^bounces\+[0-9a-f-]{36}\.[0-9a-f]{16}@bounces\.example\.com$/);
+    // Signed: it leads back to its message under this installation's key, and under no other.
     assert.equal(
-      receivedBy(inbox, 'envelope-2@example.org')[0]?.envelope.from,
-      `bounces+${verp.messages['envelope-2@example.org']}@bounces.example.com`,
+      messageIdOfBounceAddress(config.secretKey, returnPath),
+      verp.messages['envelope-2@example.org'],
     );
+    assert.equal(messageIdOfBounceAddress(Buffer.alloc(32, 1), returnPath), undefined);
   });
 
   test('each recipient gets its own envelope, and Bcc recipients never appear in any header', async () => {
