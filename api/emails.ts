@@ -216,7 +216,8 @@ export function emailsRouter(deps: EmailsDeps): Router {
       tags: c.tags,
       created_at: email.created_at.toISOString(),
       scheduled_at: email.scheduled_at?.toISOString() ?? null,
-      last_event: status,
+      // Resend reports a complaint as the email's last event; its status stays what it was.
+      last_event: events.some((e) => e.type === 'complained') ? 'complained' : status,
       status,
       recipients: messages.map((m) => ({
         address: m.recipient,

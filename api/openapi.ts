@@ -196,7 +196,10 @@ export const openApiDocument = {
           to: { type: 'array', items: { type: 'string' } },
           subject: { type: 'string' },
           status: { $ref: '#/components/schemas/Status' },
-          last_event: { $ref: '#/components/schemas/Status' },
+          last_event: {
+            description: 'The status, or `complained` once a recipient has reported the email as spam.',
+            anyOf: [{ $ref: '#/components/schemas/Status' }, { const: 'complained' }],
+          },
           created_at: { type: 'string', format: 'date-time' },
           recipients: {
             type: 'array',
@@ -215,7 +218,11 @@ export const openApiDocument = {
             items: {
               type: 'object',
               properties: {
-                type: { type: 'string' },
+                type: {
+                  type: 'string',
+                  description:
+                    'queued, sending, delivered, deferred, bounced, failed, suppressed, canceled; and from the inbound listener: bounced (with async: true), delayed, complained.',
+                },
                 recipient: { type: 'string' },
                 at: { type: 'string' },
                 reply: { type: 'string' },

@@ -23,6 +23,7 @@ Commands:
   dev                   run everything on an embedded Postgres with a local inbox
   api                   serve the REST API on $PORT (default 8080)
   sender                run send jobs
+  smtp                  take bounces and complaints on $MAILPLANE_SMTP_PORT (default 2525)
   operator              reconcile Tenant, SendingDomain and Template resources ($KUBECONFIG or in-cluster)
   migrate               apply database migrations and exit
   apply -f <file|dir>   apply Tenant, SendingDomain and Template manifests to Postgres
@@ -116,6 +117,33 @@ async function main(argv: string[]): Promise<number> {
         await sender.stop();
         await probes.close();
         renderer.dispose();
+        await database.close();
+      });
+      return -1;
+    }
+    case 'smtp': {
+      const { startInboundServer } = await import('../smtp/inbound-server.js');
+      const { config, log, database } = await openRuntime('smtp');
+      const metrics = createMetrics({ defaults: true });
+      const inbound = await startInboundServer(
+        {
+          db: database.db,
+          secretKey: config.secretKey,
+          log,
+          registry: metrics.registry,
+          hostname: config.heloName,
+        },
+        { port: config.smtpPort },
+      );
+      const probes = await startProbeServer({
+        port: config.port,
+        registry: metrics.registry,
+        ready: () => true,
+      });
+      log.info('listening for bounces and complaints', { port: inbound.port });
+      onShutdown(log, async () => {
+        await inbound.close();
+        await probes.close();
         await database.close();
       });
       return -1;

@@ -10,8 +10,10 @@ export interface Config {
   databaseUrl: string;
   /** 32-byte key derived from MAILPLANE_SECRET_KEY; encrypts DKIM private keys at rest. */
   secretKey: Buffer;
-  /** HTTP port of the api. Default 8080. */
+  /** HTTP port of the api (and of the probes and metrics of the other processes). Default 8080. */
   port: number;
+  /** Port of the inbound SMTP listener (`mailplane smtp`). Default 2525: binding 25 needs privilege. */
+  smtpPort: number;
   /** debug | info | warn | error. Default info. */
   logLevel: Level;
   /** smtp(s)://user:pass@host:port to relay all mail through; unset means direct MX delivery. */
@@ -76,6 +78,7 @@ export function readConfig(env: Env): Readonly<Config> {
     databaseUrl,
     secretKey: deriveKey(secret),
     port: int('PORT', 8080, 0),
+    smtpPort: int('MAILPLANE_SMTP_PORT', 2525, 0),
     logLevel,
     relayUrl,
     inboundHost: env.MAILPLANE_INBOUND_HOST || undefined,

@@ -1,0 +1,251 @@
+// The inbound SMTP listener (`mailplane smtp`): the MX of every return-path domain. It takes the
+// bounces (DSN) and complaints (ARF) that come back after a message was handed over, matches each
+// to its message by the signed VERP return path (lib/verp.ts), and records it: an asynchronous
+// bounce makes the message `bounced` and suppresses the address, a complaint suppresses it too.
+//
+// A report is answered 250 only once what it says is committed; when Postgres cannot be reached the
+// answer is 451, and the reporting MTA keeps the report and tries again later. Nothing else is
+// accepted for delivery: a recipient that is not a signed return path, the feedback-loop address
+// or postmaster is refused at RCPT, so the listener is no open relay nor a spam trap.
+
+import type { AddressInfo } from 'node:net';
+import { Counter, type Registry } from 'prom-client';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { Db } from '../lib/db/index.js';
+import type { Logger } from '../lib/log.js';
+import { messageIdOfBounceAddress } from '../lib/verp.js';
+import { recordBounce, recordComplaint, recordDelay } from './queries.js';
+import { parseReport, type DsnRecipient, type InboundReport } from './report.js';
+
+/**
+ * The address to register with mailbox providers' feedback loops (`fbl@<return-path domain>`):
+ * their reports carry the original message, whose Return-Path names it.
+ */
+export const FEEDBACK_LOCAL_PART = 'fbl';
+/** The largest message taken at all, so that nobody can stream gigabytes at the listener. */
+const MAX_MESSAGE_BYTES = 50 * 1024 * 1024;
+/**
+ * How much of a message is kept and read. The machine-readable part of a DSN or an ARF report
+ * comes before the original message it returns, which may carry attachments; the rest is read from
+ * the socket and dropped, so that a bounce of a large message is still taken.
+ */
+const KEPT_BYTES = 1024 * 1024;
+/** Connections still open this long after close() are cut; a report is a few kilobytes. */
+const CLOSE_TIMEOUT_MS = 10_000;
+
+/** What became of one report, as counted in `mailplane_inbound_reports_total`. */
+export type InboundOutcome =
+  /** A failed delivery: the message is now `bounced` (and the address suppressed when permanent). */
+  | 'bounced'
+  /** A server down the line is still trying: an event, nothing else. */
+  | 'delayed'
+  | 'complained'
+  /** A report about a message already settled so (the same report again). */
+  | 'duplicate'
+  /** Not a report (an auto-reply, a person writing back), or one that says nothing went wrong. */
+  | 'ignored'
+  /** A report naming no message of this installation, e.g. a complaint without its original. */
+  | 'unmatched';
+
+export interface InboundServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+export interface InboundDeps {
+  db: Db;
+  /** The installation's key, which signs return paths. */
+  secretKey: Buffer;
+  log: Logger;
+  registry: Registry;
+  /** Name announced in the greeting. */
+  hostname: string;
+}
+
+/** The recipients a session has been allowed to name, set by onRcptTo. */
+export interface Recipient {
+  kind: 'return-path' | 'feedback' | 'postmaster';
+  messageId?: string;
+}
+
+/**
+ * Starts the listener on `port` (0: any free port) and resolves once it is listening.
+ *
+ *   const inbound = await startInboundServer({ db, secretKey, log, registry, hostname }, { port: 2525 });
+ */
+export async function startInboundServer(
+  deps: InboundDeps,
+  options: { port: number; host?: string },
+): Promise<InboundServer> {
+  const { log } = deps;
+  const reports = new Counter({
+    name: 'mailplane_inbound_reports_total',
+    help: 'Messages taken by the inbound SMTP listener, by what became of them.',
+    labelNames: ['outcome'],
+    registers: [deps.registry],
+  });
+  const sessions = new WeakMap<SMTPServerSession, Recipient[]>();
+
+  const server = new SMTPServer({
+    name: deps.hostname,
+    size: MAX_MESSAGE_BYTES,
+    // Reports arrive from other MTAs, which never authenticate to an MX. STARTTLS needs a
+    // certificate, which this listener does not have yet; senders fall back to plain text.
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    logger: false,
+    closeTimeout: CLOSE_TIMEOUT_MS,
+    onMailFrom(_address, session, callback) {
+      sessions.set(session, []);
+      callback();
+    },
+    onRcptTo(address, session, callback) {
+      const recipient = classifyRecipient(deps.secretKey, address.address);
+      if (!recipient) {
+        return callback(
+          Object.assign(new Error(`5.1.1 <${address.address}>: no such recipient here`), {
+            responseCode: 550,
+          }),
+        );
+      }
+      sessions.get(session)?.push(recipient);
+      callback();
+    },
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
+      const chunks: Buffer[] = [];
+      let kept = 0;
+      stream.on('data', (chunk: Buffer) => {
+        if (kept >= KEPT_BYTES) return;
+        chunks.push(chunk.subarray(0, KEPT_BYTES - kept));
+        kept += chunk.length;
+      });
+      stream.on('end', () => {
+        if (stream.sizeExceeded) {
+          return callback(
+            Object.assign(new Error(`5.3.4 message exceeds ${MAX_MESSAGE_BYTES} bytes`), {
+              responseCode: 552,
+            }),
+          );
+        }
+        const recipients = sessions.get(session) ?? [];
+        const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        handleReport(deps, Buffer.concat(chunks), recipients).then(
+          (outcomes) => {
+            for (const outcome of outcomes) reports.inc({ outcome });
+            log.info('inbound message', { from, outcomes, client: session.remoteAddress });
+            callback(null, 'report recorded');
+          },
+          (err: unknown) => {
+            log.error('cannot record an inbound report; asking the sender to retry', {
+              err: err as Error,
+              from,
+            });
+            callback(
+              Object.assign(new Error('4.3.0 cannot record this report now; try again later'), {
+                responseCode: 451,
+              }),
+            );
+          },
+        );
+      });
+    },
+  });
+  // A client that goes away mid-session must not take the process with it.
+  server.on('error', (err) => log.debug('inbound SMTP session error', { err }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(options.port, options.host, () => resolve());
+  });
+  return {
+    port: (server.server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+function classifyRecipient(secretKey: Buffer, address: string): Recipient | undefined {
+  const messageId = messageIdOfBounceAddress(secretKey, address);
+  if (messageId) return { kind: 'return-path', messageId };
+  const local = address.slice(0, address.lastIndexOf('@')).toLowerCase();
+  if (local === FEEDBACK_LOCAL_PART) return { kind: 'feedback' };
+  // RFC 5321 §4.5.1: every SMTP server accepts mail for postmaster.
+  if (local === 'postmaster' || address.toLowerCase() === 'postmaster') return { kind: 'postmaster' };
+  return undefined;
+}
+
+/**
+ * Reads one message and records what it reports about each message it names; answers one
+ * outcome per message named (or one `ignored`/`unmatched` when it names none).
+ */
+export async function handleReport(
+  deps: Pick<InboundDeps, 'db' | 'secretKey'>,
+  raw: Buffer,
+  recipients: readonly Recipient[],
+): Promise<InboundOutcome[]> {
+  const report = parseReport(raw);
+  if (report.kind === 'other') return ['ignored'];
+
+  const messageIds = new Set<string>();
+  for (const r of recipients) if (r.messageId) messageIds.add(r.messageId);
+  // A feedback loop writes to its registered address, not the return path; the original it
+  // returns still has the signed return path, which is as good as receiving at it.
+  if (report.originalReturnPath) {
+    const id = messageIdOfBounceAddress(deps.secretKey, report.originalReturnPath);
+    if (id) messageIds.add(id);
+  }
+  if (messageIds.size === 0) return ['unmatched'];
+
+  const outcomes: InboundOutcome[] = [];
+  for (const messageId of messageIds) outcomes.push(await record(deps.db, messageId, report));
+  return outcomes;
+}
+
+async function record(
+  db: Db,
+  messageId: string,
+  report: Exclude<InboundReport, { kind: 'other' }>,
+): Promise<InboundOutcome> {
+  if (report.kind === 'complaint') {
+    // "not-spam" is a recipient taking back a spam verdict: nothing to suppress.
+    if (report.feedbackType === 'not-spam') return 'ignored';
+    const detail = compact({
+      feedback_type: report.feedbackType,
+      user_agent: report.userAgent,
+      original_recipient: report.originalRecipient,
+    });
+    return (await recordComplaint(db, { messageId, feedbackType: report.feedbackType, detail }))
+      ? 'complained'
+      : 'duplicate';
+  }
+
+  // One recipient per envelope: a DSN with several blocks (an alias expanded down the line) is
+  // as bad as its worst block.
+  const failed = report.recipients.find((r) => r.action === 'failed');
+  const delayed = report.recipients.find((r) => r.action === 'delayed');
+  const block = failed ?? delayed;
+  if (!block) return 'ignored';
+  const detail = dsnDetail(block, report.reportingMta);
+  if (failed) {
+    const reply =
+      failed.diagnosticCode ?? `${failed.status} (reported by ${report.reportingMta ?? 'a remote MTA'})`;
+    // RFC 3463: 5.x.x is permanent; 4.x.x with action failed means a server gave up retrying.
+    const permanent = failed.status.startsWith('5');
+    return (await recordBounce(db, { messageId, permanent, reply, detail })) ? 'bounced' : 'duplicate';
+  }
+  return (await recordDelay(db, { messageId, detail })) ? 'delayed' : 'unmatched';
+}
+
+function dsnDetail(block: DsnRecipient, reportingMta: string | undefined): Record<string, unknown> {
+  return compact({
+    async: true,
+    action: block.action,
+    status: block.status,
+    reply: block.diagnosticCode,
+    recipient: block.finalRecipient,
+    remote_mta: block.remoteMta,
+    reporting_mta: reportingMta,
+  });
+}
+
+function compact(fields: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined && v !== ''));
+}

@@ -1,0 +1,257 @@
+// What a message arriving at the inbound listener reports: a delivery status notification (DSN,
+// RFC 3464: `multipart/report; report-type=delivery-status`), a complaint (ARF, RFC 5965:
+// `report-type=feedback-report`), or neither (an auto-reply, an out-of-office, a person writing
+// back to the return path). Only the machine-readable parts are read; the human text of a bounce
+// differs between every MTA and is never parsed.
+
+/** One per-recipient block of a DSN. */
+export interface DsnRecipient {
+  /** Final-Recipient, without its `rfc822;` type. */
+  finalRecipient: string;
+  /** failed | delayed | delivered | relayed | expanded (RFC 3464 §2.3.3). */
+  action: string;
+  /** The enhanced status code (RFC 3463), e.g. 5.1.1. */
+  status: string;
+  /** Diagnostic-Code without its `smtp;` type: the reply of the server that refused. */
+  diagnosticCode?: string;
+  /** Remote-MTA without its `dns;` type. */
+  remoteMta?: string;
+}
+
+export type InboundReport =
+  | {
+      kind: 'dsn';
+      /** Reporting-MTA, without its `dns;` type. */
+      reportingMta?: string;
+      recipients: DsnRecipient[];
+      /** Return-Path of the original message, when the report includes its headers. */
+      originalReturnPath?: string;
+    }
+  | {
+      kind: 'complaint';
+      /** Feedback-Type: abuse, fraud, virus, other, not-spam (RFC 5965 §7.3). */
+      feedbackType: string;
+      userAgent?: string;
+      /** Original-Rcpt-To: the address that complained, when the provider discloses it. */
+      originalRecipient?: string;
+      originalReturnPath?: string;
+    }
+  | { kind: 'other'; subject?: string };
+
+/** Reports nest (a report inside a forwarded message); deeper than this is not a real report. */
+const MAX_DEPTH = 4;
+
+type Fields = Map<string, string>;
+
+interface Entity {
+  headers: Fields;
+  body: Buffer;
+}
+
+/**
+ * Reads a raw message (as received over SMTP).
+ *
+ *   parseReport(raw)   // { kind: 'dsn', recipients: [{ action: 'failed', status: '5.1.1', … }], … }
+ */
+export function parseReport(raw: Buffer): InboundReport {
+  const top = splitEntity(raw);
+  return findReport(top, 0) ?? { kind: 'other', subject: top.headers.get('subject') };
+}
+
+function findReport(entity: Entity, depth: number): InboundReport | undefined {
+  if (depth > MAX_DEPTH) return undefined;
+  const { type, params } = contentType(entity.headers);
+  if (!type.startsWith('multipart/')) return undefined;
+  const parts = multipartParts(decodeBody(entity), params.get('boundary'));
+  if (type === 'multipart/report') {
+    const reportType = params.get('report-type')?.toLowerCase();
+    const byType = (wanted: string) => parts.find((p) => contentType(p.headers).type === wanted);
+    const originalReturnPath = originalReturnPathOf(parts);
+    if (reportType === 'delivery-status') {
+      const status = byType('message/delivery-status') ?? byType('message/global-delivery-status');
+      if (status) return { ...readDsn(decodeBody(status)), ...withOptional({ originalReturnPath }) };
+    }
+    if (reportType === 'feedback-report') {
+      const feedback = byType('message/feedback-report');
+      if (feedback) {
+        const fields = fieldGroups(decodeBody(feedback))[0] ?? new Map();
+        return {
+          kind: 'complaint',
+          feedbackType: (fields.get('feedback-type') ?? 'other').toLowerCase(),
+          ...withOptional({
+            userAgent: fields.get('user-agent'),
+            originalRecipient: fields.get('original-rcpt-to'),
+            originalReturnPath,
+          }),
+        };
+      }
+    }
+  }
+  for (const part of parts) {
+    const found = findReport(part, depth + 1);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+function readDsn(body: Buffer): Extract<InboundReport, { kind: 'dsn' }> {
+  const [perMessage, ...perRecipient] = fieldGroups(body);
+  const recipients: DsnRecipient[] = [];
+  for (const fields of perRecipient) {
+    const action = fields.get('action')?.toLowerCase();
+    const status = /\d\.\d{1,3}\.\d{1,3}/.exec(fields.get('status') ?? '')?.[0];
+    if (!action || !status) continue; // both are required by RFC 3464; a block without them says nothing
+    recipients.push({
+      finalRecipient: untyped(fields.get('final-recipient') ?? fields.get('original-recipient') ?? ''),
+      action,
+      status,
+      ...withOptional({
+        diagnosticCode: fields.has('diagnostic-code') ? untyped(fields.get('diagnostic-code')!) : undefined,
+        remoteMta: fields.has('remote-mta') ? untyped(fields.get('remote-mta')!) : undefined,
+      }),
+    });
+  }
+  const reportingMta = perMessage?.get('reporting-mta');
+  return {
+    kind: 'dsn',
+    recipients,
+    ...withOptional({ reportingMta: reportingMta ? untyped(reportingMta) : undefined }),
+  };
+}
+
+/** The original message's Return-Path, from its headers (message/rfc822 or text/rfc822-headers). */
+function originalReturnPathOf(parts: Entity[]): string | undefined {
+  for (const part of parts) {
+    const { type } = contentType(part.headers);
+    if (
+      type !== 'message/rfc822' &&
+      type !== 'text/rfc822-headers' &&
+      type !== 'message/global' &&
+      type !== 'message/global-headers'
+    )
+      continue;
+    const original = splitEntity(decodeBody(part));
+    const returnPath = original.headers.get('return-path');
+    if (returnPath) return returnPath.replace(/^\s*<(.*)>\s*$/, '$1');
+  }
+  return undefined;
+}
+
+/** `rfc822; ada@example.org` → `ada@example.org`; `smtp; 550 5.1.1 …` → `550 5.1.1 …`. */
+function untyped(value: string): string {
+  const semicolon = value.indexOf(';');
+  return (semicolon >= 0 ? value.slice(semicolon + 1) : value).trim();
+}
+
+function withOptional<T extends Record<string, string | undefined>>(fields: T): Partial<T> {
+  return Object.fromEntries(
+    Object.entries(fields).filter(([, v]) => v !== undefined && v !== ''),
+  ) as Partial<T>;
+}
+
+/** Headers and body of one entity; header names lower-cased, folded lines joined, first one kept. */
+function splitEntity(raw: Buffer): Entity {
+  let end = raw.indexOf('\r\n\r\n');
+  let gap = 4;
+  const lfEnd = raw.indexOf('\n\n');
+  if (lfEnd >= 0 && (end < 0 || lfEnd < end)) {
+    end = lfEnd;
+    gap = 2;
+  }
+  if (end < 0) return { headers: parseFields(raw.toString('latin1')), body: Buffer.alloc(0) };
+  return { headers: parseFields(raw.subarray(0, end).toString('latin1')), body: raw.subarray(end + gap) };
+}
+
+function parseFields(text: string): Fields {
+  const fields: Fields = new Map();
+  for (const line of text.replace(/\r?\n[ \t]+/g, ' ').split(/\r?\n/)) {
+    const colon = line.indexOf(':');
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    if (!fields.has(name)) fields.set(name, line.slice(colon + 1).trim());
+  }
+  return fields;
+}
+
+/** A DSN or ARF body: groups of header-style fields separated by blank lines. */
+function fieldGroups(body: Buffer): Fields[] {
+  return body
+    .toString('utf8')
+    .split(/\r?\n(?:[ \t]*\r?\n)+/)
+    .map(parseFields)
+    .filter((fields) => fields.size > 0);
+}
+
+function contentType(headers: Fields): { type: string; params: Map<string, string> } {
+  const value = headers.get('content-type') ?? 'text/plain';
+  const [type = '', ...rest] = splitParams(value);
+  const params = new Map<string, string>();
+  for (const param of rest) {
+    const eq = param.indexOf('=');
+    if (eq <= 0) continue;
+    const raw = param.slice(eq + 1).trim();
+    params.set(
+      param.slice(0, eq).trim().toLowerCase(),
+      raw.startsWith('"') ? raw.slice(1, -1).replace(/\\(.)/g, '$1') : raw,
+    );
+  }
+  return { type: type.trim().toLowerCase(), params };
+}
+
+/** Splits on semicolons outside quotes. */
+function splitParams(value: string): string[] {
+  const out: string[] = [];
+  let current = '';
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i]!;
+    if (c === '\\' && quoted) {
+      current += c + (value[++i] ?? '');
+      continue;
+    }
+    if (c === '"') quoted = !quoted;
+    if (c === ';' && !quoted) {
+      out.push(current);
+      current = '';
+    } else current += c;
+  }
+  out.push(current);
+  return out;
+}
+
+function multipartParts(body: Buffer, boundary: string | undefined): Entity[] {
+  if (!boundary) return [];
+  const text = body.toString('latin1');
+  const delimiter = `--${boundary}`;
+  const parts: Entity[] = [];
+  const part = (from: number, to: number) =>
+    parts.push(splitEntity(Buffer.from(text.slice(from, Math.max(from, to)), 'latin1')));
+  let start = -1;
+  for (let at = text.indexOf(delimiter); at >= 0; at = text.indexOf(delimiter, at + delimiter.length)) {
+    // A delimiter counts only at the start of a line.
+    if (at > 0 && text[at - 1] !== '\n') continue;
+    if (start >= 0) part(start, text[at - 2] === '\r' ? at - 2 : at - 1);
+    start = -1;
+    if (text.startsWith('--', at + delimiter.length)) return parts; // the close delimiter
+    const lineEnd = text.indexOf('\n', at);
+    if (lineEnd < 0) return parts;
+    start = lineEnd + 1;
+  }
+  // No close delimiter: the message was cut short (the listener keeps only its first megabyte),
+  // and the last part is read as far as it goes.
+  if (start >= 0) part(start, text.length);
+  return parts;
+}
+
+function decodeBody(entity: Entity): Buffer {
+  const encoding = entity.headers.get('content-transfer-encoding')?.toLowerCase();
+  if (encoding === 'base64') return Buffer.from(entity.body.toString('latin1'), 'base64');
+  if (encoding === 'quoted-printable') {
+    const text = entity.body
+      .toString('latin1')
+      .replace(/=\r?\n/g, '')
+      .replace(/=([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+    return Buffer.from(text, 'latin1');
+  }
+  return entity.body;
+}
