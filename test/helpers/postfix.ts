@@ -5,6 +5,10 @@
 // data and mail in a temp directory), never the system's Postfix or /etc/postfix. Postfix runs
 // only as root; install it with `bash test/setup-deps.sh`.
 //
+// `routes` sends mail for some domains on to other SMTP servers on loopback instead, as Postfix
+// would to their MX: a server there that refuses the recipient makes Postfix send a real bounce
+// (DSN) to the envelope sender, which a route can carry to Mailplane's inbound listener.
+//
 //   const mta = await startPostfix(); // send to mta.host:mta.port
 //   const [message] = await mta.waitForMessages(1); // message.raw, message.recipient
 //   await mta.stop();
@@ -62,8 +66,13 @@ export interface PostfixInstance {
 const DEFAULT_WAIT_MS = 10_000;
 const START_TIMEOUT_MS = 15_000;
 
+export interface PostfixOptions {
+  /** Domains whose mail Postfix relays to an SMTP server on loopback, e.g. `{ 'example.net': 2526 }`. */
+  routes?: Record<string, number>;
+}
+
 /** Starts a private Postfix and resolves once its SMTP server answers with a greeting. */
-export async function startPostfix(): Promise<PostfixInstance> {
+export async function startPostfix(options: PostfixOptions = {}): Promise<PostfixInstance> {
   try {
     await access(POSTFIX, constants.X_OK);
   } catch {
@@ -80,7 +89,7 @@ export async function startPostfix(): Promise<PostfixInstance> {
   const maillog = join(dir, 'maillog');
   let started: { port: number; masterPid: number };
   try {
-    started = await startIn(dir, host, owner);
+    started = await startIn(dir, host, owner, options.routes ?? {});
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -134,6 +143,7 @@ async function startIn(
   dir: string,
   host: string,
   owner: { uid: number; gid: number },
+  routes: Record<string, number>,
 ): Promise<{ port: number; masterPid: number }> {
   // Postfix's daemons run as `postfix` and must get through this directory to their queue.
   await chmod(dir, 0o755);
@@ -147,7 +157,7 @@ async function startIn(
 
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
-    await writeConfig(dir, port, owner);
+    await writeConfig(dir, port, owner, routes);
     try {
       const masterPid = await postfixCommand(dir, 'start');
       await waitForGreeting(host, port, START_TIMEOUT_MS);
@@ -171,7 +181,15 @@ async function postfixUser(): Promise<{ uid: number; gid: number }> {
   return { uid: Number(fields[2]), gid: Number(fields[3]) };
 }
 
-async function writeConfig(dir: string, port: number, owner: { uid: number; gid: number }): Promise<void> {
+async function writeConfig(
+  dir: string,
+  port: number,
+  owner: { uid: number; gid: number },
+  routes: Record<string, number>,
+): Promise<void> {
+  // Looked up before the address class's own transport, so a routed domain leaves by SMTP even
+  // though every domain is a virtual mailbox domain here.
+  const transports = Object.entries(routes).map(([domain, to]) => `${domain}=smtp:[127.0.0.1]:${to}`);
   const main = {
     compatibility_level: '3.6',
     queue_directory: join(dir, 'queue'),
@@ -201,6 +219,7 @@ async function writeConfig(dir: string, port: number, owner: { uid: number; gid:
     // Nothing leaves this instance, not even a bounce for a sender at a real domain.
     default_transport: 'error:outbound mail is disabled in this test MTA',
     relay_transport: 'error:outbound mail is disabled in this test MTA',
+    transport_maps: transports.length > 0 ? `inline:{ ${transports.join(', ')} }` : '',
     smtp_dns_support_level: 'disabled',
     smtp_host_lookup: 'native',
     smtpd_peername_lookup: 'no',
@@ -233,6 +252,7 @@ async function writeConfig(dir: string, port: number, owner: { uid: number; gid:
     'proxymap unix - - n - - proxymap',
     'showq unix n - n - - showq',
     'error unix - - n - - error',
+    'smtp unix - - n - - smtp',
     'retry unix - - n - - error',
     'discard unix - - n - - discard',
     'virtual unix - n n - - virtual',

@@ -1,0 +1,441 @@
+// The inbound listener (`mailplane smtp`) against real peers: a bounce that Debian's Postfix
+// generates on its own after it accepted a message, and DSN and ARF reports sent to the listener
+// over SMTP by nodemailer. Each is matched to its message by the signed return path.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import nodemailer from 'nodemailer';
+import { openDatabase } from '../lib/db/index.js';
+import { startInbox, type Inbox } from '../lib/dev/inbox.js';
+import { silentLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { bounceAddress } from '../lib/verp.js';
+import { startSender, type Sender } from '../sender/worker.js';
+import { startInboundServer, type InboundServer } from '../smtp/inbound-server.js';
+import { parseReport } from '../smtp/report.js';
+import { startPostfix, type PostfixInstance } from './helpers/postfix.js';
+import { startTestPlatform, type TestPlatform } from './helpers/platform.js';
+
+let platform: TestPlatform;
+let sender: Sender;
+let inbound: InboundServer;
+let postfix: PostfixInstance;
+let refusingMx: Inbox;
+const metrics = createMetrics();
+
+/** Where Postfix relays mail for example.net: a server that has no such user. */
+const GONE_DOMAIN = 'example.net';
+
+before(async () => {
+  // Postfix and the platform need each other's ports, and the platform holds the secret key the
+  // listener checks return paths with: start the platform first with the relay set afterwards.
+  refusingMx = await startInbox({ reply: () => ({ code: 550, message: '5.1.1 <user>: no such user' }) });
+  platform = await startTestPlatform();
+  inbound = await startInboundServer(
+    {
+      db: platform.database.db,
+      secretKey: platform.config.secretKey,
+      log: silentLogger,
+      registry: metrics.registry,
+      hostname: 'inbound.test',
+    },
+    { port: 0, host: '127.0.0.1' },
+  );
+  postfix = await startPostfix({
+    routes: { [GONE_DOMAIN]: refusingMx.smtpPort, 'bounces.example.com': inbound.port },
+  });
+  const { database, metrics: platformMetrics, renderer } = platform;
+  sender = await startSender({
+    pool: database.pool,
+    db: database.db,
+    config: { ...platform.config, relayUrl: `smtp://${postfix.host}:${postfix.port}` },
+    log: silentLogger,
+    metrics: platformMetrics,
+    renderer,
+  });
+});
+
+after(async () => {
+  await sender?.stop();
+  await postfix?.stop();
+  await inbound?.close();
+  await refusingMx?.close();
+  await platform?.close();
+});
+
+async function send(to: string): Promise<{ emailId: string; messageId: string }> {
+  const res = await fetch(`${platform.url}/v1/emails`, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${platform.keys.get('default/acme/backend')!}`,
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ from: 'Acme <hello@example.com>', to: [to], subject: 'Hello', text: 'Hi there.' }),
+  });
+  const body = await res.text();
+  assert.equal(res.status, 202, body);
+  const { id } = JSON.parse(body) as { id: string };
+  const row = await platform.database.db
+    .selectFrom('messages')
+    .select('id')
+    .where('email_id', '=', id)
+    .executeTakeFirstOrThrow();
+  return { emailId: id, messageId: row.id };
+}
+
+interface EmailView {
+  status: string;
+  last_event: string;
+  events: { type: string; async?: boolean; status?: string; reply?: string; feedback_type?: string }[];
+}
+
+async function getEmail(id: string): Promise<EmailView> {
+  const res = await fetch(`${platform.url}/v1/emails/${id}`, {
+    headers: { authorization: `Bearer ${platform.keys.get('default/acme/backend')!}` },
+  });
+  assert.equal(res.status, 200);
+  return (await res.json()) as EmailView;
+}
+
+async function waitForEmail(
+  id: string,
+  until: (email: EmailView) => boolean,
+  what: string,
+): Promise<EmailView> {
+  const deadline = Date.now() + 20_000;
+  let email = await getEmail(id);
+  while (!until(email)) {
+    if (Date.now() > deadline) assert.fail(`${what}; the email is ${JSON.stringify(email, null, 1)}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    email = await getEmail(id);
+  }
+  return email;
+}
+
+async function suppression(address: string): Promise<string | undefined> {
+  const row = await platform.database.db
+    .selectFrom('suppressions')
+    .select('reason')
+    .where('address', '=', address)
+    .executeTakeFirst();
+  return row?.reason;
+}
+
+/** Delivers a raw message to the listener as another MTA would; resolves with the reply or the error. */
+async function deliverToListener(
+  raw: string,
+  to: string,
+  port = inbound.port,
+): Promise<{ ok: true; reply: string } | { ok: false; responseCode: number; command: string }> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });
+  try {
+    const info = await transport.sendMail({ envelope: { from: '', to: [to] }, raw });
+    return { ok: true, reply: info.response };
+  } catch (err) {
+    const e = err as { responseCode?: number; command?: string };
+    return { ok: false, responseCode: e.responseCode ?? 0, command: e.command ?? '' };
+  } finally {
+    transport.close();
+  }
+}
+
+function dsn(options: {
+  to: string;
+  recipient: string;
+  action: string;
+  status: string;
+  diagnostic: string;
+}): string {
+  return [
+    'From: MAILER-DAEMON@mx.example.net',
+    `To: ${options.to}`,
+    'Subject: Delivery Status Notification',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=delivery-status;',
+    '\tboundary="dsn/boundary"',
+    '',
+    '--dsn/boundary',
+    'Content-Type: text/plain',
+    '',
+    'Your message could not be delivered yet.',
+    '',
+    '--dsn/boundary',
+    'Content-Type: message/delivery-status',
+    '',
+    'Reporting-MTA: dns; mx.example.net',
+    '',
+    `Final-Recipient: rfc822; ${options.recipient}`,
+    `Action: ${options.action}`,
+    `Status: ${options.status}`,
+    `Diagnostic-Code: smtp; ${options.diagnostic}`,
+    '',
+    '--dsn/boundary--',
+    '',
+  ].join('\r\n');
+}
+
+function arf(options: { returnPath: string; recipient: string; feedbackType?: string }): string {
+  return [
+    'From: feedback@mailbox-provider.example',
+    'To: fbl@bounces.example.com',
+    'Subject: Complaint about a message from example.com',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="arf"',
+    '',
+    '--arf',
+    'Content-Type: text/plain',
+    '',
+    'A recipient marked this message as spam.',
+    '--arf',
+    'Content-Type: message/feedback-report',
+    '',
+    `Feedback-Type: ${options.feedbackType ?? 'abuse'}`,
+    'User-Agent: ProviderFBL/1.0',
+    'Version: 1',
+    `Original-Rcpt-To: ${options.recipient}`,
+    '',
+    '--arf',
+    'Content-Type: text/rfc822-headers',
+    '',
+    `Return-Path: <${options.returnPath}>`,
+    'From: Acme <hello@example.com>',
+    `To: ${options.recipient}`,
+    'Subject: Hello',
+    '--arf--',
+    '',
+  ].join('\r\n');
+}
+
+describe('asynchronous bounces', () => {
+  test('a recipient Postfix accepted and then could not deliver to: bounced, suppressed, and the next send is not attempted', async () => {
+    const to = `ada@${GONE_DOMAIN}`;
+    const { emailId } = await send(to);
+    const email = await waitForEmail(
+      emailId,
+      (e) => e.status === 'bounced',
+      'Postfix’s bounce never came back',
+    );
+
+    const types = email.events.map((e) => e.type);
+    assert.deepEqual(types.slice(0, 3), ['queued', 'sending', 'delivered'], 'Postfix first accepted it');
+    const bounced = email.events.find((e) => e.type === 'bounced')!;
+    assert.equal(bounced.async, true);
+    assert.equal(bounced.status, '5.1.1');
+    assert.match(
+      bounced.reply ?? '',
+      /550 5\.1\.1/,
+      'the refusing server’s own reply, as Postfix reported it',
+    );
+    assert.equal(await suppression(to), 'bounce');
+
+    const again = await send(to);
+    await waitForEmail(
+      again.emailId,
+      (e) => e.status === 'suppressed',
+      'a bounced address was sent to again',
+    );
+    assert.equal(refusingMx.messages().length, 0, 'the refusing server never took a message');
+  });
+
+  test('a delay notice is recorded on the timeline and changes nothing else', async () => {
+    const to = 'slow@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+
+    const reply = await deliverToListener(
+      dsn({
+        to: returnPath,
+        recipient: to,
+        action: 'delayed',
+        status: '4.4.7',
+        diagnostic: '421 4.4.7 try later',
+      }),
+      returnPath,
+    );
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    const email = await getEmail(emailId);
+    assert.equal(email.status, 'delivered');
+    assert.deepEqual(
+      email.events.filter((e) => e.type === 'delayed').map((e) => e.status),
+      ['4.4.7'],
+    );
+    assert.equal(await suppression(to), undefined);
+  });
+
+  test('a bounce that arrives twice is recorded once', async () => {
+    const to = 'twice@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const report = dsn({
+      to: returnPath,
+      recipient: to,
+      action: 'failed',
+      status: '5.2.1',
+      diagnostic: '550 5.2.1 disabled',
+    });
+    for (let i = 0; i < 2; i++) assert.equal((await deliverToListener(report, returnPath)).ok, true);
+    const email = await getEmail(emailId);
+    assert.equal(email.status, 'bounced');
+    assert.equal(email.events.filter((e) => e.type === 'bounced').length, 1);
+  });
+
+  test('a transient failure given up on bounces the message but does not suppress the address', async () => {
+    const to = 'full@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const report = dsn({
+      to: returnPath,
+      recipient: to,
+      action: 'failed',
+      status: '4.2.2',
+      diagnostic: '452 4.2.2 mailbox full',
+    });
+    assert.equal((await deliverToListener(report, returnPath)).ok, true);
+    assert.equal((await getEmail(emailId)).status, 'bounced');
+    assert.equal(await suppression(to), undefined);
+  });
+});
+
+describe('complaints', () => {
+  test('a feedback-loop report at fbl@ suppresses the address and shows as the last event, once', async () => {
+    const to = 'grumpy@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    // The return path as the recipient's server recorded it, which is what an ARF report returns.
+    const stored = (await postfix.messages()).find((m) => m.originalRecipient === to)!;
+    assert.equal(stored.sender, bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com'));
+
+    const report = arf({ returnPath: stored.sender, recipient: to });
+    for (let i = 0; i < 2; i++) {
+      const reply = await deliverToListener(report, 'fbl@bounces.example.com');
+      assert.equal(reply.ok, true, JSON.stringify(reply));
+    }
+    const email = await getEmail(emailId);
+    assert.equal(email.status, 'delivered');
+    assert.equal(email.last_event, 'complained');
+    assert.deepEqual(
+      email.events.filter((e) => e.type === 'complained').map((e) => e.feedback_type),
+      ['abuse'],
+    );
+    assert.equal(await suppression(to), 'complaint');
+  });
+
+  test('a complaint whose original return path is forged changes nothing', async () => {
+    const to = 'victim@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const forged = bounceAddress(Buffer.alloc(32, 7), messageId, 'bounces.example.com');
+    assert.equal(
+      (await deliverToListener(arf({ returnPath: forged, recipient: to }), 'fbl@bounces.example.com')).ok,
+      true,
+    );
+    assert.equal((await getEmail(emailId)).last_event, 'delivered');
+    assert.equal(await suppression(to), undefined);
+  });
+});
+
+describe('what the listener refuses', () => {
+  test('a return path with a wrong tag, and any other address, are refused at RCPT TO with 550', async () => {
+    const { messageId } = await send('someone@example.org');
+    const forged = bounceAddress(Buffer.alloc(32, 7), messageId, 'bounces.example.com');
+    for (const to of [forged, `bounces+${messageId}@bounces.example.com`, 'anyone@bounces.example.com']) {
+      const reply = await deliverToListener('Subject: hi\r\n\r\nhi\r\n', to);
+      assert.deepEqual(reply, { ok: false, responseCode: 550, command: 'RCPT TO' }, to);
+    }
+    assert.equal(
+      (await deliverToListener('Subject: hi\r\n\r\nhi\r\n', 'postmaster@bounces.example.com')).ok,
+      true,
+    );
+  });
+
+  test('an auto-reply to a return path is taken and changes nothing', async () => {
+    const to = 'away@example.org';
+    const { emailId, messageId } = await send(to);
+    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const autoReply = 'Subject: Out of office\r\nAuto-Submitted: auto-replied\r\n\r\nBack on Monday.\r\n';
+    assert.equal((await deliverToListener(autoReply, returnPath)).ok, true);
+    const email = await getEmail(emailId);
+    assert.equal(email.status, 'delivered');
+    assert.deepEqual(
+      email.events.map((e) => e.type),
+      ['queued', 'sending', 'delivered'],
+    );
+  });
+
+  test('when Postgres cannot be reached, a report is answered 451 so the reporting MTA keeps it', async () => {
+    const broken = openDatabase('postgres://127.0.0.1:5432/mailplane_no_such_database', { max: 1 });
+    const listener = await startInboundServer(
+      {
+        db: broken.db,
+        secretKey: platform.config.secretKey,
+        log: silentLogger,
+        registry: createMetrics().registry,
+        hostname: 'inbound.test',
+      },
+      { port: 0, host: '127.0.0.1' },
+    );
+    try {
+      const { messageId } = await send('later@example.org');
+      const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+      const report = dsn({
+        to: returnPath,
+        recipient: 'later@example.org',
+        action: 'failed',
+        status: '5.1.1',
+        diagnostic: '550 5.1.1 gone',
+      });
+      const reply = await deliverToListener(report, returnPath, listener.port);
+      assert.deepEqual(reply, { ok: false, responseCode: 451, command: 'DATA' });
+    } finally {
+      await listener.close();
+      await broken.close();
+    }
+  });
+
+  test('every report is counted by outcome', async () => {
+    const text = await metrics.registry.getSingleMetricAsString('mailplane_inbound_reports_total');
+    for (const outcome of ['bounced', 'delayed', 'complained', 'duplicate', 'ignored', 'unmatched'])
+      assert.match(text, new RegExp(`outcome="${outcome}"`), text);
+  });
+});
+
+describe('reading reports', () => {
+  test('a DSN cut short keeps its machine-readable part; base64 parts are decoded', () => {
+    const status = Buffer.from(
+      'Reporting-MTA: dns; mx.example.net\r\n\r\nFinal-Recipient: rfc822; a@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n',
+    ).toString('base64');
+    const raw = Buffer.from(
+      [
+        'Content-Type: multipart/report; report-type=delivery-status; boundary=b',
+        '',
+        '--b',
+        'Content-Type: message/delivery-status',
+        'Content-Transfer-Encoding: base64',
+        '',
+        status,
+        '--b',
+        'Content-Type: message/rfc822',
+        '',
+        'Return-Path: <bounces+x@bounces.example.com>',
+        'Subject: a large original, cut off here',
+      ].join('\r\n'),
+    );
+    assert.deepEqual(parseReport(raw), {
+      kind: 'dsn',
+      reportingMta: 'mx.example.net',
+      recipients: [{ finalRecipient: 'a@example.net', action: 'failed', status: '5.1.1' }],
+      originalReturnPath: 'bounces+x@bounces.example.com',
+    });
+  });
+
+  test('a message that is no report is read as other', () => {
+    assert.deepEqual(parseReport(Buffer.from('Subject: Re: Hello\r\n\r\nThanks!\r\n')), {
+      kind: 'other',
+      subject: 'Re: Hello',
+    });
+  });
+});
