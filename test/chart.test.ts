@@ -24,8 +24,6 @@ const FULL = [
   '--set',
   'api.autoscaling.enabled=true',
   '--set',
-  'smtp.enabled=true',
-  '--set',
   'networkPolicy.enabled=true',
   '--set',
   'networkPolicy.postgresCIDR=10.0.0.0/8',
@@ -137,7 +135,7 @@ test('a wrong value is refused with a message naming it', async () => {
   }
 });
 
-test('the default render has the CRDs (kept on uninstall), two operator replicas, and api, sender, PDB and secret key', async () => {
+test('the default render has the CRDs (kept on uninstall), two operator replicas, and api, sender, smtp, PDB and secret key', async () => {
   const objects = await render(DEFAULTS);
   const names = objects.map((o) => `${o.kind}/${o.metadata.name}`);
   for (const expected of [
@@ -148,6 +146,8 @@ test('the default render has the CRDs (kept on uninstall), two operator replicas
     'Deployment/mailplane-api',
     'Deployment/mailplane-sender',
     'Service/mailplane-api',
+    'Deployment/mailplane-smtp',
+    'Service/mailplane-smtp',
     'PodDisruptionBudget/mailplane-sender',
     'Secret/mailplane-secret-key',
     'Secret/mailplane-database',
@@ -162,6 +162,12 @@ test('the default render has the CRDs (kept on uninstall), two operator replicas
     2,
   );
   assert.ok(!names.some((n) => n.startsWith('StatefulSet/')), 'no Postgres unless asked for');
+  // Port 25 outside, a port the non-root container can bind inside.
+  const smtpService = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'mailplane-smtp')!;
+  assert.deepEqual(smtpService.spec!.ports, [{ name: 'smtp', port: 25, targetPort: 'smtp' }]);
+  const smtpPod = podSpecs(objects).find((p) => p.name === 'mailplane-smtp')!.spec;
+  assert.deepEqual(smtpPod.containers[0].args, ['smtp']);
+  assert.ok(smtpPod.containers[0].ports.some((p: Loose) => p.name === 'smtp' && p.containerPort === 2525));
   const noCrds = await render([...DEFAULTS, '--set', 'crds.install=false']);
   assert.ok(!noCrds.some((o) => o.kind === 'CustomResourceDefinition'));
 });
@@ -279,7 +285,7 @@ test('kubectl auth can-i: the operator may do what its reconcilers list and noth
   ];
   for (const args of denied)
     assert.equal(await can(operator, args), false, `operator should not: ${args.join(' ')}`);
-  for (const sa of ['mailplane-api', 'mailplane-sender']) {
+  for (const sa of ['mailplane-api', 'mailplane-sender', 'mailplane-smtp']) {
     for (const args of [
       ['get', 'secrets', '-n', RELEASE_NS],
       ['list', 'tenants.mailplane.io', '--all-namespaces'],
