@@ -15,7 +15,7 @@ import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
 import { recordBounce, recordComplaint, recordDelay } from './queries.js';
-import { parseReport, type DsnRecipient, type InboundReport } from './report.js';
+import { compact, parseReport, type DsnRecipient, type InboundReport } from './report.js';
 
 /**
  * The address to register with mailbox providers' feedback loops (`fbl@<return-path domain>`):
@@ -30,6 +30,11 @@ const MAX_MESSAGE_BYTES = 50 * 1024 * 1024;
  * the socket and dropped, so that a bounce of a large message is still taken.
  */
 const KEPT_BYTES = 1024 * 1024;
+/**
+ * Connections served at once per process. Reports come from MTAs that retry, so refusing one
+ * over the limit delays it; this keeps a flood from exhausting the pod's memory first.
+ */
+const MAX_CLIENTS = 500;
 /** Connections still open this long after close() are cut; a report is a few kilobytes. */
 const CLOSE_TIMEOUT_MS = 10_000;
 
@@ -89,6 +94,7 @@ export async function startInboundServer(
   const server = new SMTPServer({
     name: deps.hostname,
     size: MAX_MESSAGE_BYTES,
+    maxClients: MAX_CLIENTS,
     // Reports arrive from other MTAs, which never authenticate to an MX. STARTTLS needs a
     // certificate, which this listener does not have yet; senders fall back to plain text.
     disabledCommands: ['AUTH', 'STARTTLS'],
@@ -240,12 +246,9 @@ function dsnDetail(block: DsnRecipient, reportingMta: string | undefined): Recor
     action: block.action,
     status: block.status,
     reply: block.diagnosticCode,
-    recipient: block.finalRecipient,
+    // Not `recipient`: the API shows each event with its message's recipient under that name.
+    final_recipient: block.finalRecipient,
     remote_mta: block.remoteMta,
     reporting_mta: reportingMta,
   });
-}
-
-function compact(fields: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined && v !== ''));
 }

@@ -69,7 +69,7 @@ function findReport(entity: Entity, depth: number): InboundReport | undefined {
     const originalReturnPath = originalReturnPathOf(parts);
     if (reportType === 'delivery-status') {
       const status = byType('message/delivery-status') ?? byType('message/global-delivery-status');
-      if (status) return { ...readDsn(decodeBody(status)), ...withOptional({ originalReturnPath }) };
+      if (status) return { ...readDsn(decodeBody(status)), ...compact({ originalReturnPath }) };
     }
     if (reportType === 'feedback-report') {
       const feedback = byType('message/feedback-report');
@@ -78,7 +78,7 @@ function findReport(entity: Entity, depth: number): InboundReport | undefined {
         return {
           kind: 'complaint',
           feedbackType: (fields.get('feedback-type') ?? 'other').toLowerCase(),
-          ...withOptional({
+          ...compact({
             userAgent: fields.get('user-agent'),
             originalRecipient: fields.get('original-rcpt-to'),
             originalReturnPath,
@@ -105,7 +105,7 @@ function readDsn(body: Buffer): Extract<InboundReport, { kind: 'dsn' }> {
       finalRecipient: untyped(fields.get('final-recipient') ?? fields.get('original-recipient') ?? ''),
       action,
       status,
-      ...withOptional({
+      ...compact({
         diagnosticCode: fields.has('diagnostic-code') ? untyped(fields.get('diagnostic-code')!) : undefined,
         remoteMta: fields.has('remote-mta') ? untyped(fields.get('remote-mta')!) : undefined,
       }),
@@ -115,7 +115,7 @@ function readDsn(body: Buffer): Extract<InboundReport, { kind: 'dsn' }> {
   return {
     kind: 'dsn',
     recipients,
-    ...withOptional({ reportingMta: reportingMta ? untyped(reportingMta) : undefined }),
+    ...compact({ reportingMta: reportingMta ? untyped(reportingMta) : undefined }),
   };
 }
 
@@ -143,7 +143,8 @@ function untyped(value: string): string {
   return (semicolon >= 0 ? value.slice(semicolon + 1) : value).trim();
 }
 
-function withOptional<T extends Record<string, string | undefined>>(fields: T): Partial<T> {
+/** The fields that have a value: optional properties stay absent instead of being undefined or ''. */
+export function compact<T extends Record<string, unknown>>(fields: T): Partial<T> {
   return Object.fromEntries(
     Object.entries(fields).filter(([, v]) => v !== undefined && v !== ''),
   ) as Partial<T>;
