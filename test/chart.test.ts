@@ -250,7 +250,7 @@ test('helm install and upgrade: the secret key is generated once and kept; unins
   await kubectl(['wait', '--for=condition=Established', 'crd/tenants.mailplane.io', '--timeout=30s']);
 });
 
-test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api and sender nothing', async () => {
+test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api, sender and smtp nothing', async () => {
   const can = async (sa: string, args: string[]) => {
     const result = await run(`${ROOT}bin/kubectl`, [
       'auth',
