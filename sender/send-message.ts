@@ -35,7 +35,7 @@ export interface SendMessageDeps {
   db: Db;
   /** The same database as `db`, for the statements run once per message (prepared, by name). */
   pool: Queryable;
-  config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds'>;
+  config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds' | 'inboundHost'>;
   log: Logger;
   metrics: Metrics;
   renderer: Renderer;
@@ -124,9 +124,13 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
     }
 
     // A signed VERP address brings a later bounce back to this message (smtp/inbound-server.ts).
-    const envelopeFrom = domain.return_path_domain
-      ? bounceAddress(deps.config.secretKey, message.id, domain.return_path_domain)
-      : from;
+    // Only once the installation has an inbound host, the MX the return-path domain is told to
+    // publish: before that the domain has no MX, bounces to it would be lost, and receivers that
+    // check the envelope sender's domain may refuse the mail. The From address stands in.
+    const envelopeFrom =
+      domain.return_path_domain && deps.config.inboundHost
+        ? bounceAddress(deps.config.secretKey, message.id, domain.return_path_domain)
+        : from;
     try {
       const receipt = await deps.transport.send({ from: envelopeFrom, to: message.recipient }, signed);
       return { ok: true, ...receipt };

@@ -30,7 +30,7 @@ before(async () => {
   // Postfix and the platform need each other's ports, and the platform holds the secret key the
   // listener checks return paths with: start the platform first with the relay set afterwards.
   refusingMx = await startInbox({ reply: () => ({ code: 550, message: '5.1.1 <user>: no such user' }) });
-  platform = await startTestPlatform();
+  platform = await startTestPlatform({ MAILPLANE_INBOUND_HOST: 'mx.mailplane.test' });
   inbound = await startInboundServer(
     {
       db: platform.database.db,

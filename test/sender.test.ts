@@ -260,6 +260,8 @@ before(async () => {
     envOf(database.url, {
       MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${inbox.smtpPort}`,
       MAILPLANE_SENDER_CONCURRENCY: '4',
+      // Return paths are used only once bounces have somewhere to go.
+      MAILPLANE_INBOUND_HOST: 'mx.mailplane.test',
     }),
   );
   handle = openDatabase(config.databaseUrl, { max: 10 });
