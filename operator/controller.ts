@@ -37,6 +37,8 @@ interface Kind {
   queue: WorkQueue;
   /** What the last watch event showed of each object, to skip events that change only status. */
   seen: Map<string, string>;
+  /** The last error of each object whose reconcile is failing, so that it is reported once. */
+  failing: Map<string, string>;
   synced: boolean;
 }
 
@@ -82,6 +84,7 @@ export function startController(options: ControllerOptions): Controller {
       reconciler,
       informer,
       seen: new Map(),
+      failing: new Map(),
       synced: false,
       queue: new WorkQueue({
         concurrency: options.concurrency ?? 2,
@@ -91,7 +94,9 @@ export function startController(options: ControllerOptions): Controller {
           // A conflict is another writer having been first: a requeue, not an error.
           if (isStatus(err, 409)) return;
           metrics.errors.inc({ kind: reconciler.kind });
-          clog.error('reconcile failed', { key, error: describe(err) });
+          const error = describe(err);
+          clog.error('reconcile failed', { key, error });
+          reportFailure(kind, key, error, clog);
         },
       }),
     };
@@ -110,6 +115,7 @@ export function startController(options: ControllerOptions): Controller {
     informer.on('update', onChange);
     informer.on('delete', (o) => {
       kind.seen.delete(keyOf(o));
+      kind.failing.delete(keyOf(o));
       if (reconciler.kind === 'Tenant') enqueueDependents(o);
     });
     let retry = INFORMER_RETRY_MS;
@@ -151,6 +157,24 @@ export function startController(options: ControllerOptions): Controller {
     }
   }
 
+  /**
+   * A reconcile that throws (a refusal by RBAC, Postgres out of reach) writes no condition, so
+   * without this `kubectl describe` would show nothing and only the operator's log would say why.
+   * Retries back off and fail the same way: each distinct error is one Warning Event.
+   */
+  function reportFailure(kind: Kind, key: string, error: string, clog: Logger): void {
+    if (kind.failing.get(key) === error) return;
+    kind.failing.set(key, error);
+    const [namespace, name] = key.split('/') as [string, string];
+    const object = kind.informer.get(name, namespace);
+    if (!object) return;
+    kube
+      .event(object, 'Warning', 'ReconcileFailed', error, options.instance)
+      .catch((err: unknown) =>
+        clog.warn('could not record an event', { key, reason: 'ReconcileFailed', error: describe(err) }),
+      );
+  }
+
   async function reconcileKey(kind: Kind, key: string, clog: Logger) {
     const [namespace, name] = key.split('/') as [string, string];
     const object = kind.informer.get(name, namespace);
@@ -185,6 +209,7 @@ export function startController(options: ControllerOptions): Controller {
             olog.warn('could not record an event', { reason: note.reason, error: describe(err) }),
           );
       }
+      kind.failing.delete(key);
       const ready = findCondition(conditions, 'Ready');
       if (changed) olog.info('reconciled', { ready: ready?.status, reason: ready?.reason });
       metrics.reconciles.inc({ kind: reconciler.kind, result: changed ? 'changed' : 'unchanged' });

@@ -722,4 +722,43 @@ describe('end to end: helm install, kubectl apply -f examples/, send through the
       assertNotForbidden(operator!);
     },
   );
+  step(
+    'a Tenant where the operator may not keep Secrets is refused by RBAC, and kubectl shows why as one Warning Event',
+    async () => {
+      const strayNs = `stray-e2e-${RUN}`;
+      await kubectl(['create', 'namespace', strayNs]);
+      await kubectl(
+        ['-n', strayNs, 'apply', '-f', '-'],
+        toYaml({
+          apiVersion: 'mailplane.io/v1alpha1',
+          kind: 'Tenant',
+          metadata: { name: 'stray' },
+          spec: { apiKeys: [{ name: 'backend', scopes: ['send'] }] },
+        }),
+      );
+      interface Event {
+        type: string;
+        reason: string;
+        message: string;
+        involvedObject: { kind: string; name: string };
+      }
+      const failures = async () =>
+        (
+          JSON.parse(await kubectl(['-n', strayNs, 'get', 'events', '-o', 'json'])) as { items: Event[] }
+        ).items.filter((e) => e.reason === 'ReconcileFailed');
+      const [event] = await eventually(
+        `a ReconcileFailed Event in ${strayNs}`,
+        async () => ((await failures()).length > 0 ? failures() : undefined),
+        30_000,
+        () => operator!.tail(),
+      );
+      assert.equal(event!.type, 'Warning');
+      assert.deepEqual(event!.involvedObject.kind, 'Tenant');
+      assert.match(event!.message, /forbidden/i);
+      assert.match(event!.message, /secrets/);
+      // The work queue retries with backoff and fails the same way each time: still one Event.
+      await sleep(2_000);
+      assert.equal((await failures()).length, 1);
+    },
+  );
 });

@@ -5,7 +5,7 @@
 // RBAC:
 //   mailplane.io   sendingdomains             get list watch patch
 //   mailplane.io   sendingdomains/status      patch
-//   ""             secrets                    get patch delete
+//   ""             secrets                    get create patch delete
 //   ""             events                     create
 
 import type { Db } from '../../lib/db/index.js';
