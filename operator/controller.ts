@@ -40,6 +40,13 @@ interface Kind {
   /** The last error of each object whose reconcile is failing, so that it is reported once. */
   failing: Map<string, string>;
   synced: boolean;
+  /**
+   * Errors the informer has reported. Its start() resolves even when the list failed (the
+   * failure goes to the 'error' handlers instead), so a start is a sync only if none came during it.
+   */
+  errors: number;
+  /** Delay before the next restart; doubles while starts fail, reset by a start that lists. */
+  retryMs: number;
 }
 
 export interface Controller {
@@ -86,6 +93,8 @@ export function startController(options: ControllerOptions): Controller {
       seen: new Map(),
       failing: new Map(),
       synced: false,
+      errors: 0,
+      retryMs: INFORMER_RETRY_MS,
       queue: new WorkQueue({
         concurrency: options.concurrency ?? 2,
         log: clog,
@@ -118,25 +127,28 @@ export function startController(options: ControllerOptions): Controller {
       kind.failing.delete(keyOf(o));
       if (reconciler.kind === 'Tenant') enqueueDependents(o);
     });
-    let retry = INFORMER_RETRY_MS;
-    informer.on('connect', () => (retry = INFORMER_RETRY_MS));
     informer.on('error', (err: unknown) => {
+      kind.errors++;
       if (stopped) return;
-      clog.warn('watch failed; restarting the informer', { error: describe(err), retryMs: retry });
+      const retryMs = kind.retryMs;
+      clog.warn('watch failed; restarting the informer', { error: describe(err), retryMs });
       const timer = setTimeout(() => {
         timers.delete(timer);
         startInformer(kind, clog);
-      }, retry);
+      }, retryMs);
       timers.add(timer);
-      retry = Math.min(retry * 2, INFORMER_RETRY_MAX_MS);
+      kind.retryMs = Math.min(retryMs * 2, INFORMER_RETRY_MAX_MS);
     });
     startInformer(kind, clog);
   }
 
   function startInformer(kind: Kind, clog: Logger): void {
     if (stopped) return;
+    const errorsBefore = kind.errors;
     kind.informer.start().then(
       () => {
+        if (kind.errors !== errorsBefore) return; // the list failed; the 'error' handler retries
+        kind.retryMs = INFORMER_RETRY_MS;
         if (!kind.synced) clog.info('cache synced', { objects: kind.informer.list().length });
         kind.synced = true;
       },

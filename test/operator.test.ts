@@ -4,6 +4,9 @@
 
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startApi, type RunningApi } from '../api/main.js';
@@ -12,6 +15,7 @@ import { hashApiKey, decrypt } from '../lib/crypto.js';
 import { openDatabase, type DatabaseHandle } from '../lib/db/index.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { freePort } from './helpers/cli-process.js';
 import { startControlPlane, type ControlPlane } from './helpers/control-plane.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { startOperatorProcess, type OperatorProcess } from './helpers/operator.js';
@@ -602,5 +606,42 @@ test('two operators: one leads; kill -9 the leader and the other takes over with
     assert.equal(issued.length, 2);
   } finally {
     operator = second;
+  }
+});
+
+test('with the API server out of reach, the operator is not ready and retries its lists, backing off', async () => {
+  // A port nothing listens on: every list fails at once with ECONNREFUSED.
+  const unreachable = join(tmpdir(), `mailplane-unreachable-${RUN}.kubeconfig`);
+  const port = await freePort();
+  writeFileSync(
+    unreachable,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters: [{ name: gone, cluster: { server: "https://127.0.0.1:' +
+        port +
+        '", insecure-skip-tls-verify: true } }]',
+      'users: [{ name: gone, user: { token: nothing } }]',
+      'contexts: [{ name: gone, context: { cluster: gone, user: gone } }]',
+      'current-context: gone',
+    ].join('\n'),
+  );
+  const lonely = await startOperatorProcess({ ...operatorEnv, KUBECONFIG: unreachable });
+  try {
+    const failures = () =>
+      lonely.logs
+        .filter((l) => l.msg === 'watch failed; restarting the informer' && l.controller === 'Tenant')
+        .map((l) => Number(l.retryMs));
+    const delays = await eventually('three failed lists of Tenants', async () =>
+      failures().length >= 3 ? failures() : undefined,
+    );
+    assert.ok(delays[1]! > delays[0]! && delays[2]! > delays[1]!, `backing off: ${delays.join(', ')} ms`);
+    const ready = await fetch(`${lonely.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.match(await ready.text(), /caches not synced/);
+    assert.equal((await fetch(`${lonely.url}/healthz`)).status, 200, 'alive: restarting would not help');
+  } finally {
+    await lonely.stop();
+    rmSync(unreachable, { force: true });
   }
 });
