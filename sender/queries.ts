@@ -11,17 +11,9 @@
 import { sql } from 'kysely';
 import type pg from 'pg';
 import type { Db } from '../lib/db/index.js';
-import type { DomainTable, EmailContent, MessageStatus } from '../lib/db/schema.js';
+import { FINAL_STATUSES, type DomainTable, type EmailContent, type MessageStatus } from '../lib/db/schema.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
 
-/** Statuses nothing moves a message out of. */
-export const FINAL_STATUSES: readonly MessageStatus[] = [
-  'delivered',
-  'bounced',
-  'failed',
-  'suppressed',
-  'canceled',
-];
 const FINAL = sql.join(FINAL_STATUSES.map((s) => sql.lit(s)));
 const FINAL_LIST = FINAL_STATUSES.map((s) => `'${s}'`).join(', ');
 
@@ -172,28 +164,6 @@ export async function settle(pool: Queryable, s: Settlement): Promise<boolean> {
     values: [s.messageId, s.status, s.reply ?? null, JSON.stringify(s.detail)],
   });
   return (rowCount ?? 0) > 0;
-}
-
-/** Bounces a message and suppresses its recipient for the tenant, with the reply as the reason. */
-export async function bounce(
-  db: Db,
-  b: { messageId: string; reply: string; detail: Record<string, unknown> },
-): Promise<boolean> {
-  const { rows } = await sql`
-    with m as (
-      update messages set status = 'bounced', last_reply = ${b.reply}, next_attempt_at = null, updated_at = now()
-      where id = ${b.messageId} and status not in (${FINAL})
-      returning id, email_id, tenant_id, recipient
-    ), s as (
-      insert into suppressions (tenant_id, address, reason, detail)
-      select tenant_id, lower(recipient), 'bounce', ${b.reply} from m
-      on conflict (tenant_id, address) do nothing
-    )
-    insert into events (tenant_id, email_id, message_id, type, detail)
-    select tenant_id, email_id, id, 'bounced', ${JSON.stringify(b.detail)}::jsonb from m
-    returning id
-  `.execute(db);
-  return rows.length > 0;
 }
 
 /**

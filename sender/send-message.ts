@@ -19,15 +19,9 @@ import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
 import { createDkimSigner } from './dkim.js';
 import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
-import {
-  bounce,
-  claimMessage,
-  defer,
-  FINAL_STATUSES,
-  settle,
-  type MessageToSend,
-  type Queryable,
-} from './queries.js';
+import { bounceMessage } from '../lib/db/messages.js';
+import { FINAL_STATUSES } from '../lib/db/schema.js';
+import { claimMessage, defer, settle, type MessageToSend, type Queryable } from './queries.js';
 import { createTemplateVersions } from './templates.js';
 import type { Transport } from './transport.js';
 
@@ -161,7 +155,7 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
     const detail = eventDetail(attempt, failure);
     if (failure.kind === 'bounce') {
       const reply = failure.reply ?? failure.message;
-      return (await bounce(db, { messageId, reply, detail })) ? 'bounced' : undefined;
+      return (await bounceMessage(db, { messageId, reply, detail, suppress: true })) ? 'bounced' : undefined;
     }
     if (failure.kind === 'defer') {
       const retryAt = nextAttemptAt({

@@ -12,9 +12,10 @@ import type { AddressInfo } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Db } from '../lib/db/index.js';
+import { bounceMessage } from '../lib/db/messages.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
-import { recordBounce, recordComplaint, recordDelay } from './queries.js';
+import { recordComplaint, recordDelay } from './queries.js';
 import { compact, parseReport, type DsnRecipient, type InboundReport } from './report.js';
 
 /**
@@ -235,7 +236,9 @@ async function record(
       failed.diagnosticCode ?? `${failed.status} (reported by ${report.reportingMta ?? 'a remote MTA'})`;
     // RFC 3463: 5.x.x is permanent; 4.x.x with action failed means a server gave up retrying.
     const permanent = failed.status.startsWith('5');
-    return (await recordBounce(db, { messageId, permanent, reply, detail })) ? 'bounced' : 'duplicate';
+    // The message becomes `bounced` even from `delivered`; only a permanent failure suppresses.
+    const late = { messageId, reply, detail, suppress: permanent, late: true };
+    return (await bounceMessage(db, late)) ? 'bounced' : 'duplicate';
   }
   return (await recordDelay(db, { messageId, detail })) ? 'delayed' : 'unmatched';
 }

@@ -1,38 +1,9 @@
-// The inbound listener's writes: what an asynchronous bounce or a complaint does to its message.
-// Each is one statement (update, suppression and event together), and each is idempotent, because
-// an MTA that did not see our 250 sends the same report again.
+// The inbound listener's writes besides a bounce (lib/db/messages.ts): what a delay notice or a
+// complaint does to its message. Each is one statement, and each is idempotent, because an MTA that
+// did not see our 250 sends the same report again.
 
 import { sql } from 'kysely';
 import type { Db } from '../lib/db/index.js';
-
-/**
- * A DSN saying delivery failed after our relay or the recipient's MX had accepted the message:
- * the message becomes `bounced` (also from `delivered`, which it only seemed to be), and a
- * permanent failure (5.x.x) suppresses the address as a synchronous 5xx does. Answers whether it
- * changed anything; a repeated report changes nothing.
- *
- *   await recordBounce(db, { messageId, permanent: true, reply: '550 5.1.1 no such user', detail })
- */
-export async function recordBounce(
-  db: Db,
-  b: { messageId: string; permanent: boolean; reply: string; detail: Record<string, unknown> },
-): Promise<boolean> {
-  const { rows } = await sql`
-    with m as (
-      update messages set status = 'bounced', last_reply = ${b.reply}, next_attempt_at = null, updated_at = now()
-      where id = ${b.messageId} and status in ('sending', 'deferred', 'delivered')
-      returning id, email_id, tenant_id, recipient
-    ), s as (
-      insert into suppressions (tenant_id, address, reason, detail)
-      select tenant_id, lower(recipient), 'bounce', ${b.reply} from m where ${b.permanent}
-      on conflict (tenant_id, address) do nothing
-    )
-    insert into events (tenant_id, email_id, message_id, type, detail)
-    select tenant_id, email_id, id, 'bounced', ${JSON.stringify(b.detail)}::jsonb from m
-    returning id
-  `.execute(db);
-  return rows.length > 0;
-}
 
 /**
  * A DSN saying a server down the line is still trying: an event on the timeline, nothing else

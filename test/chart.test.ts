@@ -3,12 +3,11 @@
 // install and upgrade, and `kubectl auth can-i` for each ServiceAccount.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
-import { startControlPlane, type CommandResult, type ControlPlane } from './helpers/control-plane.js';
+import { run, startControlPlane, type ControlPlane } from './helpers/control-plane.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HELM = `${ROOT}bin/helm`;
@@ -49,24 +48,11 @@ const FULL = [
 
 let cp: ControlPlane;
 
-function run(command: string, args: string[], input?: string): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd: ROOT,
-      env: { ...process.env, KUBECONFIG: cp?.kubeconfig ?? '' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
-
 async function ok(command: string, args: string[], input?: string): Promise<string> {
-  const result = await run(command, args, input);
+  const result = await run(command, args, {
+    env: { ...process.env, KUBECONFIG: cp?.kubeconfig ?? '' },
+    input,
+  });
   assert.equal(result.code, 0, `${command} ${args.join(' ')} failed:\n${result.stderr}`);
   return result.stdout;
 }
@@ -196,7 +182,7 @@ test('every rendered object passes a server-side dry run in a namespace enforcin
   // helm install sets the release namespace on whatever names none; so does this.
   const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding']);
   for (const o of rest) if (!clusterScoped.has(o.kind)) o.metadata.namespace ??= RELEASE_NS;
-  const result = await run(`${ROOT}bin/kubectl`, ['apply', '--dry-run=server', '-f', '-'], toYaml(rest));
+  const result = await cp.kubectl(['apply', '--dry-run=server', '-f', '-'], toYaml(rest));
   assert.equal(result.code, 0, result.stderr);
   assert.doesNotMatch(result.stderr, /PodSecurity|violate/);
   // Pod Security is enforced on Pods (it only warns on Deployments): dry-run each pod template as a Pod.
@@ -216,11 +202,7 @@ test('every rendered object passes a server-side dry run in a namespace enforcin
       ],
     },
   }));
-  const podResult = await run(
-    `${ROOT}bin/kubectl`,
-    ['create', '--dry-run=server', '-f', '-'],
-    toYaml(pods as Obj[]),
-  );
+  const podResult = await cp.kubectl(['create', '--dry-run=server', '-f', '-'], toYaml(pods as Obj[]));
   assert.equal(podResult.code, 0, podResult.stderr);
 });
 
@@ -252,7 +234,7 @@ test('helm install and upgrade: the secret key is generated once and kept; unins
 
 test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api, sender and smtp nothing', async () => {
   const can = async (sa: string, args: string[]) => {
-    const result = await run(`${ROOT}bin/kubectl`, [
+    const result = await cp.kubectl([
       'auth',
       'can-i',
       ...args,

@@ -12,7 +12,6 @@
 // the Secrets the chart created.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createPublicKey, randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -23,9 +22,10 @@ import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments, stringify as toYaml } from 'yaml';
 import { startInbox, type Inbox } from '../lib/dev/inbox.js';
 import { freePort, startCliProcess, type CliProcess } from './helpers/cli-process.js';
-import { startControlPlane, type CommandResult, type ControlPlane } from './helpers/control-plane.js';
+import { run, startControlPlane, type ControlPlane } from './helpers/control-plane.js';
 import { verifyDkimIndependently } from './helpers/dkim.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
+import { eventually } from './helpers/eventually.js';
 import { startPostfix, type PostfixInstance } from './helpers/postfix.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 
@@ -111,18 +111,6 @@ const condition = (o: KubeObject | undefined, type: string) =>
 
 // -- commands -------------------------------------------------------------------------------------
 
-function run(command: string, args: string[], env: NodeJS.ProcessEnv): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
-
 // -- shared state of the steps --------------------------------------------------------------------
 
 let cp: ControlPlane | undefined;
@@ -151,7 +139,7 @@ async function kubectl(args: string[], input?: string): Promise<string> {
 }
 
 async function helm(args: string[]): Promise<string> {
-  const result = await run(HELM, args, { ...process.env, KUBECONFIG: cp!.kubeconfig });
+  const result = await run(HELM, args, { env: { ...process.env, KUBECONFIG: cp!.kubeconfig } });
   assert.equal(result.code, 0, `helm ${args.join(' ')} failed:\n${result.stderr}`);
   return result.stdout;
 }
@@ -167,38 +155,6 @@ async function secretValue(namespace: string, name: string, key: string): Promis
     `Secret ${namespace}/${name} has no key ${key} (it has: ${Object.keys(data).join(', ')})`,
   );
   return Buffer.from(data[key]!, 'base64').toString('utf8');
-}
-
-/**
- * Polls `check` until it returns a value, retrying on thrown errors (a transient kubectl or fetch
- * failure) except assertion failures, which end the wait at once. On timeout, fails with what the
- * last attempt threw and with `diagnose()` (process output, object state).
- */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs: number,
-  diagnose: () => Promise<string> | string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      if (err instanceof assert.AssertionError) throw err;
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      const lastError = last ? `\nlast error: ${(last as Error).message ?? String(last)}` : '';
-      const details = await Promise.resolve()
-        .then(diagnose)
-        .catch((err: Error) => `(could not gather details: ${err.message})`);
-      assert.fail(`timed out after ${timeoutMs / 1000} s waiting for ${what}${lastError}\n${details}`);
-    }
-    await sleep(200);
-  }
 }
 
 /**

@@ -83,6 +83,19 @@ async function send(to: string): Promise<{ emailId: string; messageId: string }>
   return { emailId: id, messageId: row.id };
 }
 
+/** Sends to `to` through Postfix (which keeps it) and answers once it is delivered, with its return path. */
+async function sendDelivered(
+  to: string,
+): Promise<{ emailId: string; messageId: string; returnPath: string }> {
+  const { emailId, messageId } = await send(to);
+  await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+  return {
+    emailId,
+    messageId,
+    returnPath: bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com'),
+  };
+}
+
 interface EmailView {
   status: string;
   last_event: string;
@@ -239,9 +252,7 @@ describe('asynchronous bounces', () => {
 
   test('a delay notice is recorded on the timeline and changes nothing else', async () => {
     const to = 'slow@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
-    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const { emailId, returnPath } = await sendDelivered(to);
 
     const reply = await deliverToListener(
       dsn({
@@ -265,9 +276,7 @@ describe('asynchronous bounces', () => {
 
   test('a bounce that arrives twice is recorded once', async () => {
     const to = 'twice@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
-    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const { emailId, returnPath } = await sendDelivered(to);
     const report = dsn({
       to: returnPath,
       recipient: to,
@@ -283,9 +292,7 @@ describe('asynchronous bounces', () => {
 
   test('a transient failure given up on bounces the message but does not suppress the address', async () => {
     const to = 'full@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
-    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const { emailId, returnPath } = await sendDelivered(to);
     const report = dsn({
       to: returnPath,
       recipient: to,
@@ -302,11 +309,10 @@ describe('asynchronous bounces', () => {
 describe('complaints', () => {
   test('a feedback-loop report at fbl@ suppresses the address and shows as the last event, once', async () => {
     const to = 'grumpy@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const { emailId, returnPath } = await sendDelivered(to);
     // The return path as the recipient's server recorded it, which is what an ARF report returns.
     const stored = (await postfix.messages()).find((m) => m.originalRecipient === to)!;
-    assert.equal(stored.sender, bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com'));
+    assert.equal(stored.sender, returnPath);
 
     const report = arf({ returnPath: stored.sender, recipient: to });
     for (let i = 0; i < 2; i++) {
@@ -325,8 +331,7 @@ describe('complaints', () => {
 
   test('a complaint whose original return path is forged changes nothing', async () => {
     const to = 'victim@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
+    const { emailId, messageId } = await sendDelivered(to);
     const forged = bounceAddress(Buffer.alloc(32, 7), messageId, 'bounces.example.com');
     assert.equal(
       (await deliverToListener(arf({ returnPath: forged, recipient: to }), 'fbl@bounces.example.com')).ok,
@@ -353,9 +358,7 @@ describe('what the listener refuses', () => {
 
   test('an auto-reply to a return path is taken and changes nothing', async () => {
     const to = 'away@example.org';
-    const { emailId, messageId } = await send(to);
-    await waitForEmail(emailId, (e) => e.status === 'delivered', 'not delivered to Postfix');
-    const returnPath = bounceAddress(platform.config.secretKey, messageId, 'bounces.example.com');
+    const { emailId, returnPath } = await sendDelivered(to);
     const autoReply = 'Subject: Out of office\r\nAuto-Submitted: auto-replied\r\n\r\nBack on Monday.\r\n';
     assert.equal((await deliverToListener(autoReply, returnPath)).ok, true);
     const email = await getEmail(emailId);

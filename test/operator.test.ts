@@ -18,6 +18,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { freePort } from './helpers/cli-process.js';
 import { startControlPlane, type ControlPlane } from './helpers/control-plane.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
+import { eventually } from './helpers/eventually.js';
 import { startOperatorProcess, type OperatorProcess } from './helpers/operator.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 
@@ -78,26 +79,6 @@ async function patchSpec(namespace: string, kind: string, name: string, spec: Re
 
 function condition(o: K8sObject | undefined, type: string) {
   return o?.status?.conditions?.find((c) => c.type === type);
-}
-
-/** Polls until `check` returns a value (not undefined/false), or fails with what it last saw. */
-async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined | false>,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(200);
-  }
 }
 
 async function waitCondition(

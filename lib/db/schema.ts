@@ -112,6 +112,14 @@ export const MESSAGE_STATUSES = [
   'canceled',
 ] as const;
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
+/** Statuses nothing moves a message out of, but a bounce that comes back after delivery. */
+export const FINAL_STATUSES: readonly MessageStatus[] = [
+  'delivered',
+  'bounced',
+  'failed',
+  'suppressed',
+  'canceled',
+];
 
 /** One row per recipient: each is delivered, retried, bounced or suppressed on its own. */
 export interface MessageTable {

@@ -30,8 +30,13 @@ export interface ControlPlane {
   stop(): Promise<void>;
 }
 
-/** Runs a command to completion, collecting its output; `onStderrLine` sees stderr as it comes. */
-function run(
+/**
+ * Runs a command to completion from the repository root, collecting its output; never throws on
+ * a non-zero exit. `onStderrLine` sees stderr as it comes.
+ *
+ *   const { code, stdout } = await run('bin/helm', ['version'], { env: { ...process.env, KUBECONFIG } });
+ */
+export function run(
   command: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; input?: string; onStderrLine?: (line: string) => void } = {},
