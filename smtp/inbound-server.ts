@@ -68,7 +68,7 @@ export interface InboundDeps {
   hostname: string;
 }
 
-/** The recipients a session has been allowed to name, set by onRcptTo. */
+/** A recipient the listener takes mail for. */
 export interface Recipient {
   kind: 'return-path' | 'feedback' | 'postmaster';
   messageId?: string;
@@ -90,7 +90,6 @@ export async function startInboundServer(
     labelNames: ['outcome'],
     registers: [deps.registry],
   });
-  const sessions = new WeakMap<SMTPServerSession, Recipient[]>();
 
   const server = new SMTPServer({
     name: deps.hostname,
@@ -101,20 +100,14 @@ export async function startInboundServer(
     disabledCommands: ['AUTH', 'STARTTLS'],
     logger: false,
     closeTimeout: CLOSE_TIMEOUT_MS,
-    onMailFrom(_address, session, callback) {
-      sessions.set(session, []);
-      callback();
-    },
-    onRcptTo(address, session, callback) {
-      const recipient = classifyRecipient(deps.secretKey, address.address);
-      if (!recipient) {
+    onRcptTo(address, _session, callback) {
+      if (!classifyRecipient(deps.secretKey, address.address)) {
         return callback(
           Object.assign(new Error(`5.1.1 <${address.address}>: no such recipient here`), {
             responseCode: 550,
           }),
         );
       }
-      sessions.get(session)?.push(recipient);
       callback();
     },
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback) {
@@ -133,7 +126,10 @@ export async function startInboundServer(
             }),
           );
         }
-        const recipients = sessions.get(session) ?? [];
+        // Only recipients onRcptTo took are in the envelope.
+        const recipients = session.envelope.rcptTo.flatMap(
+          (r) => classifyRecipient(deps.secretKey, r.address) ?? [],
+        );
         const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         handleReport(deps, Buffer.concat(chunks), recipients).then(
           (outcomes) => {
