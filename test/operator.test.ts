@@ -15,7 +15,7 @@ import { hashApiKey, decrypt } from '../lib/crypto.js';
 import { openDatabase, type DatabaseHandle } from '../lib/db/index.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { freePort } from './helpers/cli-process.js';
+import { freePort } from './helpers/free-port.js';
 import { startControlPlane, type ControlPlane } from './helpers/control-plane.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { eventually } from './helpers/eventually.js';

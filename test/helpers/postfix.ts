@@ -28,9 +28,10 @@ import {
   writeFile,
 } from 'node:fs/promises';
 import { constants, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './free-port.js';
 
 const POSTFIX = '/usr/sbin/postfix';
 
@@ -301,18 +302,6 @@ async function postfixCommand(dir: string, command: 'start' | 'stop'): Promise<n
   }
   if (command === 'stop') return 0;
   return Number((await readFile(join(dir, 'queue', 'pid', 'master.pid'), 'utf8')).trim());
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

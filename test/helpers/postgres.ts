@@ -26,7 +26,6 @@ import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, chown, mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,6 +34,7 @@ import pg from 'pg';
 import { openDatabase } from '../../lib/db/index.js';
 import { migrate } from '../../lib/db/migrate.js';
 import { silentLogger } from '../../lib/log.js';
+import { freePort } from './free-port.js';
 
 export interface TestDatabase {
   /** Connection URL of this test's own database. */
@@ -290,15 +290,6 @@ async function pgCtl(
     child.on('close', (status) => resolve(status ?? -1));
   });
   return { code, output };
-}
-
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve, reject) => probe.once('error', reject).listen(0, '127.0.0.1', resolve));
-  const address = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
 }
 
 /**
