@@ -15,8 +15,11 @@ export interface OperatorProcess {
   child: ChildProcess;
   /** Every JSON log line so far, parsed. */
   logs: Record<string, unknown>[];
-  /** The value of one sample of /metrics, summed over the samples matching `labels`. */
-  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  /**
+   * The value of one sample of /metrics, summed over the samples matching `labels` and not
+   * `except`, from one scrape (two scrapes would see writes made in between).
+   */
+  metric(name: string, labels?: Record<string, string>, except?: Record<string, string>): Promise<number>;
   isLeader(): Promise<boolean>;
   /** SIGTERM, and wait for the exit. */
   stop(): Promise<void>;
@@ -68,13 +71,19 @@ export async function startOperatorProcess(env: Record<string, string>): Promise
     child.kill(signal);
     await exited;
   };
-  const metric = async (name: string, labels: Record<string, string> = {}) => {
+  const metric = async (
+    name: string,
+    labels: Record<string, string> = {},
+    except: Record<string, string> = {},
+  ) => {
     let total = 0;
     for (const line of (await metrics()).split('\n')) {
       const match = /^([a-z_]+)(\{[^}]*\})? ([-+\d.eE]+)$/.exec(line);
       if (!match || match[1] !== name) continue;
       const set = match[2] ?? '';
-      if (Object.entries(labels).every(([k, v]) => set.includes(`${k}="${v}"`))) total += Number(match[3]);
+      const has = ([k, v]: [string, string]) => set.includes(`${k}="${v}"`);
+      const excluded = Object.keys(except).length > 0 && Object.entries(except).every(has);
+      if (Object.entries(labels).every(has) && !excluded) total += Number(match[3]);
     }
     return total;
   };
