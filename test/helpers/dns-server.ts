@@ -6,7 +6,7 @@
 //   // MAILPLANE_DNS_SERVERS=dns.address
 
 import { createSocket } from 'node:dgram';
-import { createServer } from 'node:net';
+import { createServer, type AddressInfo, type Server } from 'node:net';
 
 export type DnsAnswer = { type: 'TXT'; value: string } | { type: 'MX'; priority: number; exchange: string };
 
@@ -83,15 +83,44 @@ function answer(query: Buffer, records: Map<string, DnsAnswer[]>): Buffer | unde
 
 export async function startDnsServer(): Promise<DnsServer> {
   const records = new Map<string, DnsAnswer[]>();
-  const udp = createSocket('udp4');
-  udp.on('message', (msg, rinfo) => {
-    const reply = answer(msg, records);
-    if (reply) udp.send(reply, rinfo.port, rinfo.address);
-  });
-  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-  const port = udp.address().port;
-  // TCP on the same port, for answers a resolver retries over TCP.
-  const tcp = createServer((socket) => {
+  // UDP and TCP on one port (a resolver retries a truncated answer over TCP). A port free for one
+  // may be taken for the other, e.g. by an outgoing connection's local port: then try another.
+  for (let attempt = 1; ; attempt++) {
+    const tcp = tcpServer(records);
+    await new Promise<void>((resolve, reject) => tcp.listen(0, '127.0.0.1', resolve).once('error', reject));
+    const port = (tcp.address() as AddressInfo).port;
+    const udp = createSocket('udp4');
+    udp.on('message', (msg, rinfo) => {
+      const reply = answer(msg, records);
+      if (reply) udp.send(reply, rinfo.port, rinfo.address);
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.bind(port, '127.0.0.1', () => {
+          udp.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      udp.close();
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      if (attempt === 5 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      continue;
+    }
+    return {
+      address: `127.0.0.1:${port}`,
+      records,
+      close: async () => {
+        udp.close();
+        await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      },
+    };
+  }
+}
+
+function tcpServer(records: Map<string, DnsAnswer[]>): Server {
+  return createServer((socket) => {
     let buffered = Buffer.alloc(0);
     socket.on('data', (chunk) => {
       buffered = Buffer.concat([buffered, chunk]);
@@ -107,13 +136,4 @@ export async function startDnsServer(): Promise<DnsServer> {
     });
     socket.on('error', () => {});
   });
-  await new Promise<void>((resolve, reject) => tcp.listen(port, '127.0.0.1', resolve).once('error', reject));
-  return {
-    address: `127.0.0.1:${port}`,
-    records,
-    close: async () => {
-      udp.close();
-      await new Promise<void>((resolve) => tcp.close(() => resolve()));
-    },
-  };
 }
