@@ -102,20 +102,19 @@ function readDsn(body: Buffer): Extract<InboundReport, { kind: 'dsn' }> {
     const status = /\d\.\d{1,3}\.\d{1,3}/.exec(fields.get('status') ?? '')?.[0];
     if (!action || !status) continue; // both are required by RFC 3464; a block without them says nothing
     recipients.push({
-      finalRecipient: untyped(fields.get('final-recipient') ?? fields.get('original-recipient') ?? ''),
+      finalRecipient: typedField(fields, 'final-recipient') ?? typedField(fields, 'original-recipient') ?? '',
       action,
       status,
       ...compact({
-        diagnosticCode: fields.has('diagnostic-code') ? untyped(fields.get('diagnostic-code')!) : undefined,
-        remoteMta: fields.has('remote-mta') ? untyped(fields.get('remote-mta')!) : undefined,
+        diagnosticCode: typedField(fields, 'diagnostic-code'),
+        remoteMta: typedField(fields, 'remote-mta'),
       }),
     });
   }
-  const reportingMta = perMessage?.get('reporting-mta');
   return {
     kind: 'dsn',
     recipients,
-    ...compact({ reportingMta: reportingMta ? untyped(reportingMta) : undefined }),
+    ...compact({ reportingMta: perMessage && typedField(perMessage, 'reporting-mta') }),
   };
 }
 
@@ -137,8 +136,10 @@ function originalReturnPathOf(parts: Entity[]): string | undefined {
   return undefined;
 }
 
-/** `rfc822; ada@example.org` → `ada@example.org`; `smtp; 550 5.1.1 …` → `550 5.1.1 …`. */
-function untyped(value: string): string {
+/** A DSN field without its type: `rfc822; ada@example.org` → `ada@example.org`, `smtp; 550 …` → `550 …`. */
+function typedField(fields: Fields, name: string): string | undefined {
+  const value = fields.get(name);
+  if (value === undefined) return undefined;
   const semicolon = value.indexOf(';');
   return (semicolon >= 0 ? value.slice(semicolon + 1) : value).trim();
 }
