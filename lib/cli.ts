@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-node-snapshot
 // `mailplane <command>`: one binary, one image, a command per Deployment.
 
 import { parseArgs } from 'node:util';

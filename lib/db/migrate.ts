@@ -1,7 +1,7 @@
 // Applies Mailplane's migrations and graphile-worker's own, under a Postgres advisory lock so that
 // replicas starting together apply them once. Run by `mailplane migrate` and at every start-up.
 
-import { Migrator, type Migration, type MigrationProvider } from 'kysely';
+import { Migrator, type Migration, type MigrationProvider } from 'kysely/migration';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import type pg from 'pg';
 import type { Db } from './index.js';

@@ -150,7 +150,9 @@ async function migrationsHash(): Promise<string> {
     hash.update(file).update(await readFile(new URL(file, migrations)));
   }
   hash.update(await readFile(new URL('lib/db/migrate.ts', ROOT)));
-  const worker = require('graphile-worker/package.json') as { version: string };
+  // graphile-worker exports no package.json; its entry point sits in dist/, beside nothing else.
+  const workerPackage = new URL('../package.json', pathToFileURL(require.resolve('graphile-worker')));
+  const worker = JSON.parse(await readFile(workerPackage, 'utf8')) as { version: string };
   hash.update(`graphile-worker@${worker.version}`);
   return hash.digest('hex').slice(0, 12);
 }
