@@ -9,6 +9,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
+import type { Receipt } from '../lib/db/idempotency.js';
 import type { EmailContent } from '../lib/db/schema.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
 import { createGroupCommitter } from './group-commit.js';
@@ -23,12 +24,14 @@ export interface PreparedEmail {
   content: EmailContent;
   recipients: string[];
   scheduledAt: Date | null;
-  idempotencyKey: string | null;
 }
 
 export interface Acceptor {
-  /** Durably queues the emails, all or none. */
-  accept(emails: PreparedEmail[]): Promise<void>;
+  /**
+   * Durably queues the emails, all or none, and with them the request's answer under its
+   * Idempotency-Key, when it has one.
+   */
+  accept(emails: PreparedEmail[], receipt?: Receipt): Promise<void>;
   /** Waits for writes in flight. */
   drain(): Promise<void>;
 }
@@ -38,10 +41,14 @@ const MAX_GROUP = 500;
 
 const INSERT = `
 with new_emails as (
-  insert into emails (id, tenant_id, domain_id, from_address, subject, content, idempotency_key, scheduled_at)
-  select id, tenant_id, domain_id, from_address, subject, content, idempotency_key, scheduled_at
+  insert into emails (id, tenant_id, domain_id, from_address, subject, content, scheduled_at)
+  select id, tenant_id, domain_id, from_address, subject, content, scheduled_at
   from jsonb_to_recordset($1::jsonb) as e(id uuid, tenant_id uuid, domain_id uuid, from_address text,
-    subject text, content jsonb, idempotency_key text, scheduled_at timestamptz)
+    subject text, content jsonb, scheduled_at timestamptz)
+), receipts as (
+  update idempotency_keys k set response_status = r.status, response_body = r.body
+  from jsonb_to_recordset($5::jsonb) as r(tenant_id uuid, key text, fingerprint text, status int, body jsonb)
+  where k.tenant_id = r.tenant_id and k.key = r.key and k.fingerprint = r.fingerprint
 ), new_messages as (
   insert into messages (id, email_id, tenant_id, recipient, status)
   select id, email_id, tenant_id, recipient, 'queued'
@@ -61,14 +68,38 @@ select count(*)::int as jobs from graphile_worker.add_jobs((
  *   await acceptor.accept([prepared]);   // resolves once committed
  */
 export function createAcceptor(pool: pg.Pool, options: { maxInFlight?: number } = {}): Acceptor {
-  const committer = createGroupCommitter<PreparedEmail>((emails) => insert(pool, emails), {
+  const committer = createGroupCommitter<Accepted>((items) => insert(pool, items), {
     maxInFlight: options.maxInFlight ?? 4,
     maxGroup: MAX_GROUP,
+    sizeOf: (item) => item.emails.length,
   });
-  return { accept: (emails) => committer.write(emails), drain: () => committer.drain() };
+  return {
+    accept: (emails, receipt) => committer.write([{ emails, receipt }]),
+    drain: () => committer.drain(),
+  };
 }
 
-async function insert(pool: pg.Pool, emails: PreparedEmail[]): Promise<void> {
+/** One request's share of a group. */
+interface Accepted {
+  emails: PreparedEmail[];
+  receipt?: Receipt;
+}
+
+async function insert(pool: pg.Pool, items: Accepted[]): Promise<void> {
+  const emails = items.flatMap((item) => item.emails);
+  const receipts = items.flatMap(({ receipt }) =>
+    receipt
+      ? [
+          {
+            tenant_id: receipt.tenantId,
+            key: receipt.key,
+            fingerprint: receipt.fingerprint,
+            status: receipt.status,
+            body: receipt.body,
+          },
+        ]
+      : [],
+  );
   const emailRows = emails.map((e) => ({
     id: e.id,
     tenant_id: e.tenantId,
@@ -76,7 +107,6 @@ async function insert(pool: pg.Pool, emails: PreparedEmail[]): Promise<void> {
     from_address: e.from,
     subject: e.subject,
     content: e.content,
-    idempotency_key: e.idempotencyKey,
     scheduled_at: e.scheduledAt,
   }));
   const messageRows = emails.flatMap((e) =>
@@ -93,5 +123,6 @@ async function insert(pool: pg.Pool, emails: PreparedEmail[]): Promise<void> {
     JSON.stringify(messageRows),
     SEND_MESSAGE,
     SEND_MESSAGE_MAX_ATTEMPTS,
+    JSON.stringify(receipts),
   ]);
 }

@@ -12,7 +12,7 @@ import { authenticate } from './auth.js';
 import { domainsRouter } from './domains.js';
 import { emailsRouter } from './emails.js';
 import { openApiDocument } from './openapi.js';
-import { problemHandler, sendProblem } from './problems.js';
+import { databaseUnavailable, problemHandler, sendProblem } from './problems.js';
 import type { Limits } from './validate.js';
 
 export interface AppDeps {
@@ -56,7 +56,7 @@ export function createApp(deps: AppDeps): express.Express {
       await sql`select 1`.execute(db);
       res.json({ status: 'ok' });
     } catch {
-      sendProblem(res, new Problem(503, 'not-ready', 'Postgres does not answer.'));
+      sendProblem(res, databaseUnavailable());
     }
   });
   app.get('/metrics', async (_req, res) => {

@@ -2,9 +2,15 @@
 // and event timeline, cancel one that has not gone out.
 
 import { randomUUID } from 'node:crypto';
-import { Router, type Request } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { sql } from 'kysely';
 import { formatMailbox } from '../lib/address.js';
+import {
+  abandonIdempotent,
+  beginIdempotent,
+  completeIdempotent,
+  type Receipt,
+} from '../lib/db/idempotency.js';
 import { withCurrentVersion } from '../lib/db/templates.js';
 import type { Db } from '../lib/db/index.js';
 import type { MessageStatus } from '../lib/db/schema.js';
@@ -12,6 +18,7 @@ import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from './accept.js';
 import { principalOf, requireScope, type Principal } from './auth.js';
+import { idempotentRequest } from './idempotency.js';
 import { TtlCache } from './ttl-cache.js';
 import { checkSendRequest, fromDomain, type Limits } from './validate.js';
 
@@ -27,8 +34,6 @@ const MAX_BATCH = 100;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
 const DOMAIN_CACHE_MS = 1000;
-/** Postgres' unique_violation: a concurrent request with the same idempotency key won. */
-const UNIQUE_VIOLATION = '23505';
 
 export function emailsRouter(deps: EmailsDeps): Router {
   const { db, acceptor, metrics } = deps;
@@ -91,91 +96,102 @@ export function emailsRouter(deps: EmailsDeps): Router {
       content,
       recipients: send.recipients,
       scheduledAt: send.scheduledAt,
-      idempotencyKey: null,
     };
   };
 
-  const idempotencyKey = (req: Request): string | null => {
-    const key = req.get('idempotency-key');
-    if (key === undefined) return null;
-    if (key.length === 0 || key.length > 256) {
-      throw new Problem(400, 'invalid-idempotency-key', 'Idempotency-Key must be 1 to 256 characters.');
-    }
-    return key;
-  };
-
-  const existingByKey = async (tenantId: string, key: string) =>
-    db
-      .selectFrom('emails')
-      .select('id')
-      .where('tenant_id', '=', tenantId)
-      .where('idempotency_key', '=', key)
-      .executeTakeFirst();
-
-  router.post('/emails', requireScope('send'), async (req, res) => {
+  /**
+   * Answers a send: runs `handle` (which checks, queues and returns the answer) under the request's
+   * Idempotency-Key, if any. A replay gets the first answer; a refused request releases its key.
+   */
+  const idempotent = async (
+    req: Request,
+    res: Response,
+    handle: (
+      receipt?: (status: number, body: unknown) => Receipt,
+    ) => Promise<{ status: number; body: unknown }>,
+  ): Promise<void> => {
     const principal = principalOf(req);
-    const key = idempotencyKey(req);
-    if (key) {
-      const seen = await existingByKey(principal.tenantId, key);
-      if (seen) return void res.status(200).json({ id: seen.id });
-    }
-    const email = await prepare(principal, req.body);
-    email.idempotencyKey = key;
-    try {
-      await acceptor.accept([email]);
-    } catch (err) {
-      const seen =
-        key &&
-        (err as { code?: string }).code === UNIQUE_VIOLATION &&
-        (await existingByKey(principal.tenantId, key));
-      if (seen) return void res.status(200).json({ id: seen.id });
-      throw err;
-    }
-    metrics.accepted.inc({ tenant: principal.tenant }, email.recipients.length);
-    res.status(202).location(`/v1/emails/${email.id}`).json({ id: email.id });
-  });
-
-  router.post('/emails/batch', requireScope('send'), async (req, res) => {
-    const principal = principalOf(req);
-    const body: unknown = req.body;
-    if (!Array.isArray(body) || body.length === 0 || body.length > MAX_BATCH) {
-      throw new Problem(422, 'validation-failed', `The body must be a list of 1 to ${MAX_BATCH} emails.`);
-    }
-    // Strict (Resend's default): one invalid email refuses the batch, every fault listed.
-    // Permissive: the valid ones are sent and the others reported by index.
-    const permissive = req.get('x-batch-validation') === 'permissive';
-    const prepared: PreparedEmail[] = [];
-    const errors: FieldError[] = [];
-    const refused: { index: number; message: string }[] = [];
-    // The batch answers with the gravest of its emails' statuses (403, 413 or 422).
-    let status = 0;
-    for (const [index, item] of body.entries()) {
-      try {
-        prepared.push(await prepare(principal, item, `[${index}].`));
-      } catch (err) {
-        if (!(err instanceof Problem)) throw err;
-        status = Math.max(status, err.status);
-        errors.push(...(err.errors ?? [{ field: `[${index}]`, message: err.detail }]));
-        refused.push({ index, message: err.detail });
+    const idem = idempotentRequest(req, principal.tenantId);
+    if (idem) {
+      const begun = await beginIdempotent(db, idem);
+      if (begun.kind === 'replay') {
+        res.set('Idempotent-Replayed', 'true').status(begun.status).json(begun.body);
+        return;
       }
     }
-    if (errors.length > 0 && !permissive) {
-      throw new Problem(
-        status,
-        'validation-failed',
-        `${refused.length} of ${body.length} emails are invalid.`,
-        errors,
-      );
+    let answer: { status: number; body: unknown };
+    try {
+      answer = await handle(idem && ((status, body) => ({ ...idem, status, body })));
+    } catch (err) {
+      // Nothing was queued: the key is free for a corrected retry. (If Postgres is away, the claim
+      // stays until its lease ends, and a retry of the same request takes it over.)
+      if (idem) await abandonIdempotent(db, idem).catch(() => {});
+      throw err;
     }
-    if (prepared.length > 0) await acceptor.accept(prepared);
-    metrics.accepted.inc(
-      { tenant: principal.tenant },
-      prepared.reduce((n, e) => n + e.recipients.length, 0),
-    );
-    res
-      .status(202)
-      .json({ data: prepared.map((e) => ({ id: e.id })), ...(permissive ? { errors: refused } : {}) });
-  });
+    res.status(answer.status).json(answer.body);
+  };
+
+  router.post('/emails', requireScope('send'), (req, res) =>
+    idempotent(req, res, async (receiptFor) => {
+      const principal = principalOf(req);
+      const email = await prepare(principal, req.body);
+      const body = { id: email.id };
+      await acceptor.accept([email], receiptFor?.(202, body));
+      metrics.accepted.inc({ tenant: principal.tenant }, email.recipients.length);
+      res.location(`/v1/emails/${email.id}`);
+      return { status: 202, body };
+    }),
+  );
+
+  router.post('/emails/batch', requireScope('send'), (req, res) =>
+    idempotent(req, res, async (receiptFor) => {
+      const principal = principalOf(req);
+      const body: unknown = req.body;
+      if (!Array.isArray(body) || body.length === 0 || body.length > MAX_BATCH) {
+        throw new Problem(422, 'validation-failed', `The body must be a list of 1 to ${MAX_BATCH} emails.`, [
+          { field: '(body)', message: `must be a list of 1 to ${MAX_BATCH} emails` },
+        ]);
+      }
+      // Strict (Resend's default): one invalid email refuses the batch, every fault listed.
+      // Permissive: the valid ones are sent and the others reported by index.
+      const permissive = req.get('x-batch-validation') === 'permissive';
+      const prepared: PreparedEmail[] = [];
+      const errors: FieldError[] = [];
+      const refused: { index: number; message: string }[] = [];
+      // The batch answers with the gravest of its emails' statuses (403, 413 or 422).
+      let status = 0;
+      for (const [index, item] of body.entries()) {
+        try {
+          prepared.push(await prepare(principal, item, `[${index}].`));
+        } catch (err) {
+          if (!(err instanceof Problem)) throw err;
+          status = Math.max(status, err.status);
+          errors.push(...(err.errors ?? [{ field: `[${index}]`, message: err.detail }]));
+          refused.push({ index, message: err.detail });
+        }
+      }
+      if (errors.length > 0 && !permissive) {
+        throw new Problem(
+          status,
+          'validation-failed',
+          `${refused.length} of ${body.length} emails are invalid.`,
+          errors,
+        );
+      }
+      const answer = {
+        data: prepared.map((e) => ({ id: e.id })),
+        ...(permissive ? { errors: refused } : {}),
+      };
+      const receipt = receiptFor?.(202, answer);
+      if (prepared.length > 0) await acceptor.accept(prepared, receipt);
+      else if (receipt) await completeIdempotent(db, receipt);
+      metrics.accepted.inc(
+        { tenant: principal.tenant },
+        prepared.reduce((n, e) => n + e.recipients.length, 0),
+      );
+      return { status: 202, body: answer };
+    }),
+  );
 
   router.get('/emails/:id', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);

@@ -23,8 +23,16 @@ interface Pending<T> {
  */
 export function createGroupCommitter<T>(
   writeAll: (items: T[]) => Promise<void>,
-  options: { maxInFlight: number; maxGroup: number },
+  options: {
+    maxInFlight: number;
+    /** Largest group, in units of sizeOf. */
+    maxGroup: number;
+    /** What an item weighs against maxGroup; 1 each by default. */
+    sizeOf?: (item: T) => number;
+  },
 ): GroupCommitter<T> {
+  const sizeOf = options.sizeOf ?? (() => 1);
+  const weigh = (items: T[]) => items.reduce((n, item) => n + sizeOf(item), 0);
   const waiting: Pending<T>[] = [];
   const idle: (() => void)[] = [];
   let inFlight = 0;
@@ -51,10 +59,10 @@ export function createGroupCommitter<T>(
   const pump = () => {
     while (inFlight < options.maxInFlight && waiting.length > 0) {
       const group: Pending<T>[] = [waiting.shift()!];
-      let size = group[0]!.items.length;
-      while (waiting.length > 0 && size + waiting[0]!.items.length <= options.maxGroup) {
+      let size = weigh(group[0]!.items);
+      while (waiting.length > 0 && size + weigh(waiting[0]!.items) <= options.maxGroup) {
         const next = waiting.shift()!;
-        size += next.items.length;
+        size += weigh(next.items);
         group.push(next);
       }
       inFlight++;

@@ -2,6 +2,7 @@
 // logged as errors; anything else is a 500 with a generic detail and a logged cause.
 
 import type { NextFunction, Request, Response } from 'express';
+import { isDatabaseUnavailable } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 import { Problem } from '../lib/problem.js';
 
@@ -20,13 +21,33 @@ function fromParserError(err: { type?: string; status?: number; limit?: number }
   }
 }
 
+/**
+ * How long a client should wait before retrying while Postgres is away: a restart or a managed
+ * database's failover takes seconds to a minute.
+ */
+export const RETRY_AFTER_SECONDS = 5;
+
+/** The answer while Postgres is unreachable: nothing was accepted, and a retry will be. */
+export function databaseUnavailable(): Problem {
+  return new Problem(
+    503,
+    'service-unavailable',
+    'The database is unreachable for the moment; nothing was accepted. Retry after a few seconds.',
+  );
+}
+
 export function sendProblem(res: Response, problem: Problem): void {
+  if (problem.status === 503 || problem.status === 429) res.set('Retry-After', String(RETRY_AFTER_SECONDS));
   res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
 }
 
 export function problemHandler(log: Logger) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     let problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
+    if (!problem && isDatabaseUnavailable(err)) {
+      log.warn('database unavailable', { err: err as Error, method: req.method, path: req.path });
+      problem = databaseUnavailable();
+    }
     if (!problem) {
       log.error('request failed', { err: err as Error, method: req.method, path: req.path });
       problem = new Problem(

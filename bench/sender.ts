@@ -106,7 +106,6 @@ async function prepare(secret: string, count: number, renderer: Renderer): Promi
       content,
       recipients: [to],
       scheduledAt: null,
-      idempotencyKey: null,
     });
   }
   const acceptor = createAcceptor(database.pool);

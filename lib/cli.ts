@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import { startApi } from '../api/main.js';
 import { startSender } from '../sender/worker.js';
 import { ConfigError, readConfig, type Config } from './config.js';
-import { openDatabase, poolSize, type DatabaseHandle } from './db/index.js';
+import { openDatabase, type DatabaseHandle } from './db/index.js';
 import { migrate } from './db/migrate.js';
 import { createLogger, type Logger } from './log.js';
 import { createMetrics } from './metrics.js';
@@ -40,7 +40,7 @@ interface Runtime {
 async function openRuntime(component: string, env = process.env): Promise<Runtime> {
   const config = readConfig(env);
   const log = createLogger({ level: config.logLevel }).child({ component });
-  const database = openDatabase(config.databaseUrl, { max: poolSize(config) });
+  const database = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
   await migrate(database.db, database.pool, log);
   return { config, log, database };
 }
@@ -111,7 +111,7 @@ async function main(argv: string[]): Promise<number> {
       const probes = await startProbeServer({
         port: config.port,
         registry: metrics.registry,
-        ready: () => true,
+        readiness: () => sender.readiness(),
       });
       onShutdown(log, async () => {
         await sender.stop();
@@ -138,7 +138,7 @@ async function main(argv: string[]): Promise<number> {
       const probes = await startProbeServer({
         port: config.port,
         registry: metrics.registry,
-        ready: () => true,
+        readiness: () => undefined,
       });
       log.info('listening for bounces and complaints', { port: inbound.port });
       onShutdown(log, async () => {

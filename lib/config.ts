@@ -24,6 +24,12 @@ export interface Config {
   heloName: string;
   /** Jobs one sender process runs at once. Default 32 (SMTP waits on the network, not the CPU). */
   senderConcurrency: number;
+  /**
+   * Postgres connections one process may open. Default 10: a job holds a connection only for
+   * its two short statements, not while it talks SMTP, so 32 jobs share a few; and the chart's
+   * default replicas stay far below a stock Postgres' 100 connections (see the README).
+   */
+  databasePoolSize: number;
   /** Largest accepted message (body and attachments, as sent in the request). Default 10 MiB. */
   maxMessageBytes: number;
   /** Recipients (to + cc + bcc) in one send. Default 50, as Resend. */
@@ -34,6 +40,8 @@ export interface Config {
   renderTimeoutMs: number;
   /** Heap limit of the template sandbox. Default 32 MiB. */
   renderMemoryMb: number;
+  /** Template isolates per process, each up to renderMemoryMb. Default 2: a tenant holds all but one. */
+  renderIsolates: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -84,11 +92,13 @@ export function readConfig(env: Env): Readonly<Config> {
     inboundHost: env.MAILPLANE_INBOUND_HOST || undefined,
     heloName: env.MAILPLANE_HELO_NAME || hostname(),
     senderConcurrency: int('MAILPLANE_SENDER_CONCURRENCY', 32),
+    databasePoolSize: int('MAILPLANE_DATABASE_POOL_SIZE', 10, 2),
     maxMessageBytes: int('MAILPLANE_MAX_MESSAGE_BYTES', 10 * 1024 * 1024),
     maxRecipients: int('MAILPLANE_MAX_RECIPIENTS', 50),
     messageLifetimeSeconds: int('MAILPLANE_MESSAGE_LIFETIME_SECONDS', 5 * 24 * 3600),
     renderTimeoutMs: int('MAILPLANE_RENDER_TIMEOUT_MS', 250),
     renderMemoryMb: int('MAILPLANE_RENDER_MEMORY_MB', 32, 8),
+    renderIsolates: int('MAILPLANE_RENDER_ISOLATES', 2),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -25,12 +25,19 @@ export function isSendMessagePayload(value: unknown): value is SendMessagePayloa
  */
 export const SEND_MESSAGE_MAX_ATTEMPTS = 10;
 
+/**
+ * Hourly cron job: deletes Idempotency-Key records past their 24 hours. Its payload is
+ * graphile-worker's cron payload (`_cron`), which it does not read.
+ */
+export const PURGE_IDEMPOTENCY_KEYS = 'purge_idempotency_keys';
+
 // Typed addJob('send_message', …) for whoever queues it.
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace -- graphile-worker's task map is a global namespace
   namespace GraphileWorker {
     interface Tasks {
       send_message: SendMessagePayload;
+      purge_idempotency_keys: Record<string, unknown>;
     }
   }
 }

@@ -11,6 +11,8 @@ export interface Metrics {
   outcomes: Counter<'outcome'>;
   /** Seconds from acceptance to the final SMTP reply of a delivered message. */
   sendLatency: Histogram<never>;
+  /** Jobs a sender took over from senders that stopped beating (sender/heartbeat.ts). */
+  recoveredJobs: Counter<never>;
   /** Seconds the api spends answering, by route and status. */
   httpDuration: Histogram<'route' | 'status'>;
 }
@@ -42,6 +44,11 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       name: 'mailplane_send_latency_seconds',
       help: 'Seconds from acceptance to delivery of a message.',
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers: [registry],
+    }),
+    recoveredJobs: new Counter({
+      name: 'mailplane_sender_recovered_jobs_total',
+      help: 'Jobs taken over from sender processes that stopped beating (crashed or cut off).',
       registers: [registry],
     }),
     httpDuration: new Histogram({

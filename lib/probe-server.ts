@@ -13,14 +13,13 @@ export interface ProbeServer {
 /**
  * Listens on `port` (0: any free port).
  *
- *   const probes = await startProbeServer({ port: 8080, registry, ready: () => caches.synced() });
+ *   const probes = await startProbeServer({ port: 8080, registry, readiness: () => synced ? undefined : 'caches not synced' });
  */
 export async function startProbeServer(options: {
   port: number;
   registry: Registry;
-  ready: () => boolean;
-  /** Said by /readyz while not ready. */
-  notReadyReason?: string;
+  /** Undefined when ready; otherwise why not, which /readyz answers with a 503. */
+  readiness: () => string | undefined;
 }): Promise<ProbeServer> {
   const { registry } = options;
   const server: Server = createServer((req, res) => {
@@ -29,7 +28,8 @@ export async function startProbeServer(options: {
       void res.writeHead(status, { 'content-type': 'text/plain' }).end(`${body}\n`);
     if (path === '/healthz') return text(200, 'ok');
     if (path === '/readyz') {
-      return options.ready() ? text(200, 'ok') : text(503, options.notReadyReason ?? 'not ready');
+      const reason = options.readiness();
+      return reason === undefined ? text(200, 'ok') : text(503, reason);
     }
     if (path === '/metrics') {
       registry.metrics().then(

@@ -90,8 +90,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
   const probes = await startProbeServer({
     port: config.port,
     registry: metrics.registry,
-    ready: () => controller.synced(),
-    notReadyReason: 'caches not synced',
+    readiness: () => (controller.synced() ? undefined : 'caches not synced'),
   });
   const url = probes.url;
   log.info('operator started', { url, identity: oc.identity, lease: `${oc.leaseNamespace}/${oc.leaseName}` });

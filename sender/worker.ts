@@ -1,14 +1,27 @@
 // The sender process: a graphile-worker runner with the send_message task, tuned for many short
 // jobs, logging through Mailplane's JSON logger, and a stop() that lets sends under way finish.
+// It also keeps itself honest: a heartbeat lets peers take its jobs if it dies (heartbeat.ts),
+// and a runner that ended, lost its heartbeat or cannot fetch jobs makes `done` reject and
+// `readiness()` say why, so that main exits and Kubernetes restarts the process.
 
-import { Logger as WorkerLogger, run, type LogFunctionFactory, type Runner } from 'graphile-worker';
+import { EventEmitter } from 'node:events';
+import {
+  Logger as WorkerLogger,
+  parseCronItems,
+  run,
+  type LogFunctionFactory,
+  type Runner,
+  type WorkerEvents,
+} from 'graphile-worker';
 import type pg from 'pg';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
-import { SEND_MESSAGE } from '../lib/jobs.js';
+import { purgeIdempotencyKeys } from '../lib/db/idempotency.js';
+import { PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Renderer } from '../lib/render/sandbox.js';
+import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
 import { createTransport, type Transport } from './transport.js';
 
@@ -21,16 +34,22 @@ export interface SenderDeps {
   renderer: Renderer;
   /** Where messages go; by default built from the config (relay or direct MX), and closed by stop(). */
   transport?: Transport;
+  /** Shorter bounds for tests; the defaults are the constants below and in heartbeat.ts. */
+  timing?: { beatIntervalMs?: number; staleAfterMs?: number; stallNotReadyMs?: number; stallExitMs?: number };
 }
 
 export interface Sender {
   /** Takes no new jobs, returns locally queued ones, waits for sends under way, closes SMTP pools. */
   stop(): Promise<void>;
   /**
-   * Settles when the job runner ends; rejects if it dies on its own (its database connection gone
-   * for good, say), so that main can exit and let the orchestrator restart the process.
+   * Resolves when stop() has stopped the runner; rejects when the sender cannot go on by itself:
+   * the runner ended without stop() (graphile-worker may resolve rather than reject when its pool
+   * fails), a peer declared it dead, or it could not fetch jobs for FETCH_STALL_EXIT_MS. Main
+   * exits on the rejection and the orchestrator starts a fresh process.
    */
   done: Promise<void>;
+  /** Undefined while the sender takes jobs; otherwise why not, for /readyz. */
+  readiness(): string | undefined;
 }
 
 /**
@@ -46,6 +65,20 @@ const LOCAL_QUEUE_PER_SLOT = 2;
  * task does nothing.
  */
 const JOB_BATCH_DELAY_MS = 100;
+/**
+ * A sender with a free slot that has not fetched jobs for this long is not ready: graphile-worker's
+ * local queue fetches at least every pollInterval (2 s) while it has room, so this is many missed
+ * polls (Postgres unreachable, the pool exhausted).
+ */
+const FETCH_STALL_NOT_READY_MS = 15_000;
+/**
+ * …and past this it gives up and exits, to be restarted with fresh connections: a sender that
+ * survives a Postgres restart resumes well within it, one that cannot must not linger as a live
+ * process that sends nothing.
+ */
+const FETCH_STALL_EXIT_MS = 60_000;
+/** How often the stall is checked. */
+const WATCHDOG_INTERVAL_MS = 1_000;
 
 /**
  * Starts sending; resolves once the runner is up.
@@ -65,15 +98,49 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     });
   const ownsTransport = !deps.transport;
 
+  const events: WorkerEvents = new EventEmitter();
+  let workerId: string | undefined;
+  events.on('pool:create', ({ workerPool }) => (workerId = workerPool.id));
+  // Signs of a runner that works: a fetch that returned (jobs or none), a job started or ended.
+  let lastFetchAt = Date.now();
+  let running = 0;
+  const fetched = () => (lastFetchAt = Date.now());
+  events.on('localQueue:getJobs:complete', fetched);
+  events.on('worker:getJob:empty', fetched);
+  events.on('job:start', () => {
+    running++;
+    fetched();
+  });
+  events.on('job:complete', () => {
+    running--;
+    fetched();
+  });
+
   let runner: Runner;
   try {
     runner = await run({
       pgPool: deps.pool,
       concurrency: config.senderConcurrency,
       noHandleSignals: true,
-      taskList: { [SEND_MESSAGE]: createSendMessageTask({ ...deps, transport }) },
-      // No crontab file: cron jobs are declared in code when there are any.
-      parsedCronItems: [],
+      events,
+      taskList: {
+        [SEND_MESSAGE]: createSendMessageTask({ ...deps, transport }),
+        [PURGE_IDEMPOTENCY_KEYS]: async () => {
+          const purged = await purgeIdempotencyKeys(deps.db);
+          if (purged > 0) log.info('purged expired idempotency keys', { purged });
+        },
+      },
+      // Cron jobs are declared here, not in a crontab file; graphile-worker schedules each once
+      // across all senders.
+      parsedCronItems: parseCronItems([
+        {
+          task: PURGE_IDEMPOTENCY_KEYS,
+          identifier: PURGE_IDEMPOTENCY_KEYS,
+          match: '17 * * * *',
+          // A missed hour is caught up by the next one: nothing to backfill.
+          options: { backfillPeriod: 0, maxAttempts: 3 },
+        },
+      ]),
       logger: new WorkerLogger(workerLogFactory(log.child({ component: 'graphile-worker' }))),
       preset: {
         worker: {
@@ -87,27 +154,97 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     if (ownsTransport) await transport.close();
     throw err;
   }
-  const done = runner.promise.catch((err: unknown) => {
-    log.error('job runner stopped with an error', { err: err as Error });
-    throw err;
-  });
-  log.info('sender started', { concurrency: config.senderConcurrency, relay: Boolean(config.relayUrl) });
 
   let stopping: Promise<void> | undefined;
+  let fatal: ((reason: string) => void) | undefined;
+  const failed = new Promise<never>((_, reject) => {
+    fatal = (reason: string) => {
+      if (stopping) return;
+      log.error('sender cannot go on; exiting so that it is restarted', { reason });
+      reject(new Error(reason));
+    };
+  });
+  failed.catch(() => {});
+
+  let heartbeat: Heartbeat | undefined;
+  try {
+    if (!workerId) throw new Error('graphile-worker started no worker pool');
+    heartbeat = startHeartbeat({
+      pool: deps.pool,
+      workerId,
+      log,
+      onLost: (reason) => fatal!(reason),
+      onRecovered: (_workers, jobs) => deps.metrics.recoveredJobs.inc(jobs),
+      intervalMs: deps.timing?.beatIntervalMs,
+      staleAfterMs: deps.timing?.staleAfterMs,
+    });
+    await heartbeat.started;
+  } catch (err) {
+    await runner.stop().catch(() => {});
+    if (ownsTransport) await transport.close();
+    throw err;
+  }
+
+  // graphile-worker can resolve its promise when its pool fails; only stop() may end it.
+  let runnerEnded = false;
+  void runner.promise.then(
+    () => {
+      runnerEnded = true;
+      fatal!('the job runner stopped');
+    },
+    (err: unknown) => {
+      runnerEnded = true;
+      fatal!(`the job runner failed: ${(err as Error)?.message ?? String(err)}`);
+    },
+  );
+
+  const stallNotReadyMs = deps.timing?.stallNotReadyMs ?? FETCH_STALL_NOT_READY_MS;
+  const stallExitMs = deps.timing?.stallExitMs ?? FETCH_STALL_EXIT_MS;
+  const stalledFor = () => (running >= config.senderConcurrency ? 0 : Date.now() - lastFetchAt);
+  const watchdog = setInterval(() => {
+    if (stalledFor() > stallExitMs) {
+      fatal!(`no jobs could be fetched for ${Math.round(stalledFor() / 1000)} s`);
+    }
+  }, WATCHDOG_INTERVAL_MS);
+  watchdog.unref();
+
+  log.info('sender started', {
+    concurrency: config.senderConcurrency,
+    relay: Boolean(config.relayUrl),
+    workerId,
+  });
+
+  const stop = () => {
+    stopping ??= (async () => {
+      log.info('sender stopping: finishing the sends under way');
+      clearInterval(watchdog);
+      try {
+        if (!runnerEnded) await runner.stop();
+      } finally {
+        await heartbeat.close();
+        if (ownsTransport) await transport.close();
+      }
+      log.info('sender stopped');
+    })();
+    return stopping;
+  };
+  const done = Promise.race([
+    failed,
+    // An end without stop() is a failure, which `failed` reports (see above).
+    runner.promise.then(() => (stopping ? undefined : failed)),
+  ]);
+  // Whoever runs the sender decides what a failure means (main exits); unobserved, it is no crash.
+  done.catch(() => {});
+
   return {
     done,
-    stop() {
-      stopping ??= (async () => {
-        log.info('sender stopping: finishing the sends under way');
-        try {
-          await runner.stop();
-        } finally {
-          if (ownsTransport) await transport.close();
-        }
-        log.info('sender stopped');
-      })();
-      return stopping;
+    readiness() {
+      const stalled = stalledFor();
+      if (stopping) return 'stopping';
+      if (stalled > stallNotReadyMs) return `no jobs fetched for ${Math.round(stalled / 1000)} s`;
+      return undefined;
     },
+    stop,
   };
 }
 

@@ -18,6 +18,7 @@ import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
 import { startSender, type Sender } from '../sender/worker.js';
 import { verifyDkimIndependently, verifyDkimWithMailauth } from './helpers/dkim.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
+import { startTcpProxy } from './helpers/tcp-proxy.js';
 
 const SECRET = 'test-secret-key-of-at-least-32-characters';
 
@@ -664,6 +665,168 @@ describe('shutdown', () => {
       await own.close();
       await ownDb.drop();
       await slow.close();
+    }
+  });
+});
+
+describe('crash recovery and health', () => {
+  /** A sender of its own on a database of its own, with short heartbeat and stall bounds. */
+  async function ownSender(
+    options: {
+      url?: (databaseUrl: string) => string;
+      timing?: Parameters<typeof startSender>[0]['timing'];
+    } = {},
+  ) {
+    const ownDb = await createTestDatabase();
+    const own = openDatabase(ownDb.url, { max: 5 });
+    const senderDb = options.url ? openDatabase(options.url(ownDb.url), { max: 5 }) : own;
+    const ownConfig = readConfig(
+      envOf(ownDb.url, { MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${inbox.smtpPort}` }),
+    );
+    const ownMetrics = createMetrics();
+    const t = await seedTenant(own.db, 'acme');
+    const domain = await seedDomain(own.db, ownConfig, t, 'example.com', 'ed25519');
+    const start = () =>
+      startSender({
+        pool: senderDb.pool,
+        db: senderDb.db,
+        config: ownConfig,
+        log: process.env.DEBUG_OWN
+          ? createLogger({ level: 'debug', write: (l) => process.stderr.write(l + '\n') })
+          : quiet,
+        metrics: ownMetrics,
+        renderer,
+        timing: options.timing,
+      });
+    const close = async (s?: Sender) => {
+      await s?.stop();
+      if (senderDb !== own) await senderDb.close();
+      await own.close();
+      await ownDb.drop();
+    };
+    return { db: own.db, domain, metrics: ownMetrics, start, close };
+  }
+
+  /** Leaves a message as a sender killed mid-send leaves it: `sending`, its job locked by `pool`. */
+  async function strand(db: Db, messageId: string, pool: string) {
+    await sql`update messages set status = 'sending', attempts = 1 where id = ${messageId}`.execute(db);
+    await sql`
+      update graphile_worker._private_jobs set locked_by = ${pool}, locked_at = now() - interval '1 hour', attempts = 1
+      where payload->>'messageId' = ${messageId}`.execute(db);
+  }
+
+  test('the jobs of a sender that stopped beating are taken over and delivered with their own Message-ID; a live peer keeps its own', async () => {
+    const own = await ownSender({ timing: { beatIntervalMs: 100, staleAfterMs: 600 } });
+    let s: Sender | undefined;
+    try {
+      const dead = await queueEmail(own.db, own.domain, { to: ['dead@example.org'], text: 'hi' });
+      const ghost = await queueEmail(own.db, own.domain, { to: ['ghost@example.org'], text: 'hi' });
+      const alive = await queueEmail(own.db, own.domain, { to: ['alive@example.org'], text: 'hi' });
+      const deadId = dead.messages['dead@example.org']!;
+      const ghostId = ghost.messages['ghost@example.org']!;
+      const aliveId = alive.messages['alive@example.org']!;
+      // Killed: its heartbeat is an hour old. A ghost: it died before its first beat.
+      await strand(own.db, deadId, 'pool-dead');
+      await strand(own.db, ghostId, 'pool-ghost');
+      await strand(own.db, aliveId, 'pool-alive');
+      await sql`insert into sender_heartbeats (worker_id, host, beat_at) values
+        ('pool-dead', 'h1', now() - interval '1 hour'), ('pool-alive', 'h2', now() + interval '1 hour')`.execute(
+        own.db,
+      );
+
+      const started = Date.now();
+      s = await own.start();
+      const delivered = await waitForStatus(own.db, deadId, ['delivered']);
+      await waitForStatus(own.db, ghostId, ['delivered']);
+      const tookMs = Date.now() - started;
+      assert.ok(tookMs < 5_000, `taken over in ${tookMs} ms`);
+      assert.equal(delivered.attempts, 2, 'the crashed attempt counts, and this is one more');
+      const copies = receivedBy(inbox, 'dead@example.org');
+      assert.equal(copies.length, 1);
+      assert.match(headerBlock(copies[0]!.raw), new RegExp(`^Message-ID: <${deadId}@example\\.com>$`, 'mi'));
+      assert.equal((await own.metrics.recoveredJobs.get()).values[0]?.value, 2);
+
+      const heartbeats = await sql<{ worker_id: string }>`select worker_id from sender_heartbeats`.execute(
+        own.db,
+      );
+      const seeded = heartbeats.rows.map((r) => r.worker_id).filter((w) => /^pool-[a-z]+$/.test(w));
+      assert.deepEqual(seeded, ['pool-alive'], 'the dead pool is swept, the live one kept');
+      assert.equal((await waitForStatus(own.db, aliveId, ['sending'], 0)).status, 'sending');
+      assert.ok((await jobsFor(own.db, aliveId))[0]?.locked_at, 'a live peer keeps its job');
+    } finally {
+      await own.close(s);
+    }
+  });
+
+  test('a sender declared dead by a peer (its heartbeat row gone) gives up instead of sending twice', async () => {
+    const own = await ownSender({ timing: { beatIntervalMs: 100 } });
+    const s = await own.start();
+    try {
+      await sql`delete from sender_heartbeats`.execute(own.db);
+      await assert.rejects(s.done, /declared this sender dead/);
+    } finally {
+      await own.close(s);
+    }
+  });
+
+  test('a sender cut off from Postgres never lingers: it resumes once Postgres is back, or exits to be restarted', async () => {
+    const proxy = await startTcpProxy(
+      Number(new URL(database.url).port || 5432),
+      new URL(database.url).hostname,
+    );
+    const viaProxy = (url: string) => {
+      const u = new URL(url);
+      u.hostname = '127.0.0.1';
+      u.port = String(proxy.port);
+      return u.toString();
+    };
+    // An idle sender polls every 2 s: the bounds leave room for that.
+    const own = await ownSender({ url: viaProxy, timing: { stallNotReadyMs: 3_000, stallExitMs: 8_000 } });
+    let s = await own.start();
+    let restarts = 0;
+    /** Whether `sender` has given up: its `done` rejected. */
+    const gaveUp = (sender: Sender) =>
+      sender.done.then(
+        () => false,
+        () => true,
+      );
+    try {
+      assert.equal(s.readiness(), undefined);
+      // A short outage, as a Postgres restart is.
+      await proxy.cut();
+      await Promise.race([waitUntil(async () => s.readiness() !== undefined, 6_000), gaveUp(s)]);
+      await proxy.restore();
+      const { messages } = await queueEmail(own.db, own.domain, {
+        to: ['after-outage@example.org'],
+        text: 'hi',
+      });
+      const id = messages['after-outage@example.org']!;
+      // graphile-worker stops its runner when a batch of completions cannot be written; then the
+      // sender exits and, as Kubernetes would, a new one takes over.
+      const outcome = await Promise.race([
+        waitForStatus(own.db, id, ['delivered'], 15_000).then(
+          () => 'resumed' as const,
+          () => 'lingered' as const,
+        ),
+        gaveUp(s).then((gave) => (gave ? ('exited' as const) : ('stopped' as const))),
+      ]);
+      assert.ok(outcome === 'resumed' || outcome === 'exited', `the sender ${outcome}`);
+      if (outcome === 'exited') {
+        await s.stop();
+        s = await own.start();
+        restarts++;
+        await waitForStatus(own.db, id, ['delivered'], 15_000);
+      }
+      assert.equal(s.readiness(), undefined);
+
+      // A long one: the sender says it is not ready, then gives up so that it is restarted.
+      await proxy.cut();
+      await Promise.race([waitUntil(async () => s.readiness() !== undefined, 6_000), gaveUp(s)]);
+      await assert.rejects(s.done, /no jobs could be fetched|job runner/);
+      assert.ok(restarts <= 1);
+    } finally {
+      await proxy.close();
+      await own.close(s);
     }
   });
 });

@@ -156,6 +156,27 @@ export interface SuppressionTable {
   created_at: Generated<Date>;
 }
 
+/** A live sender's worker pool (sender/heartbeat.ts). */
+export interface SenderHeartbeatTable {
+  worker_id: string;
+  host: string;
+  started_at: Generated<Date>;
+  beat_at: Generated<Date>;
+}
+
+/** The first answer to a request under an Idempotency-Key (api/idempotency.ts). */
+export interface IdempotencyKeyTable {
+  tenant_id: string;
+  key: string;
+  /** SHA-256 of the route and body: the same key for another request is refused. */
+  fingerprint: string;
+  started_at: Generated<Date>;
+  /** Null while the first request is in flight. */
+  response_status: number | null;
+  response_body: Json<unknown> | null;
+  expires_at: Timestamp;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -166,6 +187,8 @@ export interface Database {
   messages: MessageTable;
   events: EventTable;
   suppressions: SuppressionTable;
+  sender_heartbeats: SenderHeartbeatTable;
+  idempotency_keys: IdempotencyKeyTable;
 }
 
 export type Tenant = Selectable<TenantTable>;

@@ -10,7 +10,7 @@ import express from 'express';
 import { startApi } from '../../api/main.js';
 import { startSender } from '../../sender/worker.js';
 import { readConfig } from '../config.js';
-import { openDatabase, poolSize } from '../db/index.js';
+import { openDatabase } from '../db/index.js';
 import { migrate } from '../db/migrate.js';
 import { createLogger } from '../log.js';
 import { createMetrics } from '../metrics.js';
@@ -53,7 +53,7 @@ export async function runDev(env: Env): Promise<void> {
     MAILPLANE_SECRET_KEY: env.MAILPLANE_SECRET_KEY ?? readFileSync(secretFile, 'utf8'),
     MAILPLANE_RELAY_URL: env.MAILPLANE_RELAY_URL ?? `smtp://127.0.0.1:${inbox.smtpPort}`,
   });
-  const database = openDatabase(config.databaseUrl, { max: poolSize(config) });
+  const database = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
   await migrate(database.db, database.pool, log);
 
   const renderer = createRenderer({ timeoutMs: config.renderTimeoutMs, memoryMb: config.renderMemoryMb });
