@@ -266,6 +266,9 @@ function workerLogFactory(log: Logger): LogFunctionFactory {
     return (level, message, meta) => {
       let method = LEVELS[level] ?? 'info';
       if (perJob && method === 'info') method = 'debug';
+      // A pool smaller than the concurrency is the design here (a job holds a connection only for
+      // its two statements, not while it talks SMTP), not the misconfiguration it warns of.
+      if (message.startsWith('WARNING: having maxPoolSize')) method = 'debug';
       scoped[method](message, meta ? { ...meta } : undefined);
     };
   };
