@@ -7,7 +7,13 @@ import type { Logger } from '../lib/log.js';
 import { Problem } from '../lib/problem.js';
 
 /** body-parser's error types, mapped to what the client must change. */
-function fromParserError(err: { type?: string; status?: number; limit?: number }): Problem | undefined {
+function fromParserError(err: {
+  type?: string;
+  status?: number;
+  limit?: number;
+  expose?: boolean;
+  message?: string;
+}): Problem | undefined {
   switch (err.type) {
     case 'entity.too.large':
       return new Problem(413, 'body-too-large', `The request body is over the limit of ${err.limit} bytes.`);
@@ -17,6 +23,15 @@ function fromParserError(err: { type?: string; status?: number; limit?: number }
     case 'charset.unsupported':
       return new Problem(415, 'unsupported-encoding', 'Send the body as UTF-8 JSON.');
     default:
+      // Any other error http-errors marks as the client's (a Content-Encoding that does not
+      // decode, an aborted upload): its status, and a message that is safe to show.
+      if (err.expose === true && typeof err.status === 'number' && err.status >= 400 && err.status < 500) {
+        return new Problem(
+          err.status,
+          'bad-request',
+          `The request body could not be read: ${err.message ?? 'malformed'}.`,
+        );
+      }
       return undefined;
   }
 }
