@@ -41,7 +41,7 @@ export function authenticate(db: Db) {
     const match = /^Bearer\s+(\S+)$/i.exec(header);
     if (!match) {
       return next(
-        new Problem(401, 'unauthorized', 'Send your API key as `Authorization: Bearer mp_live_…`.'),
+        new Problem(401, 'missing-api-key', 'Send your API key as `Authorization: Bearer mp_live_…`.'),
       );
     }
     const hash = hashApiKey(match[1]!);
@@ -63,7 +63,7 @@ export function authenticate(db: Db) {
         .where('api_keys.revoked_at', 'is', null)
         .executeTakeFirst();
       if (!row)
-        return next(new Problem(401, 'unauthorized', 'The API key is not valid or has been revoked.'));
+        return next(new Problem(401, 'invalid-api-key', 'The API key is not valid or has been revoked.'));
       principal = {
         tenantId: row.tenant_id,
         tenant: `${row.namespace}/${row.name}`,
@@ -82,13 +82,13 @@ export function authenticate(db: Db) {
 export function requireScope(scope: Scope) {
   return (req: Request, _res: Response, next: NextFunction): void => {
     if (!req.principal?.scopes.includes(scope)) {
-      return next(new Problem(403, 'insufficient-scope', `This API key lacks the "${scope}" scope.`));
+      return next(new Problem(403, 'restricted-api-key', `This API key lacks the "${scope}" scope.`));
     }
     next();
   };
 }
 
 export function principalOf(req: Request): Principal {
-  if (!req.principal) throw new Problem(401, 'unauthorized', 'Not authenticated.');
+  if (!req.principal) throw new Problem(401, 'missing-api-key', 'Not authenticated.');
   return req.principal;
 }

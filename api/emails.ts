@@ -20,7 +20,7 @@ import type { Acceptor, PreparedEmail } from './accept.js';
 import { principalOf, requireScope, type Principal } from './auth.js';
 import { idempotentRequest } from './idempotency.js';
 import { TtlCache } from './ttl-cache.js';
-import { checkSendRequest, fromDomain, type Limits } from './validate.js';
+import { checkSendRequest, describeFaults, fromDomain, type Limits } from './validate.js';
 
 export interface EmailsDeps {
   db: Db;
@@ -75,7 +75,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
         .where(byId ? 'templates.id' : 'templates.name', '=', send.template.ref)
         .executeTakeFirst();
       if (!template) {
-        throw new Problem(422, 'validation-failed', `No template "${send.template.ref}" in this tenant.`, [
+        throw new Problem(422, 'validation-error', `No template "${send.template.ref}" in this tenant.`, [
           { field: `${prefix}template.id`, message: 'names no Template of this tenant' },
         ]);
       }
@@ -148,7 +148,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
       const principal = principalOf(req);
       const body: unknown = req.body;
       if (!Array.isArray(body) || body.length === 0 || body.length > MAX_BATCH) {
-        throw new Problem(422, 'validation-failed', `The body must be a list of 1 to ${MAX_BATCH} emails.`, [
+        throw new Problem(422, 'validation-error', `The body must be a list of 1 to ${MAX_BATCH} emails.`, [
           { field: '(body)', message: `must be a list of 1 to ${MAX_BATCH} emails` },
         ]);
       }
@@ -173,8 +173,8 @@ export function emailsRouter(deps: EmailsDeps): Router {
       if (errors.length > 0 && !permissive) {
         throw new Problem(
           status,
-          'validation-failed',
-          `${refused.length} of ${body.length} emails are invalid.`,
+          'validation-error',
+          `${refused.length} of ${body.length} emails are invalid; ${describeFaults(errors)}`,
           errors,
         );
       }
@@ -196,7 +196,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
   router.get('/emails/:id', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
     const id = String(req.params.id);
-    const notFound = new Problem(404, 'email-not-found', `No email ${id}.`);
+    const notFound = new Problem(404, 'not-found', `No email ${id}.`);
     // Another tenant's email is as absent as one that never existed.
     if (!UUID.test(id)) throw notFound;
     const email = await db
@@ -258,7 +258,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
   router.post('/emails/:id/cancel', requireScope('send'), async (req, res) => {
     const principal = principalOf(req);
     const id = String(req.params.id);
-    if (!UUID.test(id)) throw new Problem(404, 'email-not-found', `No email ${id}.`);
+    if (!UUID.test(id)) throw new Problem(404, 'not-found', `No email ${id}.`);
     const canceled = await db.transaction().execute(async (trx) => {
       const rows = await trx
         .updateTable('messages')
@@ -291,7 +291,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
         .where('id', '=', id)
         .where('tenant_id', '=', principal.tenantId)
         .executeTakeFirst();
-      if (!exists) throw new Problem(404, 'email-not-found', `No email ${id}.`);
+      if (!exists) throw new Problem(404, 'not-found', `No email ${id}.`);
       throw new Problem(
         409,
         'not-cancelable',

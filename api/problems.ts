@@ -67,7 +67,7 @@ export function problemHandler(log: Logger) {
       log.error('request failed', { err: err as Error, method: req.method, path: req.path });
       problem = new Problem(
         500,
-        'internal-error',
+        'internal-server-error',
         'Something went wrong on our side; the request was not accepted.',
       );
     }

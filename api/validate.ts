@@ -138,7 +138,7 @@ export function checkSendRequest(
     if (++faults <= MAX_REPORTED_FAULTS) errors.push({ field: prefix + field, message });
   };
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new Problem(422, 'validation-failed', 'The request body must be a JSON object.', [
+    throw new Problem(422, 'validation-error', 'The request body must be a JSON object.', [
       // In a batch the prefix is `[3].`; the email itself is `[3]`.
       { field: prefix ? prefix.slice(0, -1) : '(body)', message: 'must be an object' },
     ]);
@@ -169,8 +169,7 @@ export function checkSendRequest(
   const scheduledAt = checkScheduledAt(b.scheduled_at, now, fail);
 
   if (faults > 0) {
-    const listedNote = faults > errors.length ? `; the first ${errors.length} are listed` : '';
-    throw new Problem(422, 'validation-failed', `${faults} field(s) are invalid${listedNote}.`, errors);
+    throw new Problem(422, 'validation-error', describeFaults(errors, faults), errors);
   }
   const size = Buffer.byteLength(html ?? '') + Buffer.byteLength(text ?? '') + attachmentBytes;
   if (size > limits.maxMessageBytes) {
@@ -606,4 +605,18 @@ function parseDateTime(value: string): number | string | undefined {
 function daysInMonth(year: number, month: number): number {
   if (month === 2) return year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0) ? 29 : 28;
   return [4, 6, 9, 11].includes(month) ? 30 : 31;
+}
+
+/**
+ * The detail of a validation problem: the first fault in words, as Resend's SDK shows `message`
+ * to its caller, and how many more there are (all listed in `errors`, up to the bound).
+ *
+ *   describeFaults([{ field: 'to[0]', message: '"nope" is not an email address' }], 1)
+ *   // 'to[0]: "nope" is not an email address'
+ */
+export function describeFaults(errors: FieldError[], faults = errors.length): string {
+  const first = errors[0];
+  if (!first) return 'The request is invalid.';
+  const more = faults - 1;
+  return `${first.field}: ${first.message}${more > 0 ? ` (and ${more} more ${more === 1 ? 'fault' : 'faults'})` : ''}`;
 }

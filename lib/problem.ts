@@ -8,10 +8,38 @@ export interface FieldError {
   message: string;
 }
 
+/**
+ * Every problem type the API answers with. Where Resend has the same error, the name is Resend's
+ * (its SDK's callers branch on `name`, the type with underscores): validation_error,
+ * missing_api_key, invalid_api_key, restricted_api_key, not_found, rate_limit_exceeded,
+ * invalid_idempotency_key, invalid_idempotent_request, concurrent_idempotent_requests,
+ * internal_server_error.
+ */
+export type ProblemType =
+  | 'validation-error'
+  | 'missing-api-key'
+  | 'invalid-api-key'
+  | 'restricted-api-key'
+  | 'not-found'
+  | 'domain-not-owned'
+  | 'message-too-large'
+  | 'body-too-large'
+  | 'malformed-json'
+  | 'bad-request'
+  | 'unsupported-media-type'
+  | 'unsupported-encoding'
+  | 'invalid-idempotency-key'
+  | 'invalid-idempotent-request'
+  | 'concurrent-idempotent-requests'
+  | 'not-cancelable'
+  | 'rate-limit-exceeded'
+  | 'service-unavailable'
+  | 'internal-server-error';
+
 export class Problem extends Error {
   constructor(
     readonly status: number,
-    readonly type: string,
+    readonly type: ProblemType,
     readonly detail: string,
     readonly errors?: FieldError[],
   ) {

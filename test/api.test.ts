@@ -115,7 +115,7 @@ describe('sending', () => {
     assert.match(res.type, /application\/problem\+json/);
     const fields = res.body.errors.map((e: { field: string }) => e.field).sort();
     assert.deepEqual(fields, ['from', 'html', 'subject', 'tags[0].name', 'to[0]', 'to[1]']);
-    assert.equal(res.body.type, 'https://mailplane.io/problems/validation-failed');
+    assert.equal(res.body.type, 'https://mailplane.io/problems/validation-error');
     assert.equal(await queuedJobs(), jobsBefore);
   });
 
@@ -254,7 +254,7 @@ describe('keys and tenants', () => {
       readOnly,
     );
     assert.equal(res.status, 403);
-    assert.equal(res.body.type, 'https://mailplane.io/problems/insufficient-scope');
+    assert.equal(res.body.type, 'https://mailplane.io/problems/restricted-api-key');
   });
 
   test('a missing, unknown or revoked key gets 401', async () => {
@@ -339,6 +339,25 @@ describe('the resend SDK, unchanged', () => {
     });
     assert.equal(refused.data, null);
     assert.match(refused.error!.message, /not a sending domain/);
+  });
+
+  test("the SDK's errors carry Resend's names and a message naming the field at fault", async () => {
+    const resend = new Resend(key, { baseUrl: `${platform.url}/v1` });
+    const invalid = await resend.emails.send({ from: FROM, to: 'nope', subject: 's', text: 't' });
+    assert.equal(invalid.error?.name, 'validation_error');
+    assert.match(invalid.error!.message, /^to: "nope" is not an email address/);
+
+    const wrongKey = new Resend('mp_live_not-a-key', { baseUrl: `${platform.url}/v1` });
+    assert.equal(
+      (await wrongKey.emails.get('5f0c7c5e-0000-4000-8000-000000000000')).error?.name,
+      'invalid_api_key',
+    );
+
+    const missing = await fetch(`${platform.url}/v1/emails/5f0c7c5e-0000-4000-8000-000000000000`);
+    assert.equal(((await missing.json()) as { name: string }).name, 'missing_api_key');
+
+    const notFound = await resend.emails.get('5f0c7c5e-0000-4000-8000-000000000000');
+    assert.equal(notFound.error?.name, 'not_found');
   });
 
   test('a strict batch with one bad email queues nothing and names the bad field by index', async () => {

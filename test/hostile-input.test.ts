@@ -345,7 +345,7 @@ describe('absurd sizes, depths and numbers', () => {
     const res = await post('/v1/emails', { ...VALID, tags, headers });
     assert.equal(res.status, 422);
     assert.equal(res.body!.errors!.length, 100);
-    assert.match(res.body!.detail as string, /^150 field\(s\) are invalid; the first 100 are listed\.$/);
+    assert.match(res.body!.detail as string, /^headers\.X-0: must be a string \(and 149 more faults\)$/);
   });
 
   test('huge strings are refused naming their field, and a whitespace-stuffed address does not stall the api', async () => {
