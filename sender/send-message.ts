@@ -45,6 +45,7 @@ const TEMPLATE_FAULTS = new Set([
   'ETEMPLATE_RUNTIME',
   'ETEMPLATE_TIMEOUT',
   'ETEMPLATE_MEMORY',
+  'ETEMPLATE_OUTPUT',
   'ETEMPLATE_NOT_FOUND',
 ]);
 
@@ -73,7 +74,9 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
         code: 'ETEMPLATE_NOT_FOUND',
       });
     }
-    return deps.renderer.render({ key: `${id}@${version}`, ...body }, variables ?? {});
+    return deps.renderer.render({ key: `${id}@${version}`, ...body }, variables ?? {}, {
+      tenant: message.tenantId,
+    });
   }
 
   /** Everything from rendering to the SMTP reply; expected failures come back as values. */

@@ -1,15 +1,34 @@
 // The template sandbox: what tenants' ejs templates render, and what they cannot do (read the
-// host, outlast the time limit, exhaust memory, or change what other templates render).
+// host, outlast the time limit, exhaust memory, render more than a message can carry, keep other
+// tenants waiting, or change what other templates render).
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
-import { createRenderer, RenderError, type Renderer, type TemplateSource } from '../lib/render/sandbox.js';
+import {
+  createRenderer,
+  RenderError,
+  type Renderer,
+  type RendererOptions,
+  type TemplateSource,
+} from '../lib/render/sandbox.js';
 
 const TIMEOUT_MS = 200;
 
-function renderer(t: { after: (fn: () => void) => void }): Renderer {
-  const r = createRenderer({ timeoutMs: TIMEOUT_MS, memoryMb: 32 });
+/** The sender's limit, config.maxMessageBytes' default. */
+const MAX_OUTPUT_BYTES = 10 * 1024 * 1024;
+
+/** A template whose output doubles a string to 64 million characters: a rope, cheap in the isolate. */
+const DOUBLING = "<% let s = 'x'.repeat(1e6); for (let i = 0; i < 6; i++) s += s; %>";
+
+function renderer(t: { after: (fn: () => void) => void }, options: Partial<RendererOptions> = {}): Renderer {
+  const r = createRenderer({
+    timeoutMs: TIMEOUT_MS,
+    memoryMb: 32,
+    maxOutputBytes: MAX_OUTPUT_BYTES,
+    ...options,
+  });
   t.after(() => r.dispose());
   return r;
 }
@@ -267,4 +286,159 @@ test('a disposed renderer refuses to render', async (t) => {
   await r.render(source({ subject: 'x' }), {});
   r.dispose();
   await assert.rejects(r.render(source({ subject: 'x' }), {}), /disposed/);
+});
+
+test('output over maxOutputBytes fails with ETEMPLATE_OUTPUT before it leaves the isolate, and the host memory stays flat', async (t) => {
+  const r = renderer(t);
+  await r.render(source({ subject: 'warm' }), {});
+  const before = process.memoryUsage();
+
+  const bombs = [
+    // Printed raw, the rope reaches the end of the part; escaped, it would be flattened first.
+    source({ subject: 'x', text: `${DOUBLING}<%- s %>` }),
+    source({ subject: 'x', html: `${DOUBLING}<%= s %>` }),
+  ];
+  for (let i = 0; i < 4; i++) {
+    for (const bomb of bombs) {
+      const err = await renderError(r, bomb);
+      assert.equal(err.code, 'ETEMPLATE_OUTPUT', err.message);
+      assert.equal(err.part, bomb.text ? 'text' : 'html');
+      assert.match(err.message, /^(text|html line 1): rendered output is over the limit of 10485760 bytes: /);
+      assert.match(err.message, /64000000 characters/);
+    }
+  }
+
+  const after = process.memoryUsage();
+  const grown = (key: 'rss' | 'heapUsed' | 'external') => (after[key] - before[key]) / 2 ** 20;
+  // Copied out, each render would cost the host 64 MB or more (one-byte string) and its copies.
+  assert.ok(grown('rss') < 100, `rss grew ${grown('rss').toFixed(1)} MiB`);
+  assert.ok(grown('heapUsed') + grown('external') < 100, `heap grew ${grown('heapUsed').toFixed(1)} MiB`);
+  assert.equal((await r.render(source({ subject: 'still <%= n %>' }), { n: 1 })).subject, 'still 1');
+});
+
+test('the output limit counts subject, html and text together, in UTF-8 bytes', async (t) => {
+  const r = renderer(t, { maxOutputBytes: 1000 });
+  const fits = await r.render(source({ subject: '', text: "<%- 'x'.repeat(1000) %>" }), {});
+  assert.equal(fits.text?.length, 1000);
+
+  const together = await renderError(
+    r,
+    source({ subject: "<%- 'x'.repeat(600) %>", text: "<%- 'y'.repeat(600) %>" }),
+  );
+  assert.equal(together.code, 'ETEMPLATE_OUTPUT');
+  assert.equal(together.part, 'text');
+  assert.equal(
+    together.message,
+    'text: rendered output is over the limit of 1000 bytes: text has 600 characters, 1200 with the parts before it',
+  );
+
+  // 600 characters pass the isolate's count; the host counts their 1200 bytes.
+  const wide = await renderError(r, source({ subject: 'x', html: "<%- 'é'.repeat(600) %>" }));
+  assert.equal(wide.code, 'ETEMPLATE_OUTPUT');
+  assert.equal(wide.part, 'html');
+  assert.equal(
+    wide.message,
+    'html: rendered output is over the limit of 1000 bytes: html has 1200 bytes, 1201 with the parts before it',
+  );
+});
+
+test('a template that catches the escape refusing a too long value still fails with ETEMPLATE_OUTPUT', async (t) => {
+  const r = renderer(t, { maxOutputBytes: 1000 });
+  const err = await renderError(
+    r,
+    source({ subject: 'x', text: "<% try { %><%= 'x'.repeat(2000) %><% } catch (e) {} %>fine" }),
+  );
+  assert.equal(err.code, 'ETEMPLATE_OUTPUT');
+  assert.match(err.message, /text prints a value of 2000 characters/);
+});
+
+/** Queues `count` renders of an endless loop for `tenant`; each settles with its error code. */
+function loops(r: Renderer, tenant: string, count: number): Promise<string>[] {
+  const loop = source({ subject: 'x', html: '<% while (true) {} %>' });
+  return Array.from({ length: count }, () =>
+    r.render(loop, {}, { tenant }).then(
+      () => 'rendered',
+      (err: unknown) => (err instanceof RenderError ? err.code : String(err)),
+    ),
+  );
+}
+
+test("one tenant's looping templates do not hold up another's: with 2 isolates it holds one and the other tenant renders at once", async (t) => {
+  const r = renderer(t, { isolates: 2 });
+  const started = performance.now();
+  const flood = loops(r, 'tenant-a', 20);
+
+  // Without fairness this waits for all 20 loops, 20 time limits.
+  const rendered = await r.render(
+    source({ subject: 'Hi <%= name %>' }),
+    { name: 'B' },
+    { tenant: 'tenant-b' },
+  );
+  const waited = performance.now() - started;
+  assert.equal(rendered.subject, 'Hi B');
+  assert.ok(waited < 3 * TIMEOUT_MS, `tenant B waited ${waited.toFixed(0)} ms behind tenant A's loops`);
+
+  // Every one of A's renders settles, each at its time limit, one isolate at a time.
+  const codes = await Promise.all(flood);
+  const elapsed = performance.now() - started;
+  assert.deepEqual(codes, Array(20).fill('ETEMPLATE_TIMEOUT'));
+  assert.ok(
+    elapsed >= 20 * TIMEOUT_MS * 0.9,
+    `20 loops took ${elapsed.toFixed(0)} ms: more than one isolate`,
+  );
+});
+
+test('tenants take turns: on a single isolate, a render waits for one render of a busy tenant, not its backlog', async (t) => {
+  const r = renderer(t, { isolates: 1 });
+  const started = performance.now();
+  const flood = loops(r, 'tenant-a', 6);
+  const rendered = await r.render(source({ subject: 'turn' }), {}, { tenant: 'tenant-b' });
+  const waited = performance.now() - started;
+  assert.equal(rendered.subject, 'turn');
+  // The loop running when B queued, then one more of A's before B's turn: 2 time limits, not 6.
+  assert.ok(waited < 3.5 * TIMEOUT_MS, `tenant B waited ${waited.toFixed(0)} ms`);
+  assert.deepEqual(await Promise.all(flood), Array(6).fill('ETEMPLATE_TIMEOUT'));
+});
+
+test('dispose() rejects the renders queued and under way, at once, and later renders', async (t) => {
+  const r = renderer(t, { isolates: 2 });
+  const started = performance.now();
+  const pending = [...loops(r, 'tenant-a', 5), ...loops(r, 'tenant-b', 3)];
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  r.dispose();
+  const outcomes = await Promise.all(pending);
+  assert.ok(
+    outcomes.every((outcome) => /disposed/.test(outcome)),
+    outcomes.join(', '),
+  );
+  assert.ok(performance.now() - started < 2 * TIMEOUT_MS, 'the renders waited for their time limit');
+  await assert.rejects(r.render(source({ subject: 'x' }), {}), /disposed/);
+});
+
+/** Runs `script` (an ES module) in a child node that loads TypeScript as the tests do; resolves how it ended. */
+function runNode(script: string): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+    stdio: 'ignore',
+  });
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+test('a process that exits right after a memory-limit kill, or with a render under way, exits with its code, not a segmentation fault', async () => {
+  const sandbox = JSON.stringify(new URL('../lib/render/sandbox.ts', import.meta.url).href);
+  const start = `import { createRenderer } from ${sandbox};
+    const r = createRenderer({ timeoutMs: ${TIMEOUT_MS}, memoryMb: 32 });`;
+  const killed = `${start}
+    await r.render({ key: 'bomb', subject: 'x', html: '<% let a = []; while (true) a.push(new Array(1e6).fill(1)) %>' }, {}).catch(() => {});
+    r.dispose();
+    process.exit(3);`;
+  const running = `${start}
+    await r.render({ key: 'warm', subject: 'x' }, {});
+    void r.render({ key: 'loop', subject: 'x', html: '<% while (true) {} %>' }, {}).catch(() => {});
+    setTimeout(() => process.exit(3), 20);`;
+  // Without the exit guard, 39 exits in 40 crashed after the kill, and every one with a render under way.
+  const runs = await Promise.all([killed, killed, killed, running, running, running].map(runNode));
+  assert.deepEqual(runs, Array(6).fill({ code: 3, signal: null }));
 });
