@@ -1,5 +1,6 @@
 // The api's express app. createApp takes every dependency as an argument and starts nothing, so
-// a test can listen on port 0 against its own database.
+// a test can listen on port 0 against its own database. Every request gets an X-Request-Id, a
+// logger scoped to it, one access-log line and a duration sample under its route template.
 
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { sql } from 'kysely';
@@ -8,11 +9,15 @@ import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem } from '../lib/problem.js';
 import type { Acceptor } from './accept.js';
+import { accessLog } from './access-log.js';
 import { authenticate } from './auth.js';
 import { domainsRouter } from './domains.js';
 import { emailsRouter } from './emails.js';
+import { jsonBody } from './json-body.js';
 import { openApiDocument } from './openapi.js';
 import { databaseUnavailable, problemHandler, sendProblem } from './problems.js';
+import { requestContext } from './request-context.js';
+import { recordRouteTemplates } from './route-template.js';
 import type { Limits } from './validate.js';
 
 export interface AppDeps {
@@ -40,23 +45,18 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('trust proxy', false);
 
-  app.use((req: Request, res: Response, next: NextFunction) => {
-    const end = metrics.httpDuration.startTimer();
-    res.on('finish', () => {
-      // The matched route, not the URL, so that ids do not explode the label set.
-      const route = (req.route as { path?: string } | undefined)?.path ?? 'unmatched';
-      end({ route: `${req.baseUrl}${route}`, status: String(res.statusCode) });
-    });
-    next();
-  });
+  // First, so that every answer (refusals by middleware included) carries its request id, is
+  // logged once and is timed under its full route template.
+  recordRouteTemplates(app);
+  app.use(requestContext(log), accessLog(metrics));
 
   app.get('/healthz', (_req, res) => void res.json({ status: 'ok' }));
-  app.get('/readyz', async (_req, res) => {
+  app.get('/readyz', async (req, res) => {
     try {
       await sql`select 1`.execute(db);
       res.json({ status: 'ok' });
     } catch {
-      sendProblem(res, databaseUnavailable());
+      sendProblem(req, res, databaseUnavailable());
     }
   });
   app.get('/metrics', async (_req, res) => {
@@ -66,13 +66,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   const jsonLimit = Math.ceil(deps.limits.maxMessageBytes * BASE64_OVERHEAD) + JSON_ENVELOPE_BYTES;
   const v1 = express.Router();
-  v1.use(express.json({ limit: jsonLimit, type: ['application/json', 'application/*+json'] }));
-  v1.use((req: Request, _res: Response, next: NextFunction) => {
-    if (req.method === 'POST' && !req.is('application/json') && !req.is('application/*+json')) {
-      return next(new Problem(415, 'unsupported-media-type', 'Send the body as application/json.'));
-    }
-    next();
-  });
+  v1.use(jsonBody({ limit: jsonLimit }));
   v1.use(authenticate(db));
   v1.use(emailsRouter({ db, acceptor: deps.acceptor, metrics, limits: deps.limits }));
   v1.use(domainsRouter(db, deps.inboundHost));
@@ -81,6 +75,6 @@ export function createApp(deps: AppDeps): express.Express {
   app.use((req: Request, _res: Response, next: NextFunction) => {
     next(new Problem(404, 'not-found', `No route for ${req.method} ${req.path}.`));
   });
-  app.use(problemHandler(log));
+  app.use(problemHandler());
   return app;
 }

@@ -1,10 +1,11 @@
-// Renders every error as application/problem+json. Problems are the client's fault and are not
-// logged as errors; anything else is a 500 with a generic detail and a logged cause.
+// Renders every error as application/problem+json, with the request's id as `request_id` for the
+// client to quote. Problems are the client's fault and are not logged as errors; anything else is
+// a 500 with a generic detail and a cause logged through the request's logger, under that id.
 
 import type { NextFunction, Request, Response } from 'express';
 import { isDatabaseUnavailable } from '../lib/db/index.js';
-import type { Logger } from '../lib/log.js';
 import { Problem } from '../lib/problem.js';
+import { routeTemplate } from './route-template.js';
 
 /** body-parser's error types, mapped to what the client must change. */
 function fromParserError(err: {
@@ -51,26 +52,45 @@ export function databaseUnavailable(): Problem {
   );
 }
 
-export function sendProblem(res: Response, problem: Problem): void {
+/**
+ * Answers with `problem`, its members and the request's id.
+ *
+ *   sendProblem(req, res, databaseUnavailable());
+ */
+export function sendProblem(req: Request, res: Response, problem: Problem): void {
   if (problem.status === 503 || problem.status === 429) res.set('Retry-After', String(RETRY_AFTER_SECONDS));
-  res.status(problem.status).type('application/problem+json').send(JSON.stringify(problem));
+  res
+    .status(problem.status)
+    .type('application/problem+json')
+    .send(JSON.stringify({ ...problem.toJSON(), request_id: req.id }));
 }
 
-export function problemHandler(log: Logger) {
+/** The app's last middleware; logs through `req.log`, so a 5xx line carries the request's id. */
+export function problemHandler() {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     let problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
     if (!problem && isDatabaseUnavailable(err)) {
-      log.warn('database unavailable', { err: err as Error, method: req.method, path: req.path });
+      req.log.warn('database unavailable', {
+        err: err as Error,
+        method: req.method,
+        route: routeTemplate(req),
+        path: req.path,
+      });
       problem = databaseUnavailable();
     }
     if (!problem) {
-      log.error('request failed', { err: err as Error, method: req.method, path: req.path });
+      req.log.error('request failed', {
+        err: err as Error,
+        method: req.method,
+        route: routeTemplate(req),
+        path: req.path,
+      });
       problem = new Problem(
         500,
         'internal-server-error',
         'Something went wrong on our side; the request was not accepted.',
       );
     }
-    sendProblem(res, problem);
+    sendProblem(req, res, problem);
   };
 }

@@ -1,5 +1,6 @@
 // Structured JSON logs, one line per entry, with child loggers that carry their scope
-// ({task, jobId, messageId} in the sender, {controller, namespace, name} in the operator).
+// ({task, jobId, messageId} in the sender, {controller, namespace, name} in the operator,
+// {requestId} for each request in the api).
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const LEVELS: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };

@@ -1,5 +1,5 @@
-// Prometheus metrics: one registry per process, every name prefixed `mailplane_`. Created by
-// main.ts and passed down, so that tests read the counters of the app they started.
+// Prometheus metrics: one registry per process, every name of ours prefixed `mailplane_`. Created
+// by main.ts and passed down, so that tests read the counters of the app they started.
 
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -13,7 +13,7 @@ export interface Metrics {
   sendLatency: Histogram<never>;
   /** Jobs a sender took over from senders that stopped beating (sender/heartbeat.ts). */
   recoveredJobs: Counter<never>;
-  /** Seconds the api spends answering, by route and status. */
+  /** Seconds the api spends answering, by route template (`/v1/emails/:id`, or `unmatched`) and status. */
   httpDuration: Histogram<'route' | 'status'>;
 }
 
@@ -25,7 +25,9 @@ export interface Metrics {
  */
 export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
   const registry = new Registry();
-  if (options.defaults) collectDefaultMetrics({ register: registry, prefix: 'mailplane_' });
+  // Node's process metrics keep their standard names (process_cpu_seconds_total,
+  // nodejs_heap_size_used_bytes, …): those are what stock Node.js dashboards and alerts query.
+  if (options.defaults) collectDefaultMetrics({ register: registry });
   return {
     registry,
     accepted: new Counter({
@@ -53,7 +55,7 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     }),
     httpDuration: new Histogram({
       name: 'mailplane_http_request_duration_seconds',
-      help: 'Seconds the api spends on a request, by route and status.',
+      help: 'Seconds the api spends on a request, by route template (or unmatched) and status.',
       labelNames: ['route', 'status'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers: [registry],

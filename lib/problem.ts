@@ -1,6 +1,7 @@
 // Errors a client can act on, rendered as RFC 9457 application/problem+json by the API.
 // `type` is stable (clients branch on it); `detail` is for humans; `errors` lists every
-// field at fault when validation fails.
+// field at fault when validation fails. The api adds the request's `request_id` when it answers
+// (api/problems.ts), since a problem can be made before, or without, a request.
 
 export interface FieldError {
   /** JSON pointer-ish path of the field, e.g. `to[2]` or `headers.X-Foo`. */

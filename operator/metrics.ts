@@ -1,5 +1,5 @@
 // The operator's Prometheus metrics: reconciles, errors and durations per kind, writes to the
-// Kubernetes API, and whether this replica leads.
+// Kubernetes API, and whether this replica leads; beside them, Node's process metrics.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -14,7 +14,8 @@ export interface OperatorMetrics {
 
 export function createOperatorMetrics(options: { defaults?: boolean } = {}): OperatorMetrics {
   const registry = new Registry();
-  if (options.defaults) collectDefaultMetrics({ register: registry, prefix: 'mailplane_' });
+  // Under their standard names, as in lib/metrics.ts: what stock Node.js dashboards query.
+  if (options.defaults) collectDefaultMetrics({ register: registry });
   const registers = [registry];
   return {
     registry,

@@ -3,7 +3,7 @@
 import type { Scope } from '../../lib/db/schema.js';
 import { readConfig, type Config } from '../../lib/config.js';
 import { openDatabase, type DatabaseHandle } from '../../lib/db/index.js';
-import { silentLogger } from '../../lib/log.js';
+import { silentLogger, type Logger } from '../../lib/log.js';
 import { createMetrics, type Metrics } from '../../lib/metrics.js';
 import { applyResources } from '../../lib/reconcile/apply.js';
 import type { KeyStore } from '../../lib/reconcile/key-store.js';
@@ -70,8 +70,14 @@ export function sendingDomain(
  * A fresh database with examples/ applied and the api listening on a free port.
  *
  *   const platform = await startTestPlatform({ MAILPLANE_RELAY_URL: 'smtp://127.0.0.1:2525' });
+ *
+ * `options.log` receives the api's log lines (silent by default); `options.metrics` replaces its
+ * registry, e.g. one with Node's default metrics.
  */
-export async function startTestPlatform(env: Record<string, string> = {}): Promise<TestPlatform> {
+export async function startTestPlatform(
+  env: Record<string, string> = {},
+  options: { log?: Logger; metrics?: Metrics } = {},
+): Promise<TestPlatform> {
   const testDb = await createTestDatabase();
   const config = readConfig({
     DATABASE_URL: testDb.url,
@@ -86,8 +92,9 @@ export async function startTestPlatform(env: Record<string, string> = {}): Promi
   const apply = (resources: Resource[]) =>
     applyResources({ db: database.db, keys: keyStore, secretKey: config.secretKey, renderer }, resources);
   await apply(readManifests('examples', 'default'));
-  const metrics = createMetrics();
-  const api: RunningApi = await startApi({ database, config, log: silentLogger, metrics });
+  const metrics = options.metrics ?? createMetrics();
+  const log = options.log ?? silentLogger;
+  const api: RunningApi = await startApi({ database, config, log, metrics });
   return {
     url: api.url,
     config,
