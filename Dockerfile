@@ -11,6 +11,7 @@ COPY api api
 COPY sender sender
 COPY operator operator
 COPY smtp smtp
+COPY cmd cmd
 COPY lib lib
 # Production dependencies only. typescript survives the prune as cosmiconfig's optional peer,
 # loaded only for a TypeScript graphile-worker config file, which the image has none of.
@@ -28,5 +29,5 @@ COPY --from=build /src/dist dist
 # The chart runs every pod as this uid with a read-only root filesystem and /tmp on an emptyDir.
 USER 10001:10001
 # isolated-vm (the template sandbox) needs Node's startup snapshot off.
-ENTRYPOINT ["node", "--no-node-snapshot", "dist/lib/cli.js"]
+ENTRYPOINT ["node", "--no-node-snapshot", "dist/cmd/mailplane.js"]
 CMD ["--help"]

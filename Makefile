@@ -25,7 +25,7 @@ node_modules/.installed: package.json package-lock.json
 
 install: node_modules/.installed
 
-dist/.built: node_modules/.installed $(shell find api sender operator smtp lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
+dist/.built: node_modules/.installed $(shell find cmd api sender operator smtp dev lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 	$(NPM) run --silent build
 	@touch $@
 
@@ -33,7 +33,7 @@ build: dist/.built
 
 ## dev: run Mailplane locally (embedded Postgres unless DATABASE_URL is set) with a local inbox
 dev: build
-	$(NODE) dist/lib/cli.js dev
+	$(NODE) dist/cmd/mailplane.js dev
 
 ## deps: what the tests need beyond npm (Debian's python3-dkim as an independent DKIM verifier)
 deps:

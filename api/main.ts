@@ -1,11 +1,15 @@
-// Wires the api process: config, Postgres, migrations, the accept path and the HTTP server.
+// `mailplane api`: config → database → migrate → the accept path and the HTTP server (which
+// serves its own probes and metrics) → shutdown. startApi is what tests start.
 
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../lib/config.js';
 import type { DatabaseHandle } from '../lib/db/index.js';
+import { listen } from '../lib/listen.js';
 import type { Logger } from '../lib/log.js';
-import type { Metrics } from '../lib/metrics.js';
+import { createMetrics, type Metrics } from '../lib/metrics.js';
+import { openRuntime } from '../lib/runtime.js';
+import { onShutdown } from '../lib/shutdown.js';
 import { createAcceptor } from './accept.js';
 import { createApp } from './app.js';
 
@@ -34,9 +38,8 @@ export async function startApi(deps: {
     limits: { maxRecipients: config.maxRecipients, maxMessageBytes: config.maxMessageBytes },
     inboundHost: config.inboundHost,
   });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(config.port, () => resolve(s)).once('error', reject);
-  });
+  const server: Server = createServer(app);
+  await listen(server, { port: config.port, setting: 'PORT' });
   // Clients inside a cluster keep connections open; a keep-alive shorter than a load balancer's
   // idle timeout makes them race a closing socket.
   server.keepAliveTimeout = 65_000;
@@ -53,4 +56,13 @@ export async function startApi(deps: {
       await acceptor.drain();
     },
   };
+}
+
+export async function main(env: Record<string, string | undefined>): Promise<void> {
+  const { config, log, database } = await openRuntime('api', env);
+  const api = await startApi({ database, config, log, metrics: createMetrics({ defaults: true }) });
+  onShutdown(log, async () => {
+    await api.close();
+    await database.close();
+  });
 }

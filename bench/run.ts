@@ -40,7 +40,7 @@ async function benchApi(): Promise<void> {
     html: '<p>Thanks for your order.</p>',
   });
 
-  const api = await startServer(['dist/lib/cli.js', 'api'], env);
+  const api = await startServer(['dist/cmd/mailplane.js', 'api'], env);
   const full = await load(
     `http://127.0.0.1:${api.port}/v1/emails`,
     body,

@@ -1,5 +1,5 @@
 // Sender throughput: messages queued as the api queues them (rows and jobs, through the api's own
-// accept path), then delivered by the real sender process (dist/lib/cli.js sender) to a loopback
+// accept path), then delivered by the real sender process (dist/cmd/mailplane.js sender) to a loopback
 // SMTP sink in a process of its own; and the ceiling, the same per-message work done bare in one
 // loop with the same concurrency, reusing the sender's own functions, with no job queue.
 
@@ -30,7 +30,7 @@ const SENDER_NODE_ARGS = (process.env.BENCH_SENDER_NODE_ARGS ?? '').split(' ').f
 
 /**
  * A minimal SMTP sink: accepts everything and discards the data. Run in a child process so its
- * CPU is not the sender's; smtp-server is what lib/dev/inbox.ts uses, minus the keeping.
+ * CPU is not the sender's; smtp-server is what dev/inbox.ts uses, minus the keeping.
  */
 const SINK = `
 import { SMTPServer } from 'smtp-server';
@@ -145,7 +145,7 @@ async function endToEnd(
   // a few milliseconds at most: each process spends its start-up in node and the migration check).
   const senders = await Promise.all(
     Array.from({ length: processes }, () =>
-      startChild([...SENDER_NODE_ARGS, 'dist/lib/cli.js', 'sender'], env, /"sender started"/),
+      startChild([...SENDER_NODE_ARGS, 'dist/cmd/mailplane.js', 'sender'], env, /"sender started"/),
     ),
   );
   const started = performance.now();

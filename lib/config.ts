@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Level } from './log.js';
+import { UserError } from './user-error.js';
 
 export interface Config {
   /** Postgres connection string. Required (`mailplane dev` starts an embedded Postgres instead). */
@@ -104,7 +105,8 @@ export function readConfig(env: Env): Readonly<Config> {
   return Object.freeze(config);
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends UserError {
+  override readonly code = 'ECONFIG';
   constructor(readonly problems: string[]) {
     super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
     this.name = 'ConfigError';

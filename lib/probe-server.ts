@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { listen } from './listen.js';
 
 export interface ProbeServer {
   url: string;
@@ -40,7 +41,7 @@ export async function startProbeServer(options: {
     }
     text(404, 'not found');
   });
-  await new Promise<void>((resolve, reject) => server.listen(options.port, resolve).once('error', reject));
+  await listen(server, { port: options.port, setting: 'PORT' });
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

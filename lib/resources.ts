@@ -6,6 +6,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import type { FieldError } from './problem.js';
+import { UserError } from './user-error.js';
 import type { Scope } from './db/schema.js';
 
 export const API_GROUP = 'mailplane.io';
@@ -60,8 +61,8 @@ export interface TemplateResource {
 
 export type Resource = TenantResource | SendingDomainResource | TemplateResource;
 
-export class ManifestError extends Error {
-  readonly code = 'EMANIFEST';
+export class ManifestError extends UserError {
+  override readonly code = 'EMANIFEST';
   constructor(
     readonly source: string,
     readonly errors: FieldError[],

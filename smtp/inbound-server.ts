@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, type Registry } from 'prom-client';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Db } from '../lib/db/index.js';
+import { listen } from '../lib/listen.js';
 import { bounceMessage } from '../lib/db/messages.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
@@ -155,10 +156,8 @@ export async function startInboundServer(
   // A client that goes away mid-session must not take the process with it.
   server.on('error', (err) => log.debug('inbound SMTP session error', { err }));
 
-  await new Promise<void>((resolve, reject) => {
-    server.server.once('error', reject);
-    server.listen(options.port, options.host, () => resolve());
-  });
+  // SMTPServer.listen is net.Server's own; this one says which setting moves a taken port.
+  await listen(server.server, { port: options.port, host: options.host, setting: 'MAILPLANE_SMTP_PORT' });
   return {
     port: (server.server.address() as AddressInfo).port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),

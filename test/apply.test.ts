@@ -22,7 +22,7 @@ async function apply(path: string): Promise<{ code: number; stdout: string; stde
   try {
     const { stdout, stderr } = await run(
       process.execPath,
-      ['--import', 'tsx', 'lib/cli.ts', 'apply', '-f', path],
+      ['--import', 'tsx', 'cmd/mailplane.ts', 'apply', '-f', path],
       {
         env: { ...process.env, DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: SECRET },
       },

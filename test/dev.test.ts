@@ -16,7 +16,7 @@ let printed: { api: string; key: string; inbox: string };
 /** Starts `mailplane dev` and resolves with the three lines it prints. */
 function startDev(env: Record<string, string>): Promise<typeof printed> {
   return new Promise((resolve, reject) => {
-    child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', 'dev'], {
+    child = spawn(process.execPath, ['--import', 'tsx', 'cmd/mailplane.ts', 'dev'], {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -20,7 +20,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, parseAllDocuments, stringify as toYaml } from 'yaml';
-import { startInbox, type Inbox } from '../lib/dev/inbox.js';
+import { startInbox, type Inbox } from '../dev/inbox.js';
 import { startCliProcess, type CliProcess } from './helpers/cli-process.js';
 import { freePort } from './helpers/free-port.js';
 import { run, startControlPlane, type ControlPlane } from './helpers/control-plane.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { openDatabase } from '../lib/db/index.js';
-import { startInbox, type Inbox } from '../lib/dev/inbox.js';
+import { startInbox, type Inbox } from '../dev/inbox.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { bounceAddress } from '../lib/verp.js';

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import express from 'express';
 import nodemailer from 'nodemailer';
-import { headerValue, startInbox, type Inbox } from '../lib/dev/inbox.js';
+import { headerValue, startInbox, type Inbox } from '../dev/inbox.js';
 
 let inbox: Inbox;
 let web: ReturnType<express.Express['listen']>;

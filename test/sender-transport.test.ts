@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import type { MxRecord } from 'node:dns';
 import { after, before, describe, test } from 'node:test';
-import { startInbox, type Inbox } from '../lib/dev/inbox.js';
+import { startInbox, type Inbox } from '../dev/inbox.js';
 import { createTransport, mxHosts } from '../sender/transport.js';
 
 const RAW = Buffer.from('From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n');

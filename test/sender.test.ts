@@ -10,7 +10,7 @@ import { messageIdOfBounceAddress } from '../lib/verp.js';
 import { dkimTxtValue, encrypt, generateDkimKey, type DkimAlgorithm } from '../lib/crypto.js';
 import { openDatabase, type DatabaseHandle, type Db } from '../lib/db/index.js';
 import type { EmailContent, MessageStatus } from '../lib/db/schema.js';
-import { startInbox, type CapturedMessage, type Inbox, type InboxReply } from '../lib/dev/inbox.js';
+import { startInbox, type CapturedMessage, type Inbox, type InboxReply } from '../dev/inbox.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
 import { createLogger } from '../lib/log.js';
 import { createMetrics, type Metrics } from '../lib/metrics.js';

@@ -177,6 +177,14 @@ export interface IdempotencyKeyTable {
   expires_at: Timestamp;
 }
 
+/** The one row of the installation (lib/installation.ts). */
+export interface InstallationTable {
+  id: Generated<boolean>;
+  /** HMAC of a fixed label under MAILPLANE_SECRET_KEY. */
+  key_check: string;
+  created_at: Generated<Date>;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -189,6 +197,7 @@ export interface Database {
   suppressions: SuppressionTable;
   sender_heartbeats: SenderHeartbeatTable;
   idempotency_keys: IdempotencyKeyTable;
+  installation: InstallationTable;
 }
 
 export type Tenant = Selectable<TenantTable>;

@@ -31,7 +31,7 @@ export interface OperatorProcess {
 const START_TIMEOUT_MS = 30_000;
 
 export async function startOperatorProcess(env: Record<string, string>): Promise<OperatorProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', 'operator'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/mailplane.ts', 'operator'], {
     cwd: ROOT,
     env: { ...process.env, PORT: '0', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

