@@ -58,8 +58,16 @@ export async function startApi(deps: {
   };
 }
 
+/**
+ * No statement of the api runs longer (an accept takes milliseconds): a request cannot outlive
+ * the lease on its Idempotency-Key (lib/db/idempotency.ts) and commit after a retry took it over.
+ */
+export const API_STATEMENT_TIMEOUT_MS = 10_000;
+
 export async function main(env: Record<string, string | undefined>): Promise<void> {
-  const { config, log, database } = await openRuntime('api', env);
+  const { config, log, database } = await openRuntime('api', env, {
+    statementTimeoutMs: API_STATEMENT_TIMEOUT_MS,
+  });
   const api = await startApi({ database, config, log, metrics: createMetrics({ defaults: true }) });
   onShutdown(log, async () => {
     await api.close();

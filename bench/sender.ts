@@ -14,7 +14,7 @@ import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
 import { readManifests } from '../lib/resources.js';
 import { composeMessage } from '../sender/compose.js';
 import { createDkimSigner } from '../sender/dkim.js';
-import { claimMessage, settle } from '../sender/queries.js';
+import { claimMessage, settle } from '../lib/db/transitions.js';
 import { createTemplateVersions } from '../sender/templates.js';
 import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';

@@ -25,15 +25,26 @@ export interface Runtime {
 export async function openRuntime(
   component: string,
   env: Record<string, string | undefined>,
-  options: { logLevel?: Level } = {},
+  options: {
+    logLevel?: Level;
+    /** A server-side limit on every statement of the process's pool (not of its migrations). */
+    statementTimeoutMs?: number;
+  } = {},
 ): Promise<Runtime> {
   const config = readConfig(env);
   const log = createLogger({ level: options.logLevel ?? config.logLevel }).child({ component });
-  const database = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
+  const database = openDatabase(config.databaseUrl, {
+    max: config.databasePoolSize,
+    statementTimeoutMs: options.statementTimeoutMs,
+  });
+  // A migration may run longer than any request should: it gets connections of its own.
+  const setup = options.statementTimeoutMs ? openDatabase(config.databaseUrl, { max: 2 }) : database;
   try {
-    await migrate(database.db, database.pool, log);
-    await verifySecretKey(database.db, config.secretKey);
+    await migrate(setup.db, setup.pool, log);
+    await verifySecretKey(setup.db, config.secretKey);
+    if (setup !== database) await setup.close();
   } catch (err) {
+    if (setup !== database) await setup.close().catch(() => {});
     await database.close().catch(() => {});
     if (isDatabaseUnavailable(err)) {
       throw new UserError(

@@ -18,7 +18,7 @@
 // and at most one extra time per crash.
 
 import { hostname } from 'node:os';
-import type { Queryable } from './queries.js';
+import type { Queryable } from '../lib/db/transitions.js';
 import type { Logger } from '../lib/log.js';
 
 /** How often a pool beats and sweeps. */

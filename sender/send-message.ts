@@ -19,9 +19,15 @@ import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
 import { createDkimSigner } from './dkim.js';
 import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
-import { bounceMessage } from '../lib/db/messages.js';
 import { FINAL_STATUSES } from '../lib/db/schema.js';
-import { claimMessage, defer, settle, type MessageToSend, type Queryable } from './queries.js';
+import {
+  bounceMessage,
+  claimMessage,
+  defer,
+  settle,
+  type MessageToSend,
+  type Queryable,
+} from '../lib/db/transitions.js';
 import { createTemplateVersions } from './templates.js';
 import type { Transport } from './transport.js';
 

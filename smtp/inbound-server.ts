@@ -13,10 +13,9 @@ import { Counter, type Registry } from 'prom-client';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Db } from '../lib/db/index.js';
 import { listen } from '../lib/listen.js';
-import { bounceMessage } from '../lib/db/messages.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
-import { recordComplaint, recordDelay } from './queries.js';
+import { bounceMessage, recordComplaint, recordDelay } from '../lib/db/transitions.js';
 import { compact, parseReport, type DsnRecipient, type InboundReport } from './report.js';
 
 /**

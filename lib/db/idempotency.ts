@@ -10,10 +10,13 @@ import { Problem } from '../problem.js';
 /** How long a key's answer is kept (then purged by the sender's purge_idempotency_keys job). */
 export const KEY_TTL_HOURS = 24;
 /**
- * A request in flight longer than this has died before committing (a request is answered in well
- * under a second), so a retry of the same request may take the key over.
+ * A request in flight longer than this has died before committing, so a retry of the same request
+ * may take the key over. The api cannot hold one longer: a connection is made within 5 s or fails
+ * (lib/db/index.ts) and a statement runs at most API_STATEMENT_TIMEOUT_MS (api/main.ts). Short,
+ * because a client retrying after a Postgres restart waits this long for a key whose first
+ * attempt died with it.
  */
-const IN_FLIGHT_LEASE_SECONDS = 60;
+const IN_FLIGHT_LEASE_SECONDS = 30;
 
 export interface IdempotentRequest {
   tenantId: string;

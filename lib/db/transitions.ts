@@ -1,0 +1,365 @@
+// The message state machine: every change of a message's status, and every event on its timeline,
+// goes through this module — the sender's claim and outcomes, the inbound listener's late bounces,
+// delays and complaints, the api's cancel. One statement per transition: a data-modifying CTE
+// changes the message, the same statement appends the event (EVENTS), and then runs what must
+// follow every event (FOLLOW_UPS), so that nothing that happened can be missed downstream.
+//
+//   queued ─claim→ sending ─settle→ delivered | failed | suppressed
+//      │              └──defer→ deferred ─claim→ sending …      └─(late) bounce→ bounced
+//      └─cancel→ canceled       └──bounce→ bounced             complaint, delay: events only
+//
+// Each transition applies only from the statuses it may leave, and the event is written only when
+// it applied, so a job that runs twice after a crash cannot overwrite an outcome nor duplicate its
+// event. A crash at any point leaves a message where it was or where it was going.
+//
+// The two statements every delivered message runs (claim and settle) are named, so that Postgres
+// plans them once per connection; Kysely cannot name a statement, so those go through pg directly,
+// and the shared SQL is kept as text.
+
+import { sql, type RawBuilder } from 'kysely';
+import type pg from 'pg';
+import type { Db } from './index.js';
+import {
+  FINAL_STATUSES,
+  type DomainTable,
+  type EmailContent,
+  type MessageStatus,
+  type SuppressionReason,
+} from './schema.js';
+import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
+
+/**
+ * Every event type a timeline holds: the statuses a message moves through, and what is reported
+ * about it afterwards without changing its status (a delay down the line, a complaint).
+ */
+export const EVENT_TYPES = [
+  'sending',
+  'delivered',
+  'deferred',
+  'bounced',
+  'failed',
+  'suppressed',
+  'canceled',
+  'delayed',
+  'complained',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** What the statements run once per message need: a pool, or a client of one. */
+export type Queryable = Pick<pg.Pool, 'query'>;
+
+const FINAL_LIST = FINAL_STATUSES.map((s) => `'${s}'`).join(', ');
+/** A late bounce may still turn `delivered` into `bounced`: delivered was only a server's word. */
+const SETTLED_LIST = FINAL_STATUSES.filter((s) => s !== 'delivered')
+  .map((s) => `'${s}'`)
+  .join(', ');
+
+/**
+ * The CTE that appends one event per row of `source` (which has id, email_id and tenant_id of the
+ * message), named `ev`; `type` and `detail` are SQL expressions. As text, for the named
+ * statements; eventsSql below is the same for Kysely's sql templates.
+ */
+function events(source: string, type: string, detail: string): string {
+  return `ev as (
+      insert into events (tenant_id, email_id, message_id, type, detail)
+      select s.tenant_id, s.email_id, s.id, ${type}, ${detail} from ${source} s
+      returning id, tenant_id, email_id, message_id, type, created_at
+    )`;
+}
+
+function eventsSql(source: string, type: EventType, detail: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`ev as (
+      insert into events (tenant_id, email_id, message_id, type, detail)
+      select s.tenant_id, s.email_id, s.id, ${type}, ${detail} from ${sql.raw(source)} s
+      returning id, tenant_id, email_id, message_id, type, created_at
+    )`;
+}
+
+/**
+ * What follows every event, as CTEs over `ev`, in the statement that wrote it: statistics and
+ * webhook deliveries hang here. Empty today; each entry starts with a comma.
+ */
+const FOLLOW_UPS = '';
+
+/** The end of every transition: the follow-ups, and the number of events written. */
+const FINISH = `${FOLLOW_UPS}
+    select count(*)::int as events from ev`;
+
+export interface MessageToSend {
+  id: string;
+  emailId: string;
+  tenantId: string;
+  recipient: string;
+  status: MessageStatus;
+  fromAddress: string;
+  content: EmailContent;
+  /** When the message became due: acceptance, or its scheduled time. Latency and lifetime count from here. */
+  dueAt: Date;
+  /** Whether the tenant suppresses the recipient. */
+  suppressed: boolean;
+  /** Undefined when the domain is gone (or belongs to another tenant now). */
+  domain?: Pick<DomainTable, 'name' | 'selector' | 'dkim_private_key' | 'return_path_domain'> & {
+    id: string;
+  };
+}
+
+/**
+ * Read and claim in one round trip: the final select sees the message as it was before the
+ * update (a CTE's changes are not visible to its siblings), so `status` is the status found, and
+ * `attempt` says whether the claim applied. The update repeats every condition on the row itself,
+ * so that a concurrent change (a cancel, a twin job) is re-checked under the row lock.
+ */
+const CLAIM = {
+  name: 'mailplane_claim_message',
+  text: `
+    with target as (
+      select m.id, exists (
+        select 1 from suppressions s where s.tenant_id = m.tenant_id and s.address = lower(m.recipient)
+      ) as suppressed
+      from messages m where m.id = $1
+    ), claimed as (
+      update messages m set status = 'sending', attempts = m.attempts + 1, updated_at = now()
+      from target t
+      where m.id = t.id and not t.suppressed
+        and m.status not in (${FINAL_LIST})
+        and not (m.status = 'deferred' and m.next_attempt_at > now())
+      returning m.id, m.email_id, m.tenant_id, m.attempts
+    ), ${events('claimed', `'sending'`, `jsonb_build_object('attempt', s.attempts)`)}${FOLLOW_UPS}
+    select m.id, m.email_id, m.tenant_id, m.recipient, m.status, t.suppressed, c.attempts as attempt,
+           e.from_address, e.content, greatest(e.created_at, e.scheduled_at) as due_at,
+           d.id as domain_id, d.name as domain_name, d.selector, d.dkim_private_key, d.return_path_domain
+    from messages m
+    join target t on t.id = m.id
+    join emails e on e.id = m.email_id
+    left join domains d on d.id = e.domain_id and d.tenant_id = e.tenant_id
+    left join claimed c on c.id = m.id
+    where m.id = $1`,
+};
+
+export interface Claim {
+  message: MessageToSend;
+  /** The attempt number when the message is now `sending` and this job owns the attempt. */
+  attempt?: number;
+}
+
+/**
+ * queued | deferred (due) | sending (a crashed attempt) → sending. Reads a message, its email,
+ * its domain and whether its recipient is suppressed, and, unless it is final, suppressed, or
+ * deferred to a later time (a newer job owns it), claims it for an attempt: attempts + 1.
+ *
+ *   const claim = await claimMessage(pool, messageId);   // undefined when it no longer exists
+ *   if (claim?.attempt) … send …
+ */
+export async function claimMessage(pool: Queryable, messageId: string): Promise<Claim | undefined> {
+  const { rows } = await pool.query<{
+    id: string;
+    email_id: string;
+    tenant_id: string;
+    recipient: string;
+    status: MessageStatus;
+    suppressed: boolean;
+    attempt: number | null;
+    from_address: string;
+    content: EmailContent;
+    due_at: Date;
+    domain_id: string | null;
+    domain_name: string | null;
+    selector: string | null;
+    dkim_private_key: string | null;
+    return_path_domain: string | null;
+  }>({ ...CLAIM, values: [messageId] });
+  const row = rows[0];
+  if (!row) return undefined;
+  const message: MessageToSend = {
+    id: row.id,
+    emailId: row.email_id,
+    tenantId: row.tenant_id,
+    recipient: row.recipient,
+    status: row.status,
+    fromAddress: row.from_address,
+    content: row.content,
+    dueAt: row.due_at,
+    suppressed: row.suppressed,
+    domain:
+      row.domain_id && row.domain_name && row.selector && row.dkim_private_key
+        ? {
+            id: row.domain_id,
+            name: row.domain_name,
+            selector: row.selector,
+            dkim_private_key: row.dkim_private_key,
+            return_path_domain: row.return_path_domain,
+          }
+        : undefined,
+  };
+  return row.attempt === null ? { message } : { message, attempt: row.attempt };
+}
+
+export interface Settlement {
+  messageId: string;
+  status: 'delivered' | 'failed' | 'suppressed';
+  /** The SMTP reply that settled it, if any. */
+  reply?: string;
+  detail: Record<string, unknown>;
+}
+
+const SETTLE = {
+  // Named for the same reason as CLAIM: a delivered message is settled with it.
+  name: 'mailplane_settle_message',
+  text: `
+    with m as (
+      update messages
+      set status = $2, last_reply = coalesce($3, last_reply), next_attempt_at = null, updated_at = now()
+      where id = $1 and status not in (${FINAL_LIST})
+      returning id, email_id, tenant_id
+    ), ${events('m', '$2', '$4::jsonb')}${FINISH}`,
+};
+
+/**
+ * (any but final) → delivered | failed | suppressed, which need nothing else. Answers whether it
+ * applied.
+ *
+ *   await settle(pool, { messageId, status: 'delivered', reply: '250 OK', detail: { attempt: 1 } });
+ */
+export async function settle(pool: Queryable, s: Settlement): Promise<boolean> {
+  const { rows } = await pool.query<{ events: number }>({
+    ...SETTLE,
+    values: [s.messageId, s.status, s.reply ?? null, JSON.stringify(s.detail)],
+  });
+  return (rows[0]?.events ?? 0) > 0;
+}
+
+/** The events written by a Kysely transition statement, for callers that answer "applied?". */
+async function written(db: Db, statement: RawBuilder<{ events: number }>): Promise<number> {
+  const { rows } = await statement.execute(db);
+  return rows[0]?.events ?? 0;
+}
+
+const json = (value: Record<string, unknown>) => sql`${JSON.stringify(value)}::jsonb`;
+
+/**
+ * (any but final) → deferred: its next attempt time, and a new send_message job for that time,
+ * queued in the same statement so that a deferred message always has a job.
+ */
+export async function defer(
+  db: Db,
+  d: { messageId: string; reply?: string; retryAt: Date; detail: Record<string, unknown> },
+): Promise<boolean> {
+  const detail = sql`${json(d.detail)} || jsonb_build_object('retry_at', ${d.retryAt}::timestamptz, 'job_id', s.job_id)`;
+  const events = await written(
+    db,
+    sql<{ events: number }>`
+      with changed as (
+        update messages
+        set status = 'deferred', last_reply = coalesce(${d.reply ?? null}, last_reply),
+            next_attempt_at = ${d.retryAt}, updated_at = now()
+        where id = ${d.messageId} and status not in (${sql.raw(FINAL_LIST)})
+        returning id, email_id, tenant_id
+      ), m as (
+        select changed.*, (graphile_worker.add_job(
+          ${SEND_MESSAGE}, json_build_object('messageId', changed.id),
+          run_at => ${d.retryAt}, max_attempts => ${SEND_MESSAGE_MAX_ATTEMPTS}
+        )).id as job_id
+        from changed
+      ), ${eventsSql('m', 'deferred', detail)}${sql.raw(FINISH)}`,
+  );
+  return events > 0;
+}
+
+/**
+ * (any but final; for a `late` bounce, also delivered) → bounced, with the reply, and when
+ * `suppress`, the recipient suppressed for the tenant (reason `bounce`, the reply as detail).
+ * Answers whether it applied; a repeated report changes nothing.
+ *
+ *   await bounceMessage(db, { messageId, reply: '550 5.1.1 no such user', detail, suppress: true })
+ */
+export async function bounceMessage(
+  db: Db,
+  b: {
+    messageId: string;
+    reply: string;
+    detail: Record<string, unknown>;
+    suppress: boolean;
+    /** A bounce reported after the hand-over, which may follow `delivered`. */
+    late?: boolean;
+  },
+): Promise<boolean> {
+  const events = await written(
+    db,
+    sql<{ events: number }>`
+      with m as (
+        update messages set status = 'bounced', last_reply = ${b.reply}, next_attempt_at = null, updated_at = now()
+        where id = ${b.messageId} and status not in (${sql.raw(b.late ? SETTLED_LIST : FINAL_LIST)})
+        returning id, email_id, tenant_id, recipient
+      ), suppressed as (
+        ${suppress('m', 'bounce', sql`${b.reply}`, b.suppress)}
+      ), ${eventsSql('m', 'bounced', json(b.detail))}${sql.raw(FINISH)}`,
+  );
+  return events > 0;
+}
+
+/** The insert that suppresses the recipients of `source` for their tenant (once: the first reason stays). */
+function suppress(source: string, reason: SuppressionReason, detail: RawBuilder<unknown>, when = true) {
+  return sql`insert into suppressions (tenant_id, address, reason, detail)
+        select tenant_id, lower(recipient), ${reason}, ${detail} from ${sql.raw(source)} where ${when}
+        on conflict (tenant_id, address) do nothing`;
+}
+
+/**
+ * A DSN saying a server down the line is still trying: a `delayed` event, nothing else (our part,
+ * handing it over, is done). Answers whether the message exists.
+ */
+export async function recordDelay(
+  db: Db,
+  d: { messageId: string; detail: Record<string, unknown> },
+): Promise<boolean> {
+  const events = await written(
+    db,
+    sql<{ events: number }>`
+      with m as (select id, email_id, tenant_id from messages where id = ${d.messageId}),
+      ${eventsSql('m', 'delayed', json(d.detail))}${sql.raw(FINISH)}`,
+  );
+  return events > 0;
+}
+
+/**
+ * A recipient marked the message as spam (or another ARF feedback type): the address is
+ * suppressed for the tenant (reason `complaint`), so that it is never mailed again unless the
+ * tenant lifts it, and a `complained` event is recorded once per message. The status stays.
+ */
+export async function recordComplaint(
+  db: Db,
+  c: { messageId: string; feedbackType: string; detail: Record<string, unknown> },
+): Promise<boolean> {
+  const events = await written(
+    db,
+    sql<{ events: number }>`
+      with found as (
+        select id, email_id, tenant_id, recipient from messages where id = ${c.messageId}
+      ), suppressed as (
+        ${suppress('found', 'complaint', sql`${`feedback-type ${c.feedbackType}`}`)}
+      ), m as (
+        select * from found f where not exists (
+          select 1 from events e where e.email_id = f.email_id and e.message_id = f.id and e.type = 'complained'
+        )
+      ), ${eventsSql('m', 'complained', json(c.detail))}${sql.raw(FINISH)}`,
+  );
+  return events > 0;
+}
+
+/**
+ * queued | deferred → canceled, for every recipient of one of the tenant's emails not yet sent
+ * to. Answers how many were canceled (0: none was cancelable, or no such email).
+ *
+ *   const canceled = await cancelEmail(db, { emailId, tenantId });
+ */
+export async function cancelEmail(db: Db, c: { emailId: string; tenantId: string }): Promise<number> {
+  return written(
+    db,
+    sql<{ events: number }>`
+      with m as (
+        update messages set status = 'canceled', next_attempt_at = null, updated_at = now()
+        where email_id = ${c.emailId} and tenant_id = ${c.tenantId} and status in ('queued', 'deferred')
+        returning id, email_id, tenant_id
+      ), ${eventsSql('m', 'canceled', sql`'{}'::jsonb`)}${sql.raw(FINISH)}`,
+  );
+}

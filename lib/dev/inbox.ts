@@ -1,2 +1,0 @@
-// Moved to dev/inbox.ts.
-export * from '../../dev/inbox.js';
