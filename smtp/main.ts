@@ -10,10 +10,20 @@ export async function main(env: Record<string, string | undefined>): Promise<voi
   const { config, log, database } = await openRuntime('smtp', env);
   const metrics = createMetrics({ defaults: true });
   const inbound = await startInboundServer(
-    { db: database.db, secretKey: config.secretKey, log, registry: metrics.registry, hostname: config.heloName },
+    {
+      db: database.db,
+      secretKey: config.secretKey,
+      log,
+      registry: metrics.registry,
+      hostname: config.heloName,
+    },
     { port: config.smtpPort },
   );
-  const probes = await startProbeServer({ port: config.port, registry: metrics.registry, readiness: () => undefined });
+  const probes = await startProbeServer({
+    port: config.port,
+    registry: metrics.registry,
+    readiness: () => undefined,
+  });
   log.info('listening for bounces and complaints', { port: inbound.port });
   onShutdown(log, async () => {
     await inbound.close();
