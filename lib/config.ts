@@ -41,6 +41,13 @@ export interface Config {
   renderTimeoutMs: number;
   /** Heap limit of the template sandbox. Default 32 MiB. */
   renderMemoryMb: number;
+  /** deliver_webhook jobs one sender runs at once, apart from its send slots. Default 8. */
+  webhookConcurrency: number;
+  /**
+   * Lets webhooks reach private and loopback addresses and plain http. Default false: a tenant's
+   * URL must not reach inside the cluster. For tests and `make dev`.
+   */
+  webhooksAllowPrivate: boolean;
   /** Template isolates per process, each up to renderMemoryMb. Default 2: a tenant holds all but one. */
   renderIsolates: number;
 }
@@ -63,6 +70,15 @@ export function readConfig(env: Env): Readonly<Config> {
       return fallback;
     }
     return value;
+  };
+
+  const bool = (key: string, fallback: boolean): boolean => {
+    const raw = env[key];
+    if (raw === undefined || raw === '') return fallback;
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0') return false;
+    problems.push(`${key} must be true or false, got "${raw}"`);
+    return fallback;
   };
 
   const databaseUrl = env.DATABASE_URL ?? '';
@@ -100,6 +116,8 @@ export function readConfig(env: Env): Readonly<Config> {
     renderTimeoutMs: int('MAILPLANE_RENDER_TIMEOUT_MS', 250),
     renderMemoryMb: int('MAILPLANE_RENDER_MEMORY_MB', 32, 8),
     renderIsolates: int('MAILPLANE_RENDER_ISOLATES', 2),
+    webhookConcurrency: int('MAILPLANE_WEBHOOK_CONCURRENCY', 8),
+    webhooksAllowPrivate: bool('MAILPLANE_WEBHOOKS_ALLOW_PRIVATE', false),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -10,17 +10,19 @@ import {
   parseCronItems,
   run,
   type LogFunctionFactory,
-  type Runner,
+  type CronItem,
+  type TaskList,
   type WorkerEvents,
 } from 'graphile-worker';
 import type pg from 'pg';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import { purgeIdempotencyKeys } from '../lib/db/idempotency.js';
-import { PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
+import { DELIVER_WEBHOOK, PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Renderer } from '../lib/render/sandbox.js';
+import { createDeliverWebhookTask } from './deliver-webhook.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
 import { createTransport, type Transport } from './transport.js';
@@ -80,24 +82,27 @@ const FETCH_STALL_EXIT_MS = 60_000;
 /** How often the stall is checked. */
 const WATCHDOG_INTERVAL_MS = 1_000;
 
-/**
- * Starts sending; resolves once the runner is up.
- *
- *   const sender = await startSender({ pool, db, config, log, metrics, renderer });
- *   process.once('SIGTERM', () => void sender.stop());
- */
-export async function startSender(deps: SenderDeps): Promise<Sender> {
-  const { config, log } = deps;
-  const transport =
-    deps.transport ??
-    createTransport({
-      relayUrl: config.relayUrl,
-      heloName: config.heloName,
-      // Through a relay, every job can have its own connection.
-      maxConnections: config.relayUrl ? config.senderConcurrency : undefined,
-    });
-  const ownsTransport = !deps.transport;
+/** One graphile-worker runner with its heartbeat and watchdog: see startSender. */
+interface SupervisedRunner {
+  done: Promise<void>;
+  readiness(): string | undefined;
+  stop(): Promise<void>;
+}
 
+/**
+ * Starts a runner for `taskList`, beating a heartbeat for its pool, and watching that it fetches:
+ * `done` rejects when it cannot go on (see Sender.done).
+ */
+async function startRunner(
+  deps: SenderDeps,
+  spec: {
+    name: string;
+    concurrency: number;
+    taskList: TaskList;
+    cron?: CronItem[];
+  },
+): Promise<SupervisedRunner> {
+  const log = deps.log.child({ runner: spec.name });
   const events: WorkerEvents = new EventEmitter();
   let workerId: string | undefined;
   events.on('pool:create', ({ workerPool }) => (workerId = workerPool.id));
@@ -116,44 +121,24 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     fetched();
   });
 
-  let runner: Runner;
-  try {
-    runner = await run({
-      pgPool: deps.pool,
-      concurrency: config.senderConcurrency,
-      noHandleSignals: true,
-      events,
-      taskList: {
-        [SEND_MESSAGE]: createSendMessageTask({ ...deps, transport }),
-        [PURGE_IDEMPOTENCY_KEYS]: async () => {
-          const purged = await purgeIdempotencyKeys(deps.db);
-          if (purged > 0) log.info('purged expired idempotency keys', { purged });
-        },
+  const runner = await run({
+    pgPool: deps.pool,
+    concurrency: spec.concurrency,
+    noHandleSignals: true,
+    events,
+    taskList: spec.taskList,
+    // Cron jobs are declared in code, not in a crontab file; graphile-worker schedules each once
+    // across all senders.
+    parsedCronItems: parseCronItems(spec.cron ?? []),
+    logger: new WorkerLogger(workerLogFactory(log.child({ component: 'graphile-worker' }))),
+    preset: {
+      worker: {
+        localQueue: { size: spec.concurrency * LOCAL_QUEUE_PER_SLOT },
+        completeJobBatchDelay: JOB_BATCH_DELAY_MS,
+        failJobBatchDelay: JOB_BATCH_DELAY_MS,
       },
-      // Cron jobs are declared here, not in a crontab file; graphile-worker schedules each once
-      // across all senders.
-      parsedCronItems: parseCronItems([
-        {
-          task: PURGE_IDEMPOTENCY_KEYS,
-          identifier: PURGE_IDEMPOTENCY_KEYS,
-          match: '17 * * * *',
-          // A missed hour is caught up by the next one: nothing to backfill.
-          options: { backfillPeriod: 0, maxAttempts: 3 },
-        },
-      ]),
-      logger: new WorkerLogger(workerLogFactory(log.child({ component: 'graphile-worker' }))),
-      preset: {
-        worker: {
-          localQueue: { size: config.senderConcurrency * LOCAL_QUEUE_PER_SLOT },
-          completeJobBatchDelay: JOB_BATCH_DELAY_MS,
-          failJobBatchDelay: JOB_BATCH_DELAY_MS,
-        },
-      },
-    });
-  } catch (err) {
-    if (ownsTransport) await transport.close();
-    throw err;
-  }
+    },
+  });
 
   let stopping: Promise<void> | undefined;
   let fatal: ((reason: string) => void) | undefined;
@@ -166,7 +151,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
   });
   failed.catch(() => {});
 
-  let heartbeat: Heartbeat | undefined;
+  let heartbeat: Heartbeat;
   try {
     if (!workerId) throw new Error('graphile-worker started no worker pool');
     heartbeat = startHeartbeat({
@@ -181,7 +166,6 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     await heartbeat.started;
   } catch (err) {
     await runner.stop().catch(() => {});
-    if (ownsTransport) await transport.close();
     throw err;
   }
 
@@ -200,7 +184,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
 
   const stallNotReadyMs = deps.timing?.stallNotReadyMs ?? FETCH_STALL_NOT_READY_MS;
   const stallExitMs = deps.timing?.stallExitMs ?? FETCH_STALL_EXIT_MS;
-  const stalledFor = () => (running >= config.senderConcurrency ? 0 : Date.now() - lastFetchAt);
+  const stalledFor = () => (running >= spec.concurrency ? 0 : Date.now() - lastFetchAt);
   const watchdog = setInterval(() => {
     if (stalledFor() > stallExitMs) {
       fatal!(`no jobs could be fetched for ${Math.round(stalledFor() / 1000)} s`);
@@ -208,26 +192,6 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
   }, WATCHDOG_INTERVAL_MS);
   watchdog.unref();
 
-  log.info('sender started', {
-    concurrency: config.senderConcurrency,
-    relay: Boolean(config.relayUrl),
-    workerId,
-  });
-
-  const stop = () => {
-    stopping ??= (async () => {
-      log.info('sender stopping: finishing the sends under way');
-      clearInterval(watchdog);
-      try {
-        if (!runnerEnded) await runner.stop();
-      } finally {
-        await heartbeat.close();
-        if (ownsTransport) await transport.close();
-      }
-      log.info('sender stopped');
-    })();
-    return stopping;
-  };
   const done = Promise.race([
     failed,
     // An end without stop() is a failure, which `failed` reports (see above).
@@ -235,16 +199,121 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
   ]);
   // Whoever runs the sender decides what a failure means (main exits); unobserved, it is no crash.
   done.catch(() => {});
+  log.debug('job runner started', { workerId, concurrency: spec.concurrency });
 
   return {
     done,
     readiness() {
       const stalled = stalledFor();
       if (stopping) return 'stopping';
-      if (stalled > stallNotReadyMs) return `no jobs fetched for ${Math.round(stalled / 1000)} s`;
+      if (stalled > stallNotReadyMs)
+        return `${spec.name}: no jobs fetched for ${Math.round(stalled / 1000)} s`;
       return undefined;
     },
-    stop,
+    stop() {
+      stopping ??= (async () => {
+        clearInterval(watchdog);
+        try {
+          if (!runnerEnded) await runner.stop();
+        } finally {
+          await heartbeat.close();
+        }
+      })();
+      return stopping;
+    },
+  };
+}
+
+/**
+ * Starts sending; resolves once the runners are up: one for send_message (and the cron jobs),
+ * one for deliver_webhook with its own concurrency, so that a slow or dead webhook endpoint never
+ * takes a send slot.
+ *
+ *   const sender = await startSender({ pool, db, config, log, metrics, renderer });
+ *   process.once('SIGTERM', () => void sender.stop());
+ */
+export async function startSender(deps: SenderDeps): Promise<Sender> {
+  const { config, log } = deps;
+  const transport =
+    deps.transport ??
+    createTransport({
+      relayUrl: config.relayUrl,
+      heloName: config.heloName,
+      // Through a relay, every job can have its own connection.
+      maxConnections: config.relayUrl ? config.senderConcurrency : undefined,
+    });
+  const ownsTransport = !deps.transport;
+
+  const runners: SupervisedRunner[] = [];
+  try {
+    runners.push(
+      await startRunner(deps, {
+        name: 'send',
+        concurrency: config.senderConcurrency,
+        taskList: {
+          [SEND_MESSAGE]: createSendMessageTask({ ...deps, transport }),
+          [PURGE_IDEMPOTENCY_KEYS]: async () => {
+            const purged = await purgeIdempotencyKeys(deps.db);
+            if (purged > 0) log.info('purged expired idempotency keys', { purged });
+          },
+        },
+        cron: [
+          {
+            task: PURGE_IDEMPOTENCY_KEYS,
+            identifier: PURGE_IDEMPOTENCY_KEYS,
+            match: '17 * * * *',
+            // A missed hour is caught up by the next one: nothing to backfill.
+            options: { backfillPeriod: 0, maxAttempts: 3 },
+          },
+        ],
+      }),
+    );
+    runners.push(
+      await startRunner(deps, {
+        name: 'webhooks',
+        concurrency: config.webhookConcurrency,
+        taskList: {
+          [DELIVER_WEBHOOK]: createDeliverWebhookTask({
+            db: deps.db,
+            secretKey: config.secretKey,
+            log,
+            allowPrivate: config.webhooksAllowPrivate,
+          }),
+        },
+      }),
+    );
+  } catch (err) {
+    await Promise.all(runners.map((r) => r.stop().catch(() => {})));
+    if (ownsTransport) await transport.close();
+    throw err;
+  }
+  log.info('sender started', {
+    concurrency: config.senderConcurrency,
+    webhookConcurrency: config.webhookConcurrency,
+    relay: Boolean(config.relayUrl),
+  });
+
+  let stopping: Promise<void> | undefined;
+  const done = Promise.all(runners.map((r) => r.done)).then(() => {});
+  done.catch(() => {});
+  return {
+    done,
+    readiness() {
+      if (stopping) return 'stopping';
+      return runners.map((r) => r.readiness()).find((reason) => reason !== undefined);
+    },
+    stop() {
+      stopping ??= (async () => {
+        log.info('sender stopping: finishing the sends under way');
+        try {
+          await Promise.all(runners.map((r) => r.stop()));
+        } finally {
+          if (ownsTransport) await transport.close();
+        }
+        log.info('sender stopped');
+      })();
+      return stopping;
+    },
   };
 }
 

@@ -18,6 +18,8 @@ export interface TenantTable {
   limits: Json<TenantLimits>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+  /** Set when its Tenant resource was deleted with its rows retained; a re-created Tenant clears it. */
+  deleted_at: Timestamp | null;
 }
 
 export type Scope = 'send' | 'read';
@@ -185,6 +187,47 @@ export interface InstallationTable {
   created_at: Generated<Date>;
 }
 
+/** Where a tenant's events are posted (lib/webhooks). */
+export interface WebhookEndpointTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string | null;
+  url: string;
+  /** Webhook event types; empty: every one. */
+  events: ColumnType<string[], string[] | undefined, string[]>;
+  enabled: Generated<boolean>;
+  disabled_reason: string | null;
+  /** Encrypted envelope of the whsec_… secret. */
+  secret: string;
+  previous_secret: string | null;
+  previous_secret_expires_at: Timestamp | null;
+  source: ColumnType<'api' | 'tenant', 'api' | 'tenant' | undefined, 'api' | 'tenant'>;
+  failing_since: Timestamp | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export type WebhookDeliveryStatus = 'pending' | 'delivered' | 'failed';
+
+/** One event to one endpoint, with its attempts. */
+export interface WebhookDeliveryTable {
+  id: Generated<string>;
+  endpoint_id: string;
+  tenant_id: string;
+  event_id: string;
+  type: string;
+  status: ColumnType<WebhookDeliveryStatus, WebhookDeliveryStatus | undefined, WebhookDeliveryStatus>;
+  attempts: Generated<number>;
+  next_attempt_at: Timestamp | null;
+  response_status: number | null;
+  response_excerpt: string | null;
+  error: string | null;
+  latency_ms: number | null;
+  replay: Generated<boolean>;
+  created_at: Generated<Date>;
+  delivered_at: Timestamp | null;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -198,6 +241,8 @@ export interface Database {
   sender_heartbeats: SenderHeartbeatTable;
   idempotency_keys: IdempotencyKeyTable;
   installation: InstallationTable;
+  webhook_endpoints: WebhookEndpointTable;
+  webhook_deliveries: WebhookDeliveryTable;
 }
 
 export type Tenant = Selectable<TenantTable>;

@@ -26,7 +26,13 @@ import {
   type MessageStatus,
   type SuppressionReason,
 } from './schema.js';
-import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
+import {
+  DELIVER_WEBHOOK,
+  DELIVER_WEBHOOK_MAX_ATTEMPTS,
+  SEND_MESSAGE,
+  SEND_MESSAGE_MAX_ATTEMPTS,
+} from '../jobs.js';
+import { WEBHOOK_TYPE_SQL } from '../webhooks.js';
 
 /**
  * Every event type a timeline holds: the statuses a message moves through, and what is reported
@@ -63,7 +69,7 @@ function events(source: string, type: string, detail: string): string {
   return `ev as (
       insert into events (tenant_id, email_id, message_id, type, detail)
       select s.tenant_id, s.email_id, s.id, ${type}, ${detail} from ${source} s
-      returning id, tenant_id, email_id, message_id, type, created_at
+      returning id, tenant_id, email_id, message_id, type, detail, created_at
     )`;
 }
 
@@ -71,19 +77,36 @@ function eventsSql(source: string, type: EventType, detail: RawBuilder<unknown>)
   return sql`ev as (
       insert into events (tenant_id, email_id, message_id, type, detail)
       select s.tenant_id, s.email_id, s.id, ${type}, ${detail} from ${sql.raw(source)} s
-      returning id, tenant_id, email_id, message_id, type, created_at
+      returning id, tenant_id, email_id, message_id, type, detail, created_at
     )`;
 }
 
 /**
- * What follows every event, as CTEs over `ev`, in the statement that wrote it: statistics and
- * webhook deliveries hang here. Empty today; each entry starts with a comma.
+ * What follows every event, as CTEs over `ev`, in the statement that wrote it: one webhook
+ * delivery per enabled endpoint of the tenant subscribed to the event's webhook type, and its
+ * deliver_webhook job. A CTE that only selects runs only if the statement reads it, so every
+ * statement ends by reading FOLLOWED (its count of jobs).
  */
-const FOLLOW_UPS = '';
+const FOLLOW_UPS = `, hooks as (
+      insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at)
+      select w.id, ev.tenant_id, ev.id, h.type, now()
+      from ev
+      cross join lateral (select ${WEBHOOK_TYPE_SQL} as type) h
+      join webhook_endpoints w on w.tenant_id = ev.tenant_id and w.enabled
+        and (cardinality(w.events) = 0 or h.type = any(w.events))
+      where h.type is not null
+      returning id
+    ), hook_jobs as (
+      select count(graphile_worker.add_job(
+        '${DELIVER_WEBHOOK}', json_build_object('deliveryId', hooks.id::text), max_attempts => ${DELIVER_WEBHOOK_MAX_ATTEMPTS}
+      ))::int as n from hooks
+    )`;
+/** Reads the follow-ups, so that they run; see FOLLOW_UPS. */
+const FOLLOWED = '(select n from hook_jobs)';
 
 /** The end of every transition: the follow-ups, and the number of events written. */
 const FINISH = `${FOLLOW_UPS}
-    select count(*)::int as events from ev`;
+    select count(*)::int as events, ${FOLLOWED} as followed from ev`;
 
 export interface MessageToSend {
   id: string;
@@ -133,6 +156,7 @@ const CLAIM = {
     join emails e on e.id = m.email_id
     left join domains d on d.id = e.domain_id and d.tenant_id = e.tenant_id
     left join claimed c on c.id = m.id
+    cross join ${FOLLOWED} as followed
     where m.id = $1`,
 };
 

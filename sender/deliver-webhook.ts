@@ -1,0 +1,100 @@
+// The deliver_webhook task: one attempt of one event to one endpoint. It runs on a job runner of
+// its own (sender/worker.ts), so a slow or dead endpoint holds webhook slots, never send slots.
+//
+//   load → endpoint disabled? abandoned | sign → POST →
+//   2xx delivered | 410 Gone: endpoint disabled | anything else: retried on the schedule, then failed
+
+import type { JobHelpers } from 'graphile-worker';
+import { decrypt } from '../lib/crypto.js';
+import type { Db } from '../lib/db/index.js';
+import { deliveryAbandoned, deliveryDelivered, deliveryFailed, loadDelivery } from '../lib/db/webhooks.js';
+import { DELIVER_WEBHOOK, isDeliverWebhookPayload } from '../lib/jobs.js';
+import type { Logger } from '../lib/log.js';
+import { signWebhook, webhookPayload } from '../lib/webhooks.js';
+import { postWebhook, WebhookError } from './webhook-http.js';
+
+export interface DeliverWebhookDeps {
+  db: Db;
+  secretKey: Buffer;
+  log: Logger;
+  /** MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: plain http and private addresses (tests, `make dev`). */
+  allowPrivate: boolean;
+}
+
+/** Bounded excerpt of a receiver's answer kept in the log of deliveries. */
+const ERROR_CHARS = 500;
+
+/**
+ * Creates the task; the worker registers it as `deliver_webhook`.
+ *
+ *   const taskList = { deliver_webhook: createDeliverWebhookTask({ db, secretKey, log, allowPrivate }) };
+ */
+export function createDeliverWebhookTask(deps: DeliverWebhookDeps) {
+  const { db } = deps;
+  return async function deliver_webhook(payload: unknown, helpers: JobHelpers): Promise<void> {
+    if (!isDeliverWebhookPayload(payload)) {
+      deps.log.error('dropping deliver_webhook job with an invalid payload', {
+        jobId: helpers.job.id,
+        payload,
+      });
+      return;
+    }
+    const log = deps.log.child({
+      task: DELIVER_WEBHOOK,
+      jobId: helpers.job.id,
+      deliveryId: payload.deliveryId,
+    });
+    const delivery = await loadDelivery(db, payload.deliveryId);
+    if (!delivery || delivery.status !== 'pending') return;
+    if (!delivery.enabled) {
+      await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
+      return;
+    }
+
+    const body = JSON.stringify(
+      webhookPayload({
+        type: delivery.type,
+        eventType: delivery.eventType,
+        createdAt: delivery.eventCreatedAt,
+        emailId: delivery.emailId,
+        from: delivery.from,
+        to: delivery.to,
+        subject: delivery.subject,
+        recipient: delivery.recipient,
+        tags: delivery.tags,
+        detail: delivery.detail,
+      }),
+    );
+    // The same id on every attempt, so that a receiver can tell a retry from a new event.
+    const id = `msg_${delivery.id}`;
+    const timestamp = Math.floor(Date.now() / 1000);
+    const secrets = delivery.secrets.map((envelope) => decrypt(deps.secretKey, envelope));
+    const headers = {
+      'content-type': 'application/json',
+      'user-agent': 'Mailplane-Webhooks/1',
+      'webhook-id': id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signWebhook(secrets, id, timestamp, body),
+    };
+
+    try {
+      const res = await postWebhook(delivery.url, headers, body, { allowPrivate: deps.allowPrivate });
+      const result = { status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
+      if (res.status >= 200 && res.status < 300) {
+        await deliveryDelivered(db, delivery.id, result);
+        log.debug('webhook delivered', { status: res.status, latencyMs: res.latencyMs });
+        return;
+      }
+      // 410 Gone: the receiver says the endpoint is no more (Standard Webhooks).
+      const disable = res.status === 410 ? 'the endpoint answered 410 Gone' : undefined;
+      const next = await deliveryFailed(db, delivery.id, result, { disable });
+      log.info('webhook refused', { status: res.status, next });
+    } catch (err) {
+      if (!(err instanceof WebhookError)) throw err;
+      const next = await deliveryFailed(db, delivery.id, {
+        error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS),
+      });
+      log.info('webhook not delivered', { code: err.code, error: err.message, next });
+    }
+  };
+}

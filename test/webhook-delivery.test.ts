@@ -1,0 +1,255 @@
+// Webhook delivery against real parts: the api and the sender on a fresh database, the dev inbox as
+// the relay, and a loopback HTTP receiver that verifies every request with the official
+// `standardwebhooks` library. Endpoints are rows here; test/webhooks-api.test.ts manages them
+// through /v1/webhooks.
+
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { Webhook } from 'standardwebhooks';
+import { encrypt } from '../lib/crypto.js';
+import { createLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { newWebhookSecret } from '../lib/webhooks.js';
+import { startSender, type Sender } from '../sender/worker.js';
+import { isPublicAddress, postWebhook } from '../sender/webhook-http.js';
+import { startInbox, type Inbox } from '../dev/inbox.js';
+import { eventually } from './helpers/eventually.js';
+import { startTestPlatform, type TestPlatform } from './helpers/platform.js';
+
+interface Received {
+  headers: Record<string, string>;
+  body: { type: string; created_at: string; data: Record<string, unknown> };
+  verifiedWith: string[];
+}
+
+/** A receiver that answers `status()` and keeps what it got, verified with each known secret. */
+async function startReceiver(secrets: () => string[], status: () => number = () => 200) {
+  const received: Received[] = [];
+  const server: Server = createServer((req: IncomingMessage, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const raw = Buffer.concat(chunks).toString('utf8');
+      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
+      const verifiedWith = secrets().filter((secret) => {
+        try {
+          new Webhook(secret).verify(raw, headers);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+      received.push({ headers, body: JSON.parse(raw) as Received['body'], verifiedWith });
+      res.writeHead(status()).end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
+    received,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+let platform: TestPlatform;
+let inbox: Inbox;
+let sender: Sender;
+let key: string;
+let tenantId: string;
+
+async function addEndpoint(url: string, secret: string, events: string[] = []): Promise<string> {
+  const row = await platform.database.db
+    .insertInto('webhook_endpoints')
+    .values({ tenant_id: tenantId, url, events, secret: encrypt(platform.config.secretKey, secret) })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+async function send(to: string): Promise<string> {
+  const res = await fetch(`${platform.url}/v1/emails`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      from: 'Acme <hello@example.com>',
+      to,
+      subject: 'Hi',
+      text: 'hello',
+      tags: [{ name: 'kind', value: 'test' }],
+    }),
+  });
+  assert.equal(res.status, 202);
+  return ((await res.json()) as { id: string }).id;
+}
+
+before(async () => {
+  // The inbox answers 550 to a local part starting with `bounce`.
+  inbox = await startInbox();
+  platform = await startTestPlatform({
+    MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${inbox.smtpPort}`,
+    MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: 'true',
+  });
+  key = platform.keys.get('default/acme/backend')!;
+  tenantId = (await platform.database.db.selectFrom('tenants').select('id').executeTakeFirstOrThrow()).id;
+  sender = await startSender({
+    pool: platform.database.pool,
+    db: platform.database.db,
+    config: platform.config,
+    log: createLogger({ write: () => {} }),
+    metrics: createMetrics(),
+    renderer: platform.renderer,
+  });
+});
+after(async () => {
+  await sender?.stop();
+  await platform?.close();
+  await inbox?.close();
+});
+
+describe('webhook delivery', () => {
+  test('a delivered and a bounced email reach the endpoint as signed Resend events that standardwebhooks verifies', async () => {
+    const secret = newWebhookSecret();
+    const receiver = await startReceiver(() => [secret]);
+    const endpoint = await addEndpoint(receiver.url, secret);
+    try {
+      const delivered = await send('ada@example.org');
+      const bounced = await send('bounce-me@example.org');
+      const types = () => receiver.received.map((r) => `${r.body.type}:${String(r.body.data.email_id)}`);
+      await eventually('the three events', async () =>
+        [`email.sent:${delivered}`, `email.delivered:${delivered}`, `email.bounced:${bounced}`].every((t) =>
+          types().includes(t),
+        ),
+      );
+      for (const r of receiver.received) {
+        assert.deepEqual(r.verifiedWith, [secret], 'every request verifies');
+        assert.match(r.headers['webhook-id']!, /^msg_\d+$/);
+      }
+      const event = receiver.received.find((r) => r.body.type === 'email.delivered')!;
+      assert.deepEqual(event.body.data.to, ['ada@example.org']);
+      assert.equal(event.body.data.from, 'Acme <hello@example.com>');
+      assert.equal(event.body.data.subject, 'Hi');
+      assert.deepEqual(event.body.data.tags, { kind: 'test' });
+      const bounce = receiver.received.find((r) => r.body.type === 'email.bounced')!;
+      assert.equal((bounce.body.data.bounce as { type: string }).type, 'Permanent');
+      assert.match((bounce.body.data.bounce as { message: string }).message, /550/);
+
+      const deliveries = await platform.database.db
+        .selectFrom('webhook_deliveries')
+        .select(['status', 'response_status'])
+        .where('endpoint_id', '=', endpoint)
+        .execute();
+      assert.ok(deliveries.every((d) => d.status === 'delivered' && d.response_status === 200));
+    } finally {
+      await platform.database.db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
+  });
+
+  test('an endpoint subscribed to some events gets only those; during a rotation both secrets sign', async () => {
+    const current = newWebhookSecret();
+    const previous = newWebhookSecret();
+    const receiver = await startReceiver(() => [current, previous]);
+    const endpoint = await addEndpoint(receiver.url, current, ['email.delivered']);
+    await platform.database.db
+      .updateTable('webhook_endpoints')
+      .set({
+        previous_secret: encrypt(platform.config.secretKey, previous),
+        previous_secret_expires_at: new Date(Date.now() + 3600_000),
+      })
+      .where('id', '=', endpoint)
+      .execute();
+    try {
+      const id = await send('grace@example.org');
+      await eventually('the delivered event', async () =>
+        receiver.received.some((r) => r.body.data.email_id === id),
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      const mine = receiver.received.filter((r) => r.body.data.email_id === id);
+      assert.deepEqual(
+        mine.map((r) => r.body.type),
+        ['email.delivered'],
+      );
+      assert.deepEqual(mine[0]!.verifiedWith.sort(), [current, previous].sort());
+    } finally {
+      await platform.database.db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
+  });
+
+  test('a 500 is retried after 5 s and then delivered; a 410 disables the endpoint', async () => {
+    const secret = newWebhookSecret();
+    let answer = 500;
+    const receiver = await startReceiver(
+      () => [secret],
+      () => answer,
+    );
+    const endpoint = await addEndpoint(receiver.url, secret, ['email.delivered']);
+    try {
+      const id = await send('retry@example.org');
+      await eventually('the first attempt', async () => receiver.received.length === 1);
+      const [pending] = await platform.database.db
+        .selectFrom('webhook_deliveries')
+        .selectAll()
+        .where('endpoint_id', '=', endpoint)
+        .execute();
+      assert.equal(pending!.status, 'pending');
+      assert.equal(pending!.attempts, 1);
+      assert.equal(pending!.response_status, 500);
+      const wait = pending!.next_attempt_at!.getTime() - Date.now();
+      assert.ok(wait > 2_000 && wait <= 5_500, `retried in ${wait} ms`);
+      answer = 200;
+      await eventually('the retry', async () => receiver.received.length === 2, 15_000);
+      assert.equal(receiver.received[1]!.headers['webhook-id'], receiver.received[0]!.headers['webhook-id']);
+      assert.equal(receiver.received[1]!.body.data.email_id, id);
+
+      answer = 410;
+      await send('gone@example.org');
+      const disabled = await eventually('the endpoint disabled', async () => {
+        const row = await platform.database.db
+          .selectFrom('webhook_endpoints')
+          .select(['enabled', 'disabled_reason'])
+          .where('id', '=', endpoint)
+          .executeTakeFirstOrThrow();
+        return !row.enabled && row;
+      });
+      assert.match(disabled.disabled_reason ?? '', /410/);
+    } finally {
+      await platform.database.db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
+  });
+});
+
+describe('where webhooks may go', () => {
+  test('private, loopback, link-local and metadata addresses are refused; public ones are not', () => {
+    for (const address of [
+      '127.0.0.1',
+      '10.1.2.3',
+      '172.16.0.1',
+      '192.168.1.1',
+      '169.254.169.254',
+      '100.64.0.1',
+      '::1',
+      'fd00:ec2::254',
+      'fe80::1',
+      '::ffff:127.0.0.1',
+      '0.0.0.0',
+    ]) {
+      assert.equal(isPublicAddress(address), false, address);
+    }
+    for (const address of ['93.184.215.14', '2606:2800:21f:cb07:6820:80da:af6b:8b2c', '8.8.8.8']) {
+      assert.equal(isPublicAddress(address), true, address);
+    }
+  });
+
+  test('by default a URL must be https and may not resolve to a private address, checked when it is posted', async () => {
+    const post = (url: string) => postWebhook(url, {}, '{}', { allowPrivate: false, timeoutMs: 2_000 });
+    await assert.rejects(post('http://example.com/hook'), { code: 'EURL' });
+    await assert.rejects(post('https://127.0.0.1/hook'), { code: 'EBLOCKED' });
+    await assert.rejects(post('https://[::1]/hook'), { code: 'EBLOCKED' });
+    // A name that resolves to loopback, as a rebinding name would at delivery time.
+    await assert.rejects(post('https://localhost/hook'), { code: 'EBLOCKED' });
+  });
+});
