@@ -12,6 +12,7 @@ import type { Acceptor } from './accept.js';
 import { accessLog } from './access-log.js';
 import { authenticate } from './auth.js';
 import { domainsRouter } from './domains.js';
+import { statsRouter } from './stats.js';
 import { emailsRouter } from './emails.js';
 import { jsonBody } from './json-body.js';
 import { openApiDocument } from './openapi.js';
@@ -70,6 +71,7 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(authenticate(db));
   v1.use(emailsRouter({ db, acceptor: deps.acceptor, metrics, limits: deps.limits }));
   v1.use(domainsRouter(db, deps.inboundHost));
+  v1.use(statsRouter(db));
   app.use('/v1', v1);
 
   app.use((req: Request, _res: Response, next: NextFunction) => {

@@ -10,6 +10,7 @@ import * as core from './migrations/2026-11-23T00-00-core.js';
 import * as reliability from './migrations/2026-12-01T00-00-reliability.js';
 import * as installation from './migrations/2026-12-01T01-00-installation.js';
 import * as webhooks from './migrations/2026-12-01T03-00-webhooks.js';
+import * as stats from './migrations/2026-12-01T04-00-stats.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -17,6 +18,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-01T00-00-reliability': reliability,
   '2026-12-01T01-00-installation': installation,
   '2026-12-01T03-00-webhooks': webhooks,
+  '2026-12-01T04-00-stats': stats,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

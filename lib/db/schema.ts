@@ -228,6 +228,26 @@ export interface WebhookDeliveryTable {
   delivered_at: Timestamp | null;
 }
 
+/** Events counted per hour, sending domain and type, in shards (lib/db/stats.ts). */
+export interface EmailStatsTable {
+  tenant_id: string;
+  bucket: Date;
+  domain_id: string;
+  type: string;
+  shard: number;
+  count: ColumnType<string, number, number>;
+}
+
+/** The same per tag (`name:value`). */
+export interface EmailTagStatsTable {
+  tenant_id: string;
+  bucket: Date;
+  tag: string;
+  type: string;
+  shard: number;
+  count: ColumnType<string, number, number>;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -243,6 +263,8 @@ export interface Database {
   installation: InstallationTable;
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;
+  email_stats: EmailStatsTable;
+  email_tag_stats: EmailTagStatsTable;
 }
 
 export type Tenant = Selectable<TenantTable>;

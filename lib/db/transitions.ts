@@ -33,6 +33,7 @@ import {
   SEND_MESSAGE_MAX_ATTEMPTS,
 } from '../jobs.js';
 import { WEBHOOK_TYPE_SQL } from '../webhooks.js';
+import { STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
 
 /**
  * Every event type a timeline holds: the statuses a message moves through, and what is reported
@@ -82,12 +83,33 @@ function eventsSql(source: string, type: EventType, detail: RawBuilder<unknown>)
 }
 
 /**
- * What follows every event, as CTEs over `ev`, in the statement that wrote it: one webhook
- * delivery per enabled endpoint of the tenant subscribed to the event's webhook type, and its
- * deliver_webhook job. A CTE that only selects runs only if the statement reads it, so every
- * statement ends by reading FOLLOWED (its count of jobs).
+ * What follows every event, as CTEs over `ev`, in the statement that wrote it:
+ * - the statistics rollups (lib/db/stats.ts): the event counted in its hour, for its sending
+ *   domain and for each of its email's tags, in the shard of the writing connection;
+ * - one webhook delivery per enabled endpoint of the tenant subscribed to the event's webhook
+ *   type, and its deliver_webhook job.
+ * A data-modifying CTE always runs; one that only selects (the jobs) runs only if the statement
+ * reads it, so every statement ends by reading FOLLOWED.
  */
-const FOLLOW_UPS = `, hooks as (
+const FOLLOW_UPS = `, counted as (
+      select ev.tenant_id, ev.email_id, date_trunc('hour', ev.created_at, 'UTC') as bucket, ${STAT_TYPE_SQL} as type
+      from ev
+    ), stats as (
+      insert into email_stats (tenant_id, bucket, domain_id, type, shard, count)
+      select c.tenant_id, c.bucket, e.domain_id, c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
+      from counted c join emails e on e.id = c.email_id
+      where c.type is not null
+      group by c.tenant_id, c.bucket, e.domain_id, c.type
+      on conflict (tenant_id, bucket, domain_id, type, shard) do update set count = email_stats.count + excluded.count
+    ), tag_stats as (
+      insert into email_tag_stats (tenant_id, bucket, tag, type, shard, count)
+      select c.tenant_id, c.bucket, (t.tag->>'name') || ':' || (t.tag->>'value'), c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
+      from counted c join emails e on e.id = c.email_id
+      cross join lateral jsonb_array_elements(coalesce(e.content->'tags', '[]'::jsonb)) as t(tag)
+      where c.type is not null
+      group by 1, 2, 3, 4
+      on conflict (tenant_id, bucket, tag, type, shard) do update set count = email_tag_stats.count + excluded.count
+    ), hooks as (
       insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at)
       select w.id, ev.tenant_id, ev.id, h.type, now()
       from ev
