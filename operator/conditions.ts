@@ -48,6 +48,34 @@ export function setConditions(
   });
 }
 
+/** The reason of a Ready condition written for a reconcile that threw (Postgres away, a refusal). */
+export const RECONCILE_FAILED = 'ReconcileFailed';
+
+/**
+ * The conditions after a reconcile of `generation` that could not finish: Ready turns False
+ * with reason ReconcileFailed and what failed, stamped with the generation that was tried; the
+ * other conditions stay as they were, with the generation they were last found true for.
+ *
+ *   status.conditions = failedConditions(old.conditions, gen, 'Postgres is unreachable: ...');
+ */
+export function failedConditions(
+  existing: readonly Condition[] | undefined,
+  generation: number | undefined,
+  message: string,
+  now: Date = new Date(),
+): Condition[] {
+  const [ready] = setConditions(
+    existing,
+    generation,
+    [{ type: 'Ready', status: 'False', reason: RECONCILE_FAILED, message }],
+    now,
+  );
+  const others = existing ?? [];
+  return others.some((c) => c.type === 'Ready')
+    ? others.map((c) => (c.type === 'Ready' ? ready! : c))
+    : [...others, ready!];
+}
+
 /** The condition of a type, if present. */
 export function findCondition(
   conditions: readonly Condition[] | undefined,

@@ -18,14 +18,34 @@ export interface OperatorConfig {
   leaseDurationMs: number;
   /** Two thirds of the lease: the leader gives up this long after its last renewal. */
   renewDeadlineMs: number;
-  /** Pause between renewals: a fifth of the lease (3 s of 15, about client-go's 2 s). */
+  /**
+   * Pause between renewals and attempts: 2 s as client-go, or a fifth of a lease shorter than 10 s.
+   * A standby takes over at most a lease duration plus this after the leader's last renewal.
+   */
   retryPeriodMs: number;
+  /**
+   * Namespaces where the operator may keep Secrets, comma-separated (MAILPLANE_SECRET_NAMESPACES,
+   * set by the chart from operator.secretNamespaces, as its RBAC is); `*` or unset: every one.
+   * A Tenant or SendingDomain elsewhere is refused before it gets a finalizer.
+   */
+  secretNamespaces: string[] | undefined;
   /** Seconds between full resyncs (MAILPLANE_RESYNC_SECONDS). Default 600. */
   resyncMs: number;
   /** Seconds between DNS checks of a verified domain (MAILPLANE_DNS_RECHECK_SECONDS). Default 300. */
   dnsRecheckMs: number;
   /** Resolvers to check DNS with, host[:port] comma-separated (MAILPLANE_DNS_SERVERS). Default the system's. */
   dnsServers: string[] | undefined;
+}
+
+/** client-go's retry period: what a standby's takeover and a leader's renewals wait between tries. */
+const RETRY_PERIOD_MS = 2_000;
+
+function secretNamespaces(raw: string | undefined): string[] | undefined {
+  const list = (raw ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return list.length === 0 || list.includes('*') ? undefined : list;
 }
 
 /** The namespace a pod runs in, as its service-account mount tells it. */
@@ -53,7 +73,8 @@ export function readOperatorConfig(env: Env): Readonly<OperatorConfig> {
     identity: `${env.POD_NAME || hostname()}_${randomBytes(4).toString('hex')}`,
     leaseDurationMs,
     renewDeadlineMs: Math.round((leaseDurationMs * 2) / 3),
-    retryPeriodMs: Math.round(leaseDurationMs / 5),
+    retryPeriodMs: Math.min(RETRY_PERIOD_MS, Math.round(leaseDurationMs / 5)),
+    secretNamespaces: secretNamespaces(env.MAILPLANE_SECRET_NAMESPACES),
     resyncMs: seconds('MAILPLANE_RESYNC_SECONDS', 600, 1),
     dnsRecheckMs: seconds('MAILPLANE_DNS_RECHECK_SECONDS', 300, 1),
     dnsServers: env.MAILPLANE_DNS_SERVERS

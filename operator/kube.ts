@@ -41,10 +41,70 @@ export interface CustomObject<
 const applyOptions = setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply);
 const mergeOptions = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
+/**
+ * A call to the API server that failed, said as what was being done and what the server
+ * answered ("could not write Secret apps/acme-api-key-backend: secrets ... is forbidden: ..."),
+ * not as the raw Status JSON. `code` is the HTTP status (0: no answer, e.g. a refused connection)
+ * and `reason` the Status reason (Forbidden, NotFound, Conflict), for callers to branch on.
+ */
+export class KubeError extends Error {
+  readonly code: number;
+  readonly reason: string | undefined;
+  constructor(action: string, err: unknown) {
+    const { code, reason, message } = answerOf(err);
+    super(`could not ${action}: ${message}`, { cause: err });
+    this.name = 'KubeError';
+    this.code = code;
+    this.reason = reason;
+  }
+}
+
+/** What the API server said, out of an ApiException's Status body (a string or parsed JSON). */
+function answerOf(err: unknown): { code: number; reason?: string; message: string } {
+  if (!(err instanceof ApiException)) {
+    return { code: 0, message: err instanceof Error ? err.message : String(err) };
+  }
+  let body: unknown = err.body;
+  if (typeof body === 'string') {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      // not JSON: a proxy's page, say
+    }
+  }
+  const status = (typeof body === 'object' && body !== null ? body : {}) as {
+    message?: unknown;
+    reason?: unknown;
+  };
+  const text =
+    typeof status.message === 'string' && status.message
+      ? status.message
+      : typeof body === 'string' && body
+        ? body.slice(0, 200)
+        : `HTTP ${err.code}`;
+  return {
+    code: err.code,
+    ...(typeof status.reason === 'string' ? { reason: status.reason } : {}),
+    message: text,
+  };
+}
+
+/** Runs one API call, turning its failure into a KubeError that says what was being done. */
+async function attempt<T>(action: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw err instanceof KubeError ? err : new KubeError(action, err);
+  }
+}
+
 /** Whether an error from the API is the HTTP status `code` (404 not found, 409 conflict, ...). */
 export function isStatus(err: unknown, code: number): boolean {
-  return err instanceof ApiException && err.code === code;
+  return (err instanceof ApiException || err instanceof KubeError) && err.code === code;
 }
+
+/** The label every Secret the operator writes carries, and its Secret watch selects on. */
+export const MANAGED_SECRETS_SELECTOR = 'app.kubernetes.io/managed-by=mailplane';
 
 export class Kube {
   readonly custom: CustomObjectsApi;
@@ -69,43 +129,56 @@ export class Kube {
     return this.custom.listClusterCustomObject({ group: API_GROUP, version: API_VERSION_NAME, plural });
   }
 
+  /** Lists the Secrets the operator wrote, in one namespace or (undefined) all. */
+  listManagedSecrets(namespace: string | undefined) {
+    const labelSelector = MANAGED_SECRETS_SELECTOR;
+    return namespace === undefined
+      ? this.core.listSecretForAllNamespaces({ labelSelector })
+      : this.core.listNamespacedSecret({ namespace, labelSelector });
+  }
+
   /** Server-side applies the status subresource; fields the operator stops setting are removed. */
   async applyStatus(ref: ObjectRef, status: Record<string, unknown>): Promise<void> {
     this.wrote(`${ref.plural}/status`, 'apply');
-    await this.custom.patchNamespacedCustomObjectStatus(
-      {
-        group: API_GROUP,
-        version: API_VERSION_NAME,
-        namespace: ref.namespace,
-        plural: ref.plural,
-        name: ref.name,
-        body: this.applyBody(ref, { status }),
-        fieldManager: FIELD_MANAGER,
-        force: true,
-      },
-      applyOptions,
-    );
-  }
-
-  /** Server-side applies the operator's own finalizer on, or off, the object. */
-  async applyFinalizer(ref: ObjectRef, finalizer: string, present: boolean): Promise<void> {
-    this.wrote(ref.plural, 'apply');
-    try {
-      await this.custom.patchNamespacedCustomObject(
+    await attempt(`write the status of ${ref.kind} ${ref.namespace}/${ref.name}`, () =>
+      this.custom.patchNamespacedCustomObjectStatus(
         {
           group: API_GROUP,
           version: API_VERSION_NAME,
           namespace: ref.namespace,
           plural: ref.plural,
           name: ref.name,
-          body: {
-            ...this.applyBody(ref, {}),
-            metadata: { ...this.meta(ref), finalizers: present ? [finalizer] : [] },
-          },
+          body: this.applyBody(ref, { status }),
           fieldManager: FIELD_MANAGER,
           force: true,
         },
         applyOptions,
+      ),
+    );
+  }
+
+  /** Server-side applies the operator's own finalizer on, or off, the object. */
+  async applyFinalizer(ref: ObjectRef, finalizer: string, present: boolean): Promise<void> {
+    this.wrote(ref.plural, 'apply');
+    const action = `${present ? 'add' : 'remove'} the finalizer of ${ref.kind} ${ref.namespace}/${ref.name}`;
+    try {
+      await attempt(action, () =>
+        this.custom.patchNamespacedCustomObject(
+          {
+            group: API_GROUP,
+            version: API_VERSION_NAME,
+            namespace: ref.namespace,
+            plural: ref.plural,
+            name: ref.name,
+            body: {
+              ...this.applyBody(ref, {}),
+              metadata: { ...this.meta(ref), finalizers: present ? [finalizer] : [] },
+            },
+            fieldManager: FIELD_MANAGER,
+            force: true,
+          },
+          applyOptions,
+        ),
       );
     } catch (err) {
       // Gone already: the finalizer was the last thing holding it.
@@ -116,7 +189,9 @@ export class Kube {
 
   async readSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
     try {
-      return await this.core.readNamespacedSecret({ namespace, name });
+      return await attempt(`read Secret ${namespace}/${name}`, () =>
+        this.core.readNamespacedSecret({ namespace, name }),
+      );
     } catch (err) {
       if (isStatus(err, 404)) return undefined;
       throw err;
@@ -126,29 +201,36 @@ export class Kube {
   /** Server-side applies a whole Secret the operator owns. */
   async applySecret(secret: V1Secret & { metadata: { name: string; namespace: string } }): Promise<void> {
     this.wrote('secrets', 'apply');
-    await this.core.patchNamespacedSecret(
-      {
-        namespace: secret.metadata.namespace,
-        name: secret.metadata.name,
-        body: { apiVersion: 'v1', kind: 'Secret', ...secret },
-        fieldManager: FIELD_MANAGER,
-        force: true,
-      },
-      applyOptions,
+    const { namespace, name } = secret.metadata;
+    await attempt(`write Secret ${namespace}/${name}`, () =>
+      this.core.patchNamespacedSecret(
+        {
+          namespace,
+          name,
+          body: { apiVersion: 'v1', kind: 'Secret', ...secret },
+          fieldManager: FIELD_MANAGER,
+          force: true,
+        },
+        applyOptions,
+      ),
     );
   }
 
   /** Merges `data` into an existing Secret, leaving its other keys alone. */
   async patchSecretData(namespace: string, name: string, data: Record<string, string>): Promise<void> {
     this.wrote('secrets', 'patch');
-    await this.core.patchNamespacedSecret({ namespace, name, body: { data } }, mergeOptions);
+    await attempt(`update Secret ${namespace}/${name}`, () =>
+      this.core.patchNamespacedSecret({ namespace, name, body: { data } }, mergeOptions),
+    );
   }
 
   /** Deletes a Secret; one that is already gone is fine. */
   async deleteSecret(namespace: string, name: string): Promise<void> {
     this.wrote('secrets', 'delete');
     try {
-      await this.core.deleteNamespacedSecret({ namespace, name });
+      await attempt(`delete Secret ${namespace}/${name}`, () =>
+        this.core.deleteNamespacedSecret({ namespace, name }),
+      );
     } catch (err) {
       if (!isStatus(err, 404)) throw err;
     }

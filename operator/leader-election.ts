@@ -3,8 +3,13 @@
 // whole lease duration (measured on its own clock, so clocks need not agree); every write carries
 // the resourceVersion it read, so two candidates can never both win the same term.
 //
+// A standby first sees a renewal at most one retry period after it was made, and tries again the
+// moment the lease it saw expires rather than at its next tick: it takes over at most a lease
+// duration plus a retry period after the leader's last renewal (17 s with the defaults).
+//
 // RBAC (in the operator's own namespace):
-//   coordination.k8s.io   leases   get create update
+//   coordination.k8s.io   leases                           create
+//   coordination.k8s.io   leases (the Lease of its name)   get update
 
 import { V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log.js';
@@ -48,6 +53,8 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
   let current: V1Lease | undefined;
   let timer: NodeJS.Timeout | undefined;
   let attempt: Promise<void> = Promise.resolve();
+  /** When the Lease another holds expires, as this candidate measures it; undefined if none does. */
+  let expiresAt: number | undefined;
   const leaseSeconds = Math.max(1, Math.round(options.leaseDurationMs / 1000));
 
   const tryAcquireOrRenew = async (): Promise<boolean> => {
@@ -59,10 +66,9 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
     if (!observed || observed.holder !== holder || observed.renew !== renew) {
       observed = { holder, renew, at: now };
     }
-    const heldByOther =
-      holder !== '' &&
-      holder !== identity &&
-      now < observed.at + (spec.leaseDurationSeconds ?? leaseSeconds) * 1000;
+    const expiry = observed.at + (spec.leaseDurationSeconds ?? leaseSeconds) * 1000;
+    const heldByOther = holder !== '' && holder !== identity && now < expiry;
+    expiresAt = heldByOther ? expiry : undefined;
     if (heldByOther) return false;
 
     const taking = holder !== identity;
@@ -118,7 +124,10 @@ export function startLeaderElection(options: LeaderElectionOptions): LeaderElect
       options.onStoppedLeading();
       return;
     }
-    timer = setTimeout(() => (attempt = loop()), options.retryPeriodMs);
+    // A few milliseconds past the expiry, so that the next attempt does not come a hair early.
+    const untilExpiry = expiresAt === undefined ? Infinity : expiresAt - Date.now() + 5;
+    const delay = Math.max(0, Math.min(options.retryPeriodMs, untilExpiry));
+    timer = setTimeout(() => (attempt = loop()), delay);
   };
   attempt = loop();
 

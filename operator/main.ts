@@ -1,5 +1,6 @@
-// Wires the operator: Kubernetes client, reconcilers, controller, leader election and the HTTP
-// endpoints a kubelet and Prometheus read.
+// `mailplane operator`: config → database → migrate → Kubernetes client, reconcilers, controller,
+// leader election and the HTTP endpoints a kubelet and Prometheus read → shutdown. startOperator
+// is what tests start.
 
 import { Resolver } from 'node:dns/promises';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -7,12 +8,15 @@ import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 import { startProbeServer } from '../lib/probe-server.js';
+import { openRuntime, templateRenderer } from '../lib/runtime.js';
+import { onShutdown } from '../lib/shutdown.js';
 import type { Renderer } from '../lib/render/sandbox.js';
-import type { OperatorConfig } from './config.js';
+import { readOperatorConfig, type OperatorConfig } from './config.js';
 import { startController } from './controller.js';
+import { watchDatabase } from './database-health.js';
 import { Kube } from './kube.js';
 import { startLeaderElection } from './leader-election.js';
-import type { OperatorMetrics } from './metrics.js';
+import { createOperatorMetrics, type OperatorMetrics } from './metrics.js';
 import { domainReconciler } from './reconcilers/domain.js';
 import { templateReconciler } from './reconcilers/template.js';
 import { tenantReconciler } from './reconcilers/tenant.js';
@@ -48,12 +52,16 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
   const resolver = new Resolver({ timeout: 3000, tries: 2 });
   if (oc.dnsServers) resolver.setServers(oc.dnsServers);
 
+  // Back from an outage, every object is reconciled at once, not at the next resync.
+  const database = watchDatabase({ db: deps.db, log, onRecovered: () => controller.requeueAll() });
   const controller = startController({
     kube,
     log,
     metrics,
     resyncMs: oc.resyncMs,
     instance: oc.identity,
+    secretNamespaces: oc.secretNamespaces,
+    onDatabaseUnavailable: (err) => database.unavailable(err),
     reconcilers: [
       tenantReconciler({ db: deps.db, kube }),
       domainReconciler({
@@ -86,11 +94,12 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     },
   });
 
-  // Ready once the caches are warm, leader or not: a standby is ready to take over.
+  // Ready once the caches are warm and Postgres answers, leader or not: a standby is ready to
+  // take over. Without Postgres no reconcile can finish, and /readyz says so.
   const probes = await startProbeServer({
     port: config.port,
     registry: metrics.registry,
-    readiness: () => (controller.synced() ? undefined : 'caches not synced'),
+    readiness: () => (controller.synced() ? database.problem() : 'caches not synced'),
   });
   const url = probes.url;
   log.info('operator started', { url, identity: oc.identity, lease: `${oc.leaseNamespace}/${oc.leaseName}` });
@@ -101,6 +110,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     async stop() {
       // Finish what runs, then hand the Lease over so a standby need not wait for it to expire.
       await controller.stop();
+      database.close();
       await election.stop();
       metrics.leader.set(0);
       await probes.close();
@@ -112,4 +122,25 @@ function defaultKubeConfig(): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromDefault();
   return kc;
+}
+
+export async function main(env: Record<string, string | undefined>): Promise<void> {
+  const operatorConfig = readOperatorConfig(env);
+  const { config, log, database } = await openRuntime('operator', env);
+  const renderer = templateRenderer(config);
+  const operator = await startOperator({
+    config,
+    operatorConfig,
+    db: database.db,
+    renderer,
+    log,
+    metrics: createOperatorMetrics({ defaults: true }),
+    // Another replica may already be writing: stop at once and start again as a standby.
+    onLostLeadership: () => process.exit(1),
+  });
+  onShutdown(log, async () => {
+    await operator.stop();
+    renderer.dispose();
+    await database.close();
+  });
 }

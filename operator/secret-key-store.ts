@@ -2,10 +2,13 @@
 //
 // An API key's Secret is owned by its Tenant (garbage-collected with it); a DKIM key's Secret has
 // no owner, because deleting a SendingDomain must not take the key that signs mail still queued.
+// Every Secret written here carries the managed-by label the controller watches, and the label
+// of its owner, so that a Secret deleted or edited by someone else brings its owner back in.
 
 import type { V1OwnerReference, V1Secret } from '@kubernetes/client-node';
 import type { Scope } from '../lib/db/schema.js';
 import { ReconcileError } from '../lib/reconcile/errors.js';
+import { isIssuedKey } from '../lib/reconcile/tenant.js';
 import type { KeyStore, ResourceRef } from '../lib/reconcile/key-store.js';
 import type { CustomObject, Kube } from './kube.js';
 
@@ -55,9 +58,17 @@ export function secretKeyStore(kube: Kube, owner: CustomObject): KeyStore {
     unb64((await kube.readSecret(namespace, name))?.data?.[key]);
 
   return {
+    keepsDkimKeys: true,
     async hasApiKey(tenant, keyName) {
       const key = await readData(tenant.namespace, apiKeySecretName(tenant.name, keyName), API_KEY_DATA);
       return Boolean(key);
+    },
+    async checkApiKey(tenant, keyName, hash, scopes) {
+      const secret = await kube.readSecret(tenant.namespace, apiKeySecretName(tenant.name, keyName));
+      const key = unb64(secret?.data?.[API_KEY_DATA]);
+      // Another key than the one issued (an edited Secret) is as good as none: its hash is unknown.
+      if (!key || !isIssuedKey(key, hash)) return 'lost';
+      return unb64(secret?.data?.[SCOPES_DATA]) === scopes.join(',') ? 'held' : 'scopes';
     },
     async saveApiKey(tenant, keyName, key, scopes) {
       await kube.applySecret({

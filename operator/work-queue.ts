@@ -69,6 +69,11 @@ export class WorkQueue {
     this.timers.set(key, { at, timer });
   }
 
+  /** Forgets a key's failures, so that its next failure is retried after the first delay again. */
+  forget(key: string): void {
+    this.failures.delete(key);
+  }
+
   /** Keys waiting or running; for tests and the readiness of a shutdown. */
   get length(): number {
     return this.queue.length + this.processing.size;

@@ -135,6 +135,7 @@ test('the default render has the CRDs (kept on uninstall), two operator replicas
     'Deployment/mailplane-smtp',
     'Service/mailplane-smtp',
     'PodDisruptionBudget/mailplane-sender',
+    'PodDisruptionBudget/mailplane-operator',
     'Secret/mailplane-secret-key',
     'Secret/mailplane-database',
   ]) {
@@ -156,6 +157,42 @@ test('the default render has the CRDs (kept on uninstall), two operator replicas
   assert.ok(smtpPod.containers[0].ports.some((p: Loose) => p.name === 'smtp' && p.containerPort === 2525));
   const noCrds = await render([...DEFAULTS, '--set', 'crds.install=false']);
   assert.ok(!noCrds.some((o) => o.kind === 'CustomResourceDefinition'));
+  // A drain takes one operator replica at a time; the other leads or takes over.
+  const pdb = objects.find(
+    (o) => o.kind === 'PodDisruptionBudget' && o.metadata.name === 'mailplane-operator',
+  )!;
+  assert.equal(pdb.spec!.maxUnavailable, 1);
+  assert.deepEqual(pdb.spec!.selector.matchLabels['app.kubernetes.io/component'], 'operator');
+});
+
+test('the operator is told its Lease and where its RBAC lets it keep Secrets, and a secretNamespace that may not exist yet is rendered, kept on uninstall', async () => {
+  const env = async (args: string[]) => {
+    const objects = await render([...DEFAULTS, ...args]);
+    const operator = podSpecs(objects).find((p) => p.name === 'mailplane-operator')!.spec;
+    return {
+      objects,
+      env: Object.fromEntries(
+        (operator.containers[0].env as { name: string; value?: string }[]).map((v) => [v.name, v.value]),
+      ),
+    };
+  };
+  const byDefault = await env([]);
+  assert.equal(byDefault.env.MAILPLANE_SECRET_NAMESPACES, RELEASE_NS);
+  assert.equal(byDefault.env.MAILPLANE_LEASE_NAME, 'mailplane-operator');
+  assert.ok(!byDefault.objects.some((o) => o.kind === 'Namespace'), "the release namespace is helm's own");
+  const listed = await env(['--set', `operator.secretNamespaces={${TENANT_NS},team-b}`]);
+  assert.equal(listed.env.MAILPLANE_SECRET_NAMESPACES, `${TENANT_NS},team-b`);
+  const namespaces = listed.objects.filter((o) => o.kind === 'Namespace');
+  assert.deepEqual(namespaces.map((o) => o.metadata.name).sort(), [TENANT_NS, 'team-b'].sort());
+  for (const n of namespaces) assert.equal(n.metadata.annotations?.['helm.sh/resource-policy'], 'keep');
+  assert.equal((await env(['--set', 'operator.secretNamespaces={*}'])).env.MAILPLANE_SECRET_NAMESPACES, '*');
+  const none = await env([
+    '--set',
+    `operator.secretNamespaces={${TENANT_NS}}`,
+    '--set',
+    'operator.createSecretNamespaces=false',
+  ]);
+  assert.ok(!none.objects.some((o) => o.kind === 'Namespace'));
 });
 
 test('every pod is restricted, and only the operator mounts a service-account token', async () => {
@@ -252,15 +289,22 @@ test('kubectl auth can-i: the operator may do what its reconcilers list and noth
     ['create', 'secrets', '-n', TENANT_NS],
     ['patch', 'secrets', '-n', TENANT_NS],
     ['delete', 'secrets', '-n', TENANT_NS],
-    ['update', 'leases.coordination.k8s.io', '-n', RELEASE_NS],
+    // The Secret watch that restores a deleted or edited key Secret.
+    ['list', 'secrets', '-n', TENANT_NS],
+    ['watch', 'secrets', '-n', TENANT_NS],
+    ['create', 'leases.coordination.k8s.io', '-n', RELEASE_NS],
+    ['update', 'leases.coordination.k8s.io/mailplane-operator', '-n', RELEASE_NS],
+    ['get', 'leases.coordination.k8s.io/mailplane-operator', '-n', RELEASE_NS],
   ];
   for (const args of allowed)
     assert.equal(await can(operator, args), true, `operator should: ${args.join(' ')}`);
   const denied: string[][] = [
     ['get', 'secrets', '-n', 'default'],
-    ['list', 'secrets', '-n', TENANT_NS],
+    ['list', 'secrets', '-n', 'default'],
     ['delete', 'tenants.mailplane.io', '-n', TENANT_NS],
     ['update', 'leases.coordination.k8s.io', '-n', TENANT_NS],
+    // Only its own Lease: not another controller's in the same namespace.
+    ['update', 'leases.coordination.k8s.io/someone-else', '-n', RELEASE_NS],
     ['list', 'pods', '-n', RELEASE_NS],
     ['get', 'configmaps', '-n', RELEASE_NS],
     ['create', 'customresourcedefinitions.apiextensions.k8s.io'],

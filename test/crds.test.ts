@@ -61,7 +61,7 @@ test('the examples are accepted and listed under the mailplane category', async 
   ]);
   const table = await ok(['get', 'mpd']);
   assert.match(table, /^NAME\s+DOMAIN\s+TENANT\s+ALGORITHM\s+READY\s+DNS\s+AGE$/m);
-  assert.match(table, /^example-com\s+example\.com\s+acme\s+rsa-2048\s/m);
+  assert.match(table, /^example-com\s+example\.com\s+acme\s/m);
 });
 
 const domain = (spec: string) => `
@@ -71,9 +71,39 @@ metadata: {name: bad-domain}
 spec: ${spec}
 `;
 
-test('a SendingDomain with a malformed domain is refused', async () => {
+test('a SendingDomain with a malformed domain is refused in words, not with a regex', async () => {
   const stderr = await refused(domain('{tenantRef: {name: acme}, domain: Mail_Example.com}'));
-  assert.match(stderr, /spec\.domain: Invalid value: "Mail_Example\.com": .*should match/);
+  assert.match(
+    stderr,
+    /spec\.domain: Invalid value: "string": must be a lower-case domain name such as mail\.example\.com/,
+  );
+  assert.doesNotMatch(stderr, /should match|\[a-z0-9\]/);
+});
+
+test('every malformed name, selector and return path is refused in words', async () => {
+  const cases: [string, RegExp][] = [
+    [
+      domain('{tenantRef: {name: Acme_Corp}, domain: mail.example.com}'),
+      /spec\.tenantRef\.name: Invalid value: "string": must be the name of a Tenant: a DNS label/,
+    ],
+    [
+      domain('{tenantRef: {name: acme}, domain: mail.example.com, dkim: {selector: "2026.01"}}'),
+      /spec\.dkim\.selector: Invalid value: "string": must be a DNS label: lower-case letters, digits and -/,
+    ],
+    [
+      domain('{tenantRef: {name: acme}, domain: mail.example.com, returnPath: "bounces!"}'),
+      /spec\.returnPath: Invalid value: "string": must be a lower-case domain name/,
+    ],
+    [
+      tenant('[{name: Back_End, scopes: [send]}]'),
+      /spec\.apiKeys\[0\]\.name: Invalid value: "string": must be a DNS label/,
+    ],
+  ];
+  for (const [yaml, message] of cases) {
+    const stderr = await refused(yaml);
+    assert.match(stderr, message);
+    assert.doesNotMatch(stderr, /should match/, 'no regex shown');
+  }
 });
 
 test('a SendingDomain with an unknown DKIM algorithm is refused', async () => {
@@ -177,10 +207,11 @@ test("changing an existing Template's tenant is refused", async () => {
   assert.match(result.stderr, /spec\.tenantRef is immutable/);
 });
 
-test('the status subresource takes the documented status shape', async () => {
+test('the status subresource takes the documented status shape, and the ALGORITHM column shows the key in use', async () => {
   const status = {
     observedGeneration: 1,
     selector: 'mailplane',
+    algorithm: 'rsa-2048',
     dnsRecords: [
       {
         type: 'TXT',
@@ -211,6 +242,11 @@ test('the status subresource takes the documented status shape', async () => {
   ]);
   const ready = await ok(['get', 'mpd', 'example-com', '-o', 'jsonpath={.status.conditions[0].reason}']);
   assert.equal(ready, 'DNSVerified');
+  // From status, not spec: the examples name it, but a defaulted algorithm shows as well.
+  assert.match(
+    await ok(['get', 'mpd', 'example-com']),
+    /^example-com\s+example\.com\s+acme\s+rsa-2048\s+True\s/m,
+  );
   const bad = await kubectl([
     'patch',
     'sendingdomain',
@@ -222,4 +258,62 @@ test('the status subresource takes the documented status shape', async () => {
   ]);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /status\.conditions\[0\]\.status: Unsupported value: "Maybe"/);
+});
+
+interface SchemaNode {
+  description?: string;
+  properties?: Record<string, SchemaNode>;
+  items?: SchemaNode;
+}
+
+test('every field of every CRD has a description (but metadata, which Kubernetes describes itself)', async () => {
+  for (const crd of CRDS) {
+    const served = JSON.parse(await ok(['get', 'crd', crd, '-o', 'json'])) as {
+      spec: { versions: { schema: { openAPIV3Schema: SchemaNode } }[] };
+    };
+    const missing: string[] = [];
+    const walk = (node: SchemaNode, path: string) => {
+      for (const [name, child] of Object.entries(node.properties ?? {})) {
+        const at = `${path}.${name}`;
+        if (at === '.metadata') continue;
+        if (!child.description) missing.push(at);
+        walk(child, at);
+      }
+      if (node.items) {
+        if (!node.items.description) missing.push(`${path}[]`);
+        walk(node.items, `${path}[]`);
+      }
+    };
+    walk(served.spec.versions[0]!.schema.openAPIV3Schema, '');
+    assert.deepEqual(missing, [], `${crd}: fields without a description`);
+  }
+  const explained = await ok(['explain', 'sendingdomain.spec.tenantRef.name']);
+  assert.match(explained, /The name of the Tenant/);
+  assert.match(await ok(['explain', 'tenant.spec']), /what its deletion keeps/);
+});
+
+test("a Tenant's deletionPolicy is Retain unless it says Delete, and nothing else", async () => {
+  await ok(['apply', '-f', '-'], tenant('[]').replace('bad-tenant', 'policy-default'));
+  assert.equal(await ok(['get', 'mpt', 'policy-default', '-o', 'jsonpath={.spec.deletionPolicy}']), 'Retain');
+  const stderr = await refused(`
+apiVersion: mailplane.io/v1alpha1
+kind: Tenant
+metadata: {name: policy-wrong}
+spec: {deletionPolicy: Cascade}
+`);
+  assert.match(
+    stderr,
+    /spec\.deletionPolicy: Unsupported value: "Cascade": supported values: "Retain", "Delete"/,
+  );
+});
+
+test("a Template's sampleData is bounded: more than 64 variables is refused", async () => {
+  const many = Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`v${i}`, i]));
+  const stderr = await refused(`
+apiVersion: mailplane.io/v1alpha1
+kind: Template
+metadata: {name: too-much}
+spec: {tenantRef: {name: acme}, subject: Hi, text: Hi, sampleData: ${JSON.stringify(many)}}
+`);
+  assert.match(stderr, /spec\.sampleData: Too many: 65: must have at most 64 items/);
 });

@@ -1,5 +1,5 @@
-// The operator's pure parts: the keyed work queue, conditions, and the DNS check against a real
-// DNS server on loopback.
+// The operator's pure parts: the keyed work queue, conditions, failures in words, and the DNS
+// check against a real DNS server on loopback.
 
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
@@ -7,7 +7,10 @@ import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { silentLogger } from '../lib/log.js';
 import { dnsRecords } from '../lib/dns-records.js';
-import { setConditions } from '../operator/conditions.js';
+import { ApiException } from '@kubernetes/client-node';
+import { failedConditions, setConditions } from '../operator/conditions.js';
+import { describeFailure } from '../operator/failure.js';
+import { KubeError } from '../operator/kube.js';
 import { checkDnsRecords } from '../operator/dns-check.js';
 import { WorkQueue } from '../operator/work-queue.js';
 import { startDnsServer } from './helpers/dns-server.js';
@@ -149,4 +152,72 @@ test('the DNS check reads split TXT strings and folded keys, and names what is m
   } finally {
     await dns.close();
   }
+});
+
+test('a failed reconcile turns Ready False for the generation tried and leaves the other conditions as last found', () => {
+  const t0 = new Date('2026-01-01T00:00:00.000Z');
+  const found = setConditions(
+    undefined,
+    1,
+    [
+      { type: 'Compiled', status: 'True', reason: 'Compiled', message: 'compiles' },
+      { type: 'Ready', status: 'True', reason: 'VersionStored', message: 'version 1 in use' },
+    ],
+    t0,
+  );
+  const failed = failedConditions(
+    found,
+    2,
+    'Postgres is unreachable: connect ECONNREFUSED',
+    new Date('2026-01-02'),
+  );
+  assert.deepEqual(
+    failed.map((c) => [c.type, c.status, c.reason, c.observedGeneration]),
+    [
+      ['Compiled', 'True', 'Compiled', 1],
+      ['Ready', 'False', 'ReconcileFailed', 2],
+    ],
+  );
+  assert.equal(failed[1]!.lastTransitionTime, '2026-01-02T00:00:00Z');
+  // An object that never had a status gets one.
+  assert.deepEqual(
+    failedConditions(undefined, 1, 'x').map((c) => c.reason),
+    ['ReconcileFailed'],
+  );
+});
+
+test("a refusal by the API server is said as what was being done and the Status's message, not its JSON", () => {
+  const body = JSON.stringify({
+    kind: 'Status',
+    apiVersion: 'v1',
+    status: 'Failure',
+    message:
+      'secrets "acme-api-key-backend" is forbidden: User "system:serviceaccount:mp:op" cannot patch resource "secrets"',
+    reason: 'Forbidden',
+    code: 403,
+  });
+  const err = new KubeError(
+    'write Secret apps/acme-api-key-backend',
+    new ApiException(403, 'Forbidden', body, {}),
+  );
+  assert.equal(err.code, 403);
+  assert.equal(err.reason, 'Forbidden');
+  assert.equal(
+    describeFailure(err),
+    'could not write Secret apps/acme-api-key-backend: secrets "acme-api-key-backend" is forbidden: ' +
+      'User "system:serviceaccount:mp:op" cannot patch resource "secrets"',
+  );
+  assert.doesNotMatch(describeFailure(new ApiException(500, 'x', body, {})), /[{}]/);
+});
+
+test('Postgres out of reach, or refusing a statement, is said in words', () => {
+  const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+  assert.equal(describeFailure(refused), 'Postgres is unreachable: connect ECONNREFUSED 127.0.0.1:5432');
+  // Both addresses of localhost refused: an AggregateError with no message of its own.
+  const both = Object.assign(new AggregateError([refused, refused], ''), { code: 'ECONNREFUSED' });
+  assert.equal(describeFailure(both), 'Postgres is unreachable: connect ECONNREFUSED 127.0.0.1:5432');
+  const fk = Object.assign(new Error('insert or update on table "domains" violates foreign key constraint'), {
+    code: '23503',
+  });
+  assert.match(describeFailure(fk), /^Postgres refused a statement: .* \(SQLSTATE 23503\)$/);
 });

@@ -1,6 +1,11 @@
 // Converges a SendingDomain into its row: the DKIM key (the user's own, one generated earlier, or
 // a new one), encrypted under the installation's key so that senders sign without Kubernetes.
 // A domain belongs to the first tenant that claims it.
+//
+// Once a domain has a row, its key is the one receivers find under its selector, and it never
+// changes behind the user's back: a generated key's Secret that was deleted or edited is written
+// back from the row, and a spec asking for another key (another algorithm, another source) is
+// refused until key rotation exists, rather than swapping the key under the published selector.
 
 import { sql } from 'kysely';
 import { decrypt, dkimPublicKey, encrypt, generateDkimKey, type DkimAlgorithm } from '../crypto.js';
@@ -17,7 +22,14 @@ export const DEFAULT_SELECTOR = 'mailplane';
 export interface DomainOutcome {
   domainId: string;
   dnsRecords: DnsRecord[];
+  /** The algorithm and selector of the key in use, which a refused change leaves as they were. */
+  algorithm: DkimAlgorithm;
+  selector: string;
   keyGenerated: boolean;
+  /** The store had lost the stored key (`deleted`) or held another (`altered`): it was written back. */
+  keyRestored?: 'deleted' | 'altered';
+  /** Why the key the spec asks for was not taken; the stored key stays in use, and says so. */
+  keyChangeRefused?: string;
   changed: boolean;
 }
 
@@ -34,41 +46,23 @@ export async function reconcileDomain(
   const ref = domain.metadata;
   const { spec } = domain;
   const tenantId = await findTenantId(db, ref.namespace, spec.tenantRef.name);
-  if (!tenantId) {
-    throw new ReconcileError(
-      'TenantNotFound',
-      `Tenant ${ref.namespace}/${spec.tenantRef.name} does not exist yet`,
-    );
-  }
+  if (!tenantId) throw tenantNotFound(ref.namespace, spec.tenantRef.name);
   const existing = await db
     .selectFrom('domains')
-    .selectAll()
-    .where('name', '=', spec.domain)
+    .innerJoin('tenants', 'tenants.id', 'domains.tenant_id')
+    .selectAll('domains')
+    .select('tenants.deleted_at as owner_deleted_at')
+    .where('domains.name', '=', spec.domain)
     .executeTakeFirst();
-  if (existing && existing.tenant_id !== tenantId) {
+  // A retired tenant's domain is free for the taking: nobody sends from it any more.
+  if (existing && existing.tenant_id !== tenantId && !existing.owner_deleted_at) {
     throw new ReconcileError('DomainClaimed', `${spec.domain} already belongs to another tenant`);
   }
 
-  const wantedAlgorithm: DkimAlgorithm = spec.dkim?.algorithm ?? 'rsa-2048';
-  let pem: string | undefined;
-  let keyGenerated = false;
-  if (spec.dkim?.secretRef) {
-    pem = await keys.loadUserDkimKey(ref, spec.dkim.secretRef.name);
-  } else {
-    const candidates = [
-      await keys.loadGeneratedDkimKey(ref),
-      existing ? decrypt(secretKey, existing.dkim_private_key) : undefined,
-    ];
-    pem = candidates.find((k) => k !== undefined && keyAlgorithm(k) === wantedAlgorithm);
-    if (!pem) {
-      pem = generateDkimKey(wantedAlgorithm).privateKeyPem;
-      await keys.saveGeneratedDkimKey(ref, pem);
-      keyGenerated = true;
-    }
-  }
+  const key = await chooseKey(keys, secretKey, domain, existing);
   let facts: ReturnType<typeof dkimPublicKey>;
   try {
-    facts = dkimPublicKey(pem);
+    facts = dkimPublicKey(key.pem);
   } catch (err) {
     throw new ReconcileError('KeyInvalid', `DKIM key of ${spec.domain}: ${(err as Error).message}`);
   }
@@ -81,40 +75,144 @@ export async function reconcileDomain(
   };
   const unchanged =
     existing &&
+    existing.tenant_id === tenantId &&
     existing.selector === desired.selector &&
     existing.dkim_algorithm === desired.dkim_algorithm &&
     existing.dkim_public_key === desired.dkim_public_key &&
     existing.return_path_domain === desired.return_path_domain;
   let domainId = existing?.id;
   if (!unchanged) {
-    const row = await db
-      .insertInto('domains')
-      .values({
-        tenant_id: tenantId,
-        name: spec.domain,
-        ...desired,
-        dkim_private_key: encrypt(secretKey, pem),
-      })
-      .onConflict((oc) =>
-        oc.column('name').doUpdateSet((eb) => ({
-          selector: eb.ref('excluded.selector'),
-          dkim_algorithm: eb.ref('excluded.dkim_algorithm'),
-          dkim_public_key: eb.ref('excluded.dkim_public_key'),
-          dkim_private_key: eb.ref('excluded.dkim_private_key'),
-          return_path_domain: eb.ref('excluded.return_path_domain'),
-          updated_at: sql`now()`,
-        })),
-      )
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    domainId = row.id;
+    domainId = await db.transaction().execute(async (trx) => {
+      // Shares the lock retireTenant takes: a tenant being deleted gets no new domain row.
+      const live = await trx
+        .selectFrom('tenants')
+        .select('id')
+        .where('id', '=', tenantId)
+        .where('deleted_at', 'is', null)
+        .forShare()
+        .executeTakeFirst();
+      if (!live) throw tenantNotFound(ref.namespace, spec.tenantRef.name);
+      const row = await trx
+        .insertInto('domains')
+        .values({
+          tenant_id: tenantId,
+          name: spec.domain,
+          ...desired,
+          dkim_private_key: encrypt(secretKey, key.pem),
+        })
+        .onConflict((oc) =>
+          oc.column('name').doUpdateSet((eb) => ({
+            tenant_id: eb.ref('excluded.tenant_id'),
+            selector: eb.ref('excluded.selector'),
+            dkim_algorithm: eb.ref('excluded.dkim_algorithm'),
+            dkim_public_key: eb.ref('excluded.dkim_public_key'),
+            dkim_private_key: eb.ref('excluded.dkim_private_key'),
+            return_path_domain: eb.ref('excluded.return_path_domain'),
+            updated_at: sql`now()`,
+          })),
+        )
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      return row.id;
+    });
   }
   return {
     domainId: domainId!,
     dnsRecords: dnsRecords({ name: spec.domain, ...desired }, { inboundHost: deps.inboundHost }),
-    keyGenerated,
+    algorithm: facts.algorithm,
+    selector: desired.selector,
+    keyGenerated: key.generated,
+    ...(key.restored ? { keyRestored: key.restored } : {}),
+    ...(key.refused ? { keyChangeRefused: key.refused } : {}),
     changed: !unchanged,
   };
+}
+
+function tenantNotFound(namespace: string, name: string): ReconcileError {
+  return new ReconcileError('TenantNotFound', `Tenant ${namespace}/${name} does not exist yet`);
+}
+
+interface ChosenKey {
+  pem: string;
+  generated: boolean;
+  restored?: 'deleted' | 'altered';
+  refused?: string;
+}
+
+/**
+ * The key to sign with: the stored one once there is a row (written back into the store if it
+ * lost it), else the user's, else one kept in the store from before, else a new one.
+ */
+async function chooseKey(
+  keys: KeyStore,
+  secretKey: Buffer,
+  domain: SendingDomainResource,
+  existing:
+    | { selector: string; dkim_algorithm: DkimAlgorithm; dkim_public_key: string; dkim_private_key: string }
+    | undefined,
+): Promise<ChosenKey> {
+  const ref = domain.metadata;
+  const { spec } = domain;
+  const stored = existing ? decrypt(secretKey, existing.dkim_private_key) : undefined;
+  const published = existing
+    ? `selector ${existing.selector} publishes the stored ${existing.dkim_algorithm} key`
+    : '';
+  const noRotation =
+    'a new key under a published selector fails DKIM for every message until DNS changes, and ' +
+    'key rotation (a new selector, published and verified before the switch) is not supported yet';
+
+  if (spec.dkim?.secretRef) {
+    const pem = await keys.loadUserDkimKey(ref, spec.dkim.secretRef.name);
+    const offered = publicKeyOf(pem);
+    // An unusable key is refused as KeyInvalid further on, whatever was stored.
+    if (!existing || !stored || offered === undefined || offered === existing.dkim_public_key) {
+      return { pem, generated: false };
+    }
+    return {
+      pem: stored,
+      generated: false,
+      refused:
+        `Secret ${spec.dkim.secretRef.name} holds another key than the one in use, and ${published}: ` +
+        `${noRotation}. Still signing with the stored key. Put the stored key back in the Secret, ` +
+        'remove spec.dkim.secretRef to keep it, or delete and re-create the SendingDomain to start over.',
+    };
+  }
+
+  const wanted: DkimAlgorithm = spec.dkim?.algorithm ?? 'rsa-2048';
+  if (existing && stored) {
+    const refused =
+      existing.dkim_algorithm === wanted
+        ? undefined
+        : `spec.dkim.algorithm asks for ${wanted}${spec.dkim?.algorithm ? '' : ' (the default)'}, but ` +
+          `${published}: ${noRotation}. Still signing with the ${existing.dkim_algorithm} key. Set ` +
+          `spec.dkim.algorithm to ${existing.dkim_algorithm}, or delete and re-create the SendingDomain ` +
+          'to start over with a new key.';
+    if (!keys.keepsDkimKeys) return { pem: stored, generated: false, ...(refused ? { refused } : {}) };
+    const inStore = await keys.loadGeneratedDkimKey(ref);
+    if (inStore === stored) return { pem: stored, generated: false, ...(refused ? { refused } : {}) };
+    await keys.saveGeneratedDkimKey(ref, stored);
+    return {
+      pem: stored,
+      generated: false,
+      restored: inStore === undefined ? 'deleted' : 'altered',
+      ...(refused ? { refused } : {}),
+    };
+  }
+
+  // No row yet: a key kept from an earlier SendingDomain of this name keeps its DNS record valid.
+  const kept = await keys.loadGeneratedDkimKey(ref);
+  if (kept !== undefined && keyAlgorithm(kept) === wanted) return { pem: kept, generated: false };
+  const pem = generateDkimKey(wanted).privateKeyPem;
+  await keys.saveGeneratedDkimKey(ref, pem);
+  return { pem, generated: true };
+}
+
+function publicKeyOf(pem: string): string | undefined {
+  try {
+    return dkimPublicKey(pem).publicKeyDns;
+  } catch {
+    return undefined;
+  }
 }
 
 function keyAlgorithm(pem: string): DkimAlgorithm | undefined {

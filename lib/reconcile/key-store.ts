@@ -9,14 +9,31 @@ export interface ResourceRef {
   name: string;
 }
 
+/**
+ * What the store holds of an issued API key: the key as issued (`held`), the key with other scopes
+ * beside it than it was given (`scopes`), or no key or another one than was issued (`lost`: its
+ * Secret was deleted or edited).
+ */
+export type ApiKeyCheck = 'held' | 'scopes' | 'lost';
+
 export interface KeyStore {
+  /**
+   * Whether the store keeps generated DKIM keys (the operator's Secrets do): a domain's stored key
+   * is then written back into it when it lost or changed it. Others keep them only in Postgres.
+   */
+  readonly keepsDkimKeys?: boolean;
   /**
    * Whether the store still holds API key `keyName` of the tenant. A store that keeps nothing
    * answers true: the hash in Postgres is then the only record, and the key is never re-issued.
    */
   hasApiKey(tenant: ResourceRef, keyName: string): Promise<boolean>;
+  /**
+   * Finer than hasApiKey, for a store that can tell: whether it holds the very key whose hash is
+   * `hash`, with `scopes` beside it. Without it, a key the store has is taken as held.
+   */
+  checkApiKey?(tenant: ResourceRef, keyName: string, hash: Buffer, scopes: Scope[]): Promise<ApiKeyCheck>;
   saveApiKey(tenant: ResourceRef, keyName: string, key: string, scopes: Scope[]): Promise<void>;
-  /** Records new scopes beside a key the store holds; called before Postgres is updated. */
+  /** Records scopes beside a key the store holds; called before Postgres is updated. */
   updateApiKeyScopes(tenant: ResourceRef, keyName: string, scopes: Scope[]): Promise<void>;
   deleteApiKey(tenant: ResourceRef, keyName: string): Promise<void>;
   /** The user's own DKIM key named by `spec.dkim.secretRef`, as PEM; throws when it is absent. */

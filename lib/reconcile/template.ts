@@ -10,6 +10,12 @@ import type { TemplateResource } from '../resources.js';
 import { ReconcileError } from './errors.js';
 import { findTenantId } from './tenant.js';
 
+/**
+ * spec.sampleData as JSON, at most: variables for one message, not a data set. The render of the
+ * sample happens in the operator, and the resource lives in etcd, whose objects stay small.
+ */
+export const MAX_SAMPLE_DATA_BYTES = 64 * 1024;
+
 export interface TemplateOutcome {
   templateId: string;
   version: number;
@@ -35,6 +41,14 @@ export async function reconcileTemplate(
       `Tenant ${ref.namespace}/${template.spec.tenantRef.name} does not exist yet`,
     );
   }
+  const sampleBytes = sampleData === undefined ? 0 : Buffer.byteLength(JSON.stringify(sampleData));
+  if (sampleBytes > MAX_SAMPLE_DATA_BYTES) {
+    throw new ReconcileError(
+      'SampleDataTooLarge',
+      `Template ${ref.namespace}/${ref.name}: spec.sampleData is ${sampleBytes} bytes as JSON, more than ` +
+        `the ${MAX_SAMPLE_DATA_BYTES} a message's variables may be`,
+    );
+  }
   const digest = createHash('sha256')
     .update(JSON.stringify([subject, html, text]))
     .digest('hex');
@@ -52,6 +66,20 @@ export async function reconcileTemplate(
   }
 
   return db.transaction().execute(async (trx) => {
+    // Shares the lock retireTenant takes: a tenant being deleted gets no new template.
+    const live = await trx
+      .selectFrom('tenants')
+      .select('id')
+      .where('id', '=', tenantId)
+      .where('deleted_at', 'is', null)
+      .forShare()
+      .executeTakeFirst();
+    if (!live) {
+      throw new ReconcileError(
+        'TenantNotFound',
+        `Tenant ${ref.namespace}/${template.spec.tenantRef.name} does not exist yet`,
+      );
+    }
     const current = await withCurrentVersion(trx)
       .select(['templates.id', 'templates.current_version', 'template_versions.digest'])
       .where('templates.tenant_id', '=', tenantId)

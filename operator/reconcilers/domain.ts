@@ -1,22 +1,25 @@
 // SendingDomain → its row with the DKIM key encrypted, the key in a Secret (generated, or the
 // user's own by spec.dkim.secretRef), status.dnsRecords, and a DNS check repeated on an interval.
 // Ready means mail can be signed and sent; DNSVerified says whether receivers will find the key.
+// The key under a published selector never changes silently: a generated key's Secret deleted or
+// edited is written back from the row (the Secret watch sees it within seconds), and a spec
+// asking for another key is refused (KeyChangeRefused) until key rotation exists.
 //
 // RBAC:
 //   mailplane.io   sendingdomains             get list watch patch
 //   mailplane.io   sendingdomains/status      patch
-//   ""             secrets                    get create patch delete
+//   ""             secrets                    get list watch create patch delete
 //   ""             events                     create
 
 import type { Db } from '../../lib/db/index.js';
-import { DEFAULT_SELECTOR, deleteDomain, reconcileDomain } from '../../lib/reconcile/domain.js';
+import { deleteDomain, reconcileDomain } from '../../lib/reconcile/domain.js';
 import type { SendingDomainResource } from '../../lib/resources.js';
 import type { ConditionInput } from '../conditions.js';
 import { checkDnsRecords, type TxtMxResolver } from '../dns-check.js';
-import type { CustomObject, Kube } from '../kube.js';
-import type { ReconcileResult, Reconciler } from '../reconcile-types.js';
+import { isStatus, type Kube } from '../kube.js';
+import type { EventNote, FinalizeResult, ReconcileResult, Reconciler } from '../reconcile-types.js';
 import { dkimSecretName, secretKeyStore } from '../secret-key-store.js';
-import { DEPENDENCY_RETRY_MS, asResource, notReady } from './shared.js';
+import { DEPENDENCY_RETRY_MS, asResource, notReady, previousStatus, tenantDeleting } from './shared.js';
 
 export interface DomainReconcilerDeps {
   db: Db;
@@ -35,11 +38,23 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
   return {
     kind: 'SendingDomain',
     plural: 'sendingdomains',
+    keepsSecrets: true,
 
-    async reconcile(object: CustomObject): Promise<ReconcileResult> {
+    async reconcile(object, context): Promise<ReconcileResult> {
       const { resource, invalid } = asResource<SendingDomainResource>(object);
       if (!resource) return { conditions: invalid };
       const { spec } = resource;
+      const deleting = tenantDeleting(object, context);
+      if (deleting) {
+        return {
+          conditions: [
+            { type: 'KeyReady', status: 'Unknown', reason: deleting.reason, message: deleting.message },
+            { type: 'DNSVerified', status: 'Unknown', reason: deleting.reason, message: deleting.message },
+            deleting,
+          ],
+          status: previousStatus(object),
+        };
+      }
       let outcome: Awaited<ReturnType<typeof reconcileDomain>>;
       try {
         outcome = await reconcileDomain(
@@ -72,17 +87,35 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
         };
       }
 
-      const algorithm = spec.dkim?.algorithm ?? 'rsa-2048';
-      const selector = spec.dkim?.selector ?? DEFAULT_SELECTOR;
-      const where = spec.dkim?.secretRef
-        ? `from Secret ${spec.dkim.secretRef.name}`
-        : `in Secret ${dkimSecretName(resource.metadata.name)}`;
-      const keyReady: ConditionInput = {
-        type: 'KeyReady',
-        status: 'True',
-        reason: spec.dkim?.secretRef ? 'KeyFromSecret' : 'KeyGenerated',
-        message: `${spec.dkim?.secretRef ? 'your' : algorithm} key ${where}, selector ${selector}`,
-      };
+      const { algorithm, selector } = outcome;
+      const secretName = dkimSecretName(resource.metadata.name);
+      const own = spec.dkim?.secretRef && !outcome.keyChangeRefused;
+      const where = own ? `from Secret ${spec.dkim!.secretRef!.name}` : `in Secret ${secretName}`;
+      const keyReady: ConditionInput = outcome.keyChangeRefused
+        ? { type: 'KeyReady', status: 'False', reason: 'KeyChangeRefused', message: outcome.keyChangeRefused }
+        : {
+            type: 'KeyReady',
+            status: 'True',
+            reason: own ? 'KeyFromSecret' : 'KeyGenerated',
+            message: `${own ? 'your' : algorithm} key ${where}, selector ${selector}`,
+          };
+      const events: EventNote[] = [];
+      if (outcome.keyGenerated) {
+        events.push({
+          type: 'Normal',
+          reason: 'KeyGenerated',
+          message: `${algorithm} DKIM key generated ${where}`,
+        });
+      }
+      if (outcome.keyRestored) {
+        events.push({
+          type: 'Warning',
+          reason: 'KeyRestored',
+          message:
+            `Secret ${secretName} was ${outcome.keyRestored === 'deleted' ? 'deleted' : 'edited'}; the ` +
+            `${algorithm} key in use under selector ${selector} was written back into it`,
+        });
+      }
 
       let dns: ConditionInput;
       try {
@@ -111,35 +144,64 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
         };
       }
 
-      const ready: ConditionInput = {
-        type: 'Ready',
-        status: 'True',
-        reason: 'DomainReady',
-        message:
-          dns.status === 'True'
-            ? 'signing mail; DNS verified'
-            : 'signing mail; receivers may reject it until the DNS records are published',
-      };
+      const ready: ConditionInput = outcome.keyChangeRefused
+        ? {
+            type: 'Ready',
+            status: 'False',
+            reason: 'KeyChangeRefused',
+            message: `the spec asks for another DKIM key; still signing with the ${algorithm} key under selector ${selector} (see KeyReady)`,
+          }
+        : {
+            type: 'Ready',
+            status: 'True',
+            reason: 'DomainReady',
+            message:
+              dns.status === 'True'
+                ? 'signing mail; DNS verified'
+                : 'signing mail; receivers may reject it until the DNS records are published',
+          };
       return {
         conditions: [keyReady, dns, ready],
-        status: { selector, dnsRecords: outcome.dnsRecords },
-        events: outcome.keyGenerated
-          ? [{ type: 'Normal', reason: 'KeyGenerated', message: `${algorithm} DKIM key generated ${where}` }]
-          : [],
+        status: { selector, algorithm, dnsRecords: outcome.dnsRecords },
+        events,
         requeueAfterMs:
           dns.status === 'True' ? deps.dnsRecheckMs : Math.min(deps.dnsRecheckMs, UNVERIFIED_RECHECK_MS),
       };
     },
 
-    async finalize(object: CustomObject): Promise<void> {
+    async finalize(object, context): Promise<FinalizeResult> {
       const { namespace, name } = object.metadata;
       const spec = object.spec as SendingDomainResource['spec'];
       await deleteDomain(db, namespace, spec.tenantRef.name, spec.domain);
       // The key is kept by default: mail queued before the deletion is still signed with it, and
       // re-creating the domain picks the same key up, so published DNS stays valid.
-      if (spec.dkim?.deletionPolicy === 'Delete' && !spec.dkim.secretRef) {
-        await kube.deleteSecret(namespace, dkimSecretName(name));
+      if (spec.dkim?.deletionPolicy !== 'Delete' || spec.dkim.secretRef) return { done: true };
+      const secret = dkimSecretName(name);
+      if (!context.maySecrets(namespace)) {
+        // Refused before any key was written there: there is no Secret of ours to wait for.
+        return { done: true };
       }
+      try {
+        await kube.deleteSecret(namespace, secret);
+      } catch (err) {
+        if (!isStatus(err, 403)) throw err;
+        return {
+          done: false,
+          conditions: [
+            {
+              type: 'Ready',
+              status: 'False',
+              reason: 'CleanupForbidden',
+              message:
+                `${(err as Error).message}. spec.dkim.deletionPolicy is Delete, so the deletion waits ` +
+                `for it: grant the operator delete on Secrets in ${namespace}, delete the Secret yourself, ` +
+                'or set spec.dkim.deletionPolicy to Retain',
+            },
+          ],
+          requeueAfterMs: DEPENDENCY_RETRY_MS,
+        };
+      }
+      return { done: true };
     },
   };
 }
