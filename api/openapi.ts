@@ -1,252 +1,469 @@
-// The OpenAPI 3.1 document served at /v1/openapi.json. Written by hand next to the routes it
-// describes; test/api.test.ts checks that every route the app serves is in it.
+// The OpenAPI 3.1 document served at /v1/openapi.json, generated. Every request body and response
+// is a zod schema from api/schemas-send.ts (what a caller sends, the ones api/validate.ts parses
+// with) or api/schemas.ts (what each route answers, the types its view functions return),
+// converted with z.toJSONSchema; what is written here is only what no schema says: the routes,
+// their parameters and security, and which problems each can answer with and why.
+// test/openapi.test.ts holds the real answers of every route to this document.
 
-const addressList = {
-  oneOf: [
-    { type: 'string', description: 'One address, or several joined by commas.' },
-    { type: 'array', items: { type: 'string' }, maxItems: 50 },
-  ],
-};
+import { z } from 'zod';
+import type { ProblemType } from '../lib/problem.js';
+import {
+  Accepted,
+  BatchAccepted,
+  CanceledEmail,
+  DnsRecord,
+  Domain,
+  DomainList,
+  Email,
+  EmailEvent,
+  EmailRecipient,
+  EmailStatus,
+  EmailTemplate,
+  FieldError,
+  Health,
+  OpenApiDocument,
+  Problem,
+} from './schemas.js';
+import { BatchValidation, batchOf, DEFAULT_MAX_RECIPIENTS, sendEmailSchema } from './schemas-send.js';
 
-const problem = {
-  description: 'An application/problem+json document',
-  content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
-};
+type Method = 'get' | 'post';
+type Tag = 'Emails' | 'Domains' | 'Service';
 
-export const openApiDocument = {
-  openapi: '3.1.0',
-  info: {
-    title: 'Mailplane API',
-    version: 'v1',
-    description:
-      'Send email from applications in the cluster. The email endpoints take and return the shapes of ' +
-      "Resend's API, so the `resend` SDK works with its base URL pointed here.",
+/** A problem an operation can answer with: its status and the types it takes there. */
+interface ProblemAnswer {
+  status: number;
+  types: ProblemType[];
+}
+
+interface Operation {
+  operationId: string;
+  tag: Tag;
+  summary: string;
+  description: string;
+  /** Answers without an API key. */
+  public?: true;
+  parameters?: Parameter[];
+  body?: { schema: z.ZodType; description: string };
+  ok: {
+    status: 200 | 202;
+    description: string;
+    schema: z.ZodType;
+    /** application/json unless said. */
+    mediaType?: string;
+    /** Beyond X-Request-Id, which every answer carries. */
+    headers?: HeaderName[];
+  };
+  problems: ProblemAnswer[];
+}
+
+interface Parameter {
+  name: string;
+  in: 'path' | 'header';
+  required: boolean;
+  description: string;
+  schema: z.ZodType;
+}
+
+interface HeaderObject {
+  description: string;
+  schema: Record<string, unknown>;
+}
+
+/** The response headers, each described once and referred to by name. */
+const HEADERS = {
+  'X-Request-Id': {
+    description: 'The request’s id: the caller’s X-Request-Id, or one made for it.',
+    schema: { type: 'string' },
   },
-  servers: [{ url: '/' }],
-  security: [{ apiKey: [] }],
-  paths: {
+  Location: { description: 'Where to read the email.', schema: { type: 'string' } },
+  'Idempotent-Replayed': {
+    description: '`true` when this is the first answer to the same Idempotency-Key, again.',
+    schema: { type: 'string', enum: ['true'] },
+  },
+  'Retry-After': { description: 'Seconds to wait before retrying.', schema: { type: 'string' } },
+} satisfies Record<string, HeaderObject>;
+type HeaderName = keyof typeof HEADERS;
+
+const headerRefs = (names: HeaderName[]) =>
+  Object.fromEntries(names.map((name) => [name, { $ref: `#/components/headers/${name}` }]));
+
+/** Why each problem type is answered, for the responses' descriptions. */
+const PROBLEM_WHY: Record<ProblemType, string> = {
+  'validation-error': 'fields are at fault; `errors` lists every one',
+  'missing-api-key': 'no `Authorization: Bearer` API key was sent',
+  'invalid-api-key': 'the API key is not valid or has been revoked',
+  'restricted-api-key': 'the API key lacks the scope the route needs',
+  'not-found': 'no such email in this tenant (another tenant’s is as absent)',
+  'domain-not-owned': 'the from domain is not a SendingDomain of the tenant',
+  'message-too-large': 'the body and attachments are over the size limit',
+  'body-too-large': 'the request body is over the size limit',
+  'malformed-json': 'the body is not valid JSON',
+  'bad-request': 'the body could not be read (a Content-Encoding that does not decode)',
+  'unsupported-media-type': 'the body is not application/json',
+  'unsupported-encoding': 'the body is not UTF-8',
+  'invalid-idempotency-key': 'the Idempotency-Key is empty or too long',
+  'invalid-idempotent-request': 'the Idempotency-Key was used for another request',
+  'concurrent-idempotent-requests': 'a request with the same Idempotency-Key is still in flight',
+  'not-cancelable': 'every recipient has already been sent to or settled',
+  'webhook-read-only': 'the webhook is declared in the Tenant resource; change it there',
+  'webhook-disabled': 'the webhook is disabled; enable it before replaying events to it',
+  'rate-limit-exceeded': 'too many requests; retry after Retry-After seconds',
+  'service-unavailable': 'the database is unreachable; nothing was accepted, retry after Retry-After seconds',
+  'internal-server-error': 'something went wrong on Mailplane’s side; nothing was accepted',
+};
+
+const AUTHENTICATED: ProblemAnswer[] = [
+  { status: 401, types: ['missing-api-key', 'invalid-api-key'] },
+  { status: 403, types: ['restricted-api-key'] },
+  { status: 500, types: ['internal-server-error'] },
+  { status: 503, types: ['service-unavailable'] },
+];
+/** What any POST under /v1 can meet before its route runs: the body parser's refusals. */
+const WITH_BODY: ProblemAnswer[] = [
+  { status: 400, types: ['malformed-json', 'bad-request'] },
+  { status: 413, types: ['body-too-large'] },
+  { status: 415, types: ['unsupported-media-type', 'unsupported-encoding'] },
+];
+const SENDS: ProblemAnswer[] = [
+  ...AUTHENTICATED,
+  ...WITH_BODY,
+  { status: 400, types: ['invalid-idempotency-key'] },
+  { status: 403, types: ['domain-not-owned'] },
+  { status: 409, types: ['invalid-idempotent-request', 'concurrent-idempotent-requests'] },
+  { status: 413, types: ['message-too-large'] },
+  { status: 422, types: ['validation-error'] },
+];
+
+const emailId: Parameter = {
+  name: 'id',
+  in: 'path',
+  required: true,
+  description: 'The id the send answered with.',
+  schema: z.guid(),
+};
+const idempotencyKey: Parameter = {
+  name: 'Idempotency-Key',
+  in: 'header',
+  required: false,
+  description:
+    'A retry with the same key and the same request within 24 hours gets the first answer again ' +
+    '(with Idempotent-Replayed: true) and sends nothing more; the same key for another request is a 409.',
+  // api/idempotency.ts's bound, Resend's.
+  schema: z.string().min(1).max(256),
+};
+const batchValidation: Parameter = {
+  name: 'x-batch-validation',
+  in: 'header',
+  required: false,
+  description: BatchValidation.description ?? '',
+  schema: z.enum(BatchValidation.options).default('strict'),
+};
+const requestId: Parameter = {
+  name: 'X-Request-Id',
+  in: 'header',
+  required: false,
+  description:
+    'Echoed on the answer and in a problem body, and logged with every line of the request; ' +
+    'one is made when none is sent, or when it is not 1 to 128 visible ASCII characters.',
+  schema: z.string().min(1).max(128),
+};
+
+/** The request bodies, by their names as components. */
+function requestBodies(maxRecipients: number) {
+  const SendEmail = sendEmailSchema(maxRecipients);
+  return { SendEmail, SendBatch: batchOf(SendEmail) };
+}
+type RequestBodies = ReturnType<typeof requestBodies>;
+
+/**
+ * The routes. Every answer has its schema; every problem type a route can answer with is listed
+ * under its status.
+ */
+function operations(bodies: RequestBodies): Record<string, Partial<Record<Method, Operation>>> {
+  return {
     '/v1/emails': {
       post: {
+        operationId: 'sendEmail',
+        tag: 'Emails',
         summary: 'Send an email',
-        description: 'Answers 202 once the email is durably queued. Needs the `send` scope.',
-        parameters: [
-          {
-            name: 'Idempotency-Key',
-            in: 'header',
-            required: false,
-            schema: { type: 'string', maxLength: 256 },
-            description: 'A retry with the same key returns the first id (200) and sends nothing more.',
-          },
-        ],
-        requestBody: {
-          required: true,
-          content: { 'application/json': { schema: { $ref: '#/components/schemas/SendEmail' } } },
+        description:
+          'Answers 202 once the email and one message per recipient are durably queued. Needs the ' +
+          '`send` scope.',
+        parameters: [idempotencyKey],
+        body: { schema: bodies.SendEmail, description: 'The email.' },
+        ok: {
+          status: 202,
+          description: 'Queued.',
+          schema: Accepted,
+          headers: ['Location', 'Idempotent-Replayed'],
         },
-        responses: {
-          '202': {
-            description: 'Queued',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/Id' } } },
-          },
-          '200': { description: 'Already accepted under this Idempotency-Key' },
-          '401': problem,
-          '403': problem,
-          '413': problem,
-          '422': problem,
-        },
+        problems: SENDS,
       },
     },
     '/v1/emails/batch': {
       post: {
+        operationId: 'sendBatch',
+        tag: 'Emails',
         summary: 'Send up to 100 emails in one request',
-        parameters: [
-          {
-            name: 'x-batch-validation',
-            in: 'header',
-            schema: { enum: ['strict', 'permissive'] },
-            description:
-              'strict (default): any invalid email refuses the batch; permissive: valid ones are sent.',
-          },
+        description:
+          'Each email is checked as /v1/emails checks one, its faults named by its index (`[3].to`). ' +
+          'Strict, a batch with an invalid email answers with the gravest status of its emails ' +
+          '(403, 413 or 422) and type `validation-error`, and sends nothing. Needs the `send` scope.',
+        parameters: [idempotencyKey, batchValidation],
+        body: { schema: bodies.SendBatch, description: 'The emails.' },
+        ok: {
+          status: 202,
+          description: 'Queued.',
+          schema: BatchAccepted,
+          headers: ['Idempotent-Replayed'],
+        },
+        problems: [
+          ...SENDS,
+          { status: 403, types: ['validation-error'] },
+          { status: 413, types: ['validation-error'] },
         ],
-        requestBody: {
-          required: true,
-          content: {
-            'application/json': {
-              schema: { type: 'array', maxItems: 100, items: { $ref: '#/components/schemas/SendEmail' } },
-            },
-          },
-        },
-        responses: {
-          '202': {
-            description: 'Queued',
-            content: {
-              'application/json': {
-                schema: {
-                  type: 'object',
-                  properties: { data: { type: 'array', items: { $ref: '#/components/schemas/Id' } } },
-                },
-              },
-            },
-          },
-          '401': problem,
-          '403': problem,
-          '413': problem,
-          '422': problem,
-        },
       },
     },
     '/v1/emails/{id}': {
       get: {
+        operationId: 'getEmail',
+        tag: 'Emails',
         summary: 'Read an email: its status, recipients and event timeline',
-        description: 'Needs the `read` scope. Another tenant’s email is a 404.',
-        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
-        responses: {
-          '200': {
-            description: 'The email',
-            content: { 'application/json': { schema: { $ref: '#/components/schemas/Email' } } },
-          },
-          '401': problem,
-          '403': problem,
-          '404': problem,
-        },
+        description: 'Needs the `read` scope.',
+        parameters: [emailId],
+        ok: { status: 200, description: 'The email.', schema: Email },
+        problems: [...AUTHENTICATED, { status: 404, types: ['not-found'] }],
       },
     },
     '/v1/emails/{id}/cancel': {
       post: {
-        summary: 'Cancel the recipients of an email that have not been sent yet',
-        parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string', format: 'uuid' } }],
-        responses: { '200': { description: 'Canceled' }, '404': problem, '409': problem },
+        operationId: 'cancelEmail',
+        tag: 'Emails',
+        summary: 'Cancel the recipients of an email that have not been sent to yet',
+        description: 'Takes no body. Needs the `send` scope.',
+        parameters: [emailId],
+        ok: { status: 200, description: 'Canceled.', schema: CanceledEmail },
+        problems: [
+          ...AUTHENTICATED,
+          ...WITH_BODY,
+          { status: 404, types: ['not-found'] },
+          { status: 409, types: ['not-cancelable'] },
+        ],
       },
     },
     '/v1/domains': {
       get: {
+        operationId: 'listDomains',
+        tag: 'Domains',
         summary: "List the tenant's sending domains and the DNS records to publish",
-        responses: { '200': { description: 'Domains' }, '401': problem, '403': problem },
+        description: 'Needs the `read` scope.',
+        ok: { status: 200, description: 'The domains.', schema: DomainList },
+        problems: AUTHENTICATED,
       },
     },
     '/v1/openapi.json': {
-      get: { summary: 'This document', security: [], responses: { '200': { description: 'OpenAPI' } } },
+      get: {
+        operationId: 'getOpenApiDocument',
+        tag: 'Service',
+        summary: 'This document',
+        description: 'Generated from the schemas the API validates with and answers in.',
+        public: true,
+        ok: { status: 200, description: 'The document.', schema: OpenApiDocument },
+        problems: [],
+      },
     },
     '/healthz': {
-      get: { summary: 'Liveness', security: [], responses: { '200': { description: 'Alive' } } },
+      get: {
+        operationId: 'getLiveness',
+        tag: 'Service',
+        summary: 'Liveness',
+        description: 'Answers while the process serves requests.',
+        public: true,
+        ok: { status: 200, description: 'Alive.', schema: Health },
+        problems: [],
+      },
     },
     '/readyz': {
       get: {
+        operationId: 'getReadiness',
+        tag: 'Service',
         summary: 'Readiness: Postgres answers',
-        security: [],
-        responses: { '200': { description: 'Ready' }, '503': problem },
+        description: 'A 503 takes the api out of its Service until Postgres answers again.',
+        public: true,
+        ok: { status: 200, description: 'Ready.', schema: Health },
+        problems: [{ status: 503, types: ['service-unavailable'] }],
       },
     },
     '/metrics': {
-      get: { summary: 'Prometheus metrics', security: [], responses: { '200': { description: 'Metrics' } } },
-    },
-  },
-  components: {
-    securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key, mp_live_…' } },
-    schemas: {
-      Id: { type: 'object', properties: { id: { type: 'string', format: 'uuid' } }, required: ['id'] },
-      SendEmail: {
-        type: 'object',
-        required: ['from', 'to'],
-        properties: {
-          from: {
-            type: 'string',
-            description: '"Name <you@your-domain>"; the domain must be one of the tenant’s.',
-          },
-          to: addressList,
-          cc: addressList,
-          bcc: addressList,
-          reply_to: addressList,
-          subject: { type: 'string', maxLength: 998, description: 'Required unless a template gives one.' },
-          html: { type: 'string' },
-          text: { type: 'string' },
-          headers: { type: 'object', additionalProperties: { type: 'string' } },
-          attachments: {
-            type: 'array',
-            items: {
-              type: 'object',
-              required: ['filename', 'content'],
-              properties: {
-                filename: { type: 'string', maxLength: 255 },
-                content: { type: 'string', contentEncoding: 'base64' },
-                content_type: { type: 'string' },
-              },
-            },
-          },
-          tags: {
-            type: 'array',
-            items: { type: 'object', properties: { name: { type: 'string' }, value: { type: 'string' } } },
-          },
-          scheduled_at: { type: 'string', format: 'date-time' },
-          template: {
-            type: 'object',
-            required: ['id'],
-            properties: {
-              id: { type: 'string', description: 'Template name or id' },
-              variables: { type: 'object' },
-            },
-          },
+      get: {
+        operationId: 'getMetrics',
+        tag: 'Service',
+        summary: 'Prometheus metrics',
+        description: 'In the Prometheus text format; the names start with `mailplane_`.',
+        public: true,
+        ok: {
+          status: 200,
+          description: 'The metrics.',
+          schema: z.string(),
+          mediaType: 'text/plain',
         },
-      },
-      Email: {
-        type: 'object',
-        properties: {
-          object: { const: 'email' },
-          id: { type: 'string', format: 'uuid' },
-          from: { type: 'string' },
-          to: { type: 'array', items: { type: 'string' } },
-          subject: { type: 'string' },
-          status: { $ref: '#/components/schemas/Status' },
-          last_event: {
-            description: 'The status, or `complained` once a recipient has reported the email as spam.',
-            anyOf: [{ $ref: '#/components/schemas/Status' }, { const: 'complained' }],
-          },
-          created_at: { type: 'string', format: 'date-time' },
-          recipients: {
-            type: 'array',
-            items: {
-              type: 'object',
-              properties: {
-                address: { type: 'string' },
-                status: { $ref: '#/components/schemas/Status' },
-                attempts: { type: 'integer' },
-                last_reply: { type: ['string', 'null'] },
-              },
-            },
-          },
-          events: {
-            type: 'array',
-            items: {
-              type: 'object',
-              properties: {
-                type: {
-                  type: 'string',
-                  description:
-                    'queued, sending, delivered, deferred, bounced, failed, suppressed, canceled; and from the inbound listener: bounced (with async: true), delayed, complained.',
-                },
-                recipient: { type: 'string' },
-                at: { type: 'string' },
-                reply: { type: 'string' },
-              },
-            },
-          },
-        },
-      },
-      Status: {
-        enum: ['queued', 'sending', 'delivered', 'deferred', 'bounced', 'failed', 'suppressed', 'canceled'],
-      },
-      Problem: {
-        type: 'object',
-        properties: {
-          type: { type: 'string', format: 'uri' },
-          title: { type: 'string' },
-          status: { type: 'integer' },
-          detail: { type: 'string' },
-          errors: {
-            type: 'array',
-            items: { type: 'object', properties: { field: { type: 'string' }, message: { type: 'string' } } },
-          },
-        },
+        problems: [],
       },
     },
-  },
-} as const;
+  };
+}
+
+const TAGS: { name: Tag; description: string }[] = [
+  { name: 'Emails', description: "Send, read and cancel emails, in Resend's shapes." },
+  { name: 'Domains', description: 'The sending domains of the tenant and their DNS records.' },
+  { name: 'Service', description: 'Probes, metrics and this document; no API key needed.' },
+];
+
+/** Responses other than requests' bodies: each the type of a view function. */
+const RESPONSE_SCHEMAS = {
+  Accepted,
+  BatchAccepted,
+  Email,
+  EmailStatus,
+  EmailRecipient,
+  EmailEvent,
+  EmailTemplate,
+  CanceledEmail,
+  DomainList,
+  Domain,
+  DnsRecord,
+  Health,
+  OpenApiDocument,
+  Problem,
+  FieldError,
+};
+
+/**
+ * Builds the document for an installation whose recipient limit is `maxRecipients`.
+ *
+ *   res.json(buildOpenApiDocument({ maxRecipients: config.maxRecipients }));
+ */
+export function buildOpenApiDocument(limits: { maxRecipients: number }) {
+  const bodies = requestBodies(limits.maxRecipients);
+  const requests = z.registry<{ id: string }>();
+  for (const [id, schema] of Object.entries(bodies)) requests.add(schema, { id });
+  const responses = z.registry<{ id: string }>();
+  for (const [id, schema] of Object.entries(RESPONSE_SCHEMAS)) responses.add(schema, { id });
+
+  const refOf = (schema: z.ZodType) => {
+    const id = requests.get(schema)?.id ?? responses.get(schema)?.id;
+    return id ? { $ref: `#/components/schemas/${id}` } : undefined;
+  };
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const [path, methods] of Object.entries(operations(bodies))) {
+    paths[path] = {};
+    for (const [method, op] of Object.entries(methods)) paths[path]![method] = operationObject(op, refOf);
+  }
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'Mailplane API',
+      version: 'v1',
+      description:
+        'Send email from applications in the cluster. The email endpoints take and return the shapes ' +
+        "of Resend's API, so the `resend` SDK works with its base URL pointed here. Errors are " +
+        'application/problem+json (RFC 9457) with a stable `type`.',
+      license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+    },
+    servers: [{ url: '/', description: 'The api, where this document is served.' }],
+    security: [{ apiKey: [] }],
+    tags: TAGS,
+    paths,
+    components: {
+      securitySchemes: {
+        apiKey: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'An API key of the tenant, `mp_live_…`, from the Secret its Tenant names.',
+        },
+      },
+      headers: HEADERS,
+      schemas: {
+        ...componentSchemas(requests, 'input'),
+        ...componentSchemas(responses, 'output'),
+      },
+    },
+  } as const;
+}
+
+/**
+ * The JSON Schemas of a registry's members, with references between them as components. Requests
+ * are converted as their input (what a caller may send; members not named are ignored), responses
+ * as their output, where an object allows no member it does not name.
+ */
+function componentSchemas(registry: z.core.$ZodRegistry<{ id: string }>, io: 'input' | 'output') {
+  const { schemas } = z.toJSONSchema(registry, { io, uri: (id) => `#/components/schemas/${id}` });
+  return Object.fromEntries(
+    Object.entries(schemas).map(([id, schema]) => {
+      const { $schema: _schema, $id: _id, ...rest } = schema;
+      return [id, rest];
+    }),
+  );
+}
+
+/** An inline JSON Schema (a parameter's, a request body's that is not a component). */
+function inlineSchema(schema: z.ZodType, io: 'input' | 'output', refOf: RefOf) {
+  const ref = refOf(schema);
+  if (ref) return ref;
+  const { $schema: _schema, ...rest } = z.toJSONSchema(schema, { io });
+  return rest;
+}
+
+type RefOf = (schema: z.ZodType) => { $ref: string } | undefined;
+
+function operationObject(op: Operation, refOf: RefOf) {
+  const parameters = [...(op.parameters ?? []), requestId].map((p) => ({
+    name: p.name,
+    in: p.in,
+    required: p.required,
+    description: p.description,
+    schema: inlineSchema(p.schema, 'input', refOf),
+  }));
+  return {
+    operationId: op.operationId,
+    tags: [op.tag],
+    summary: op.summary,
+    description: op.description,
+    ...(op.public ? { security: [] } : {}),
+    parameters,
+    ...(op.body ? { requestBody: requestBody(op.body, refOf) } : {}),
+    responses: {
+      [String(op.ok.status)]: {
+        description: op.ok.description,
+        headers: headerRefs(['X-Request-Id', ...(op.ok.headers ?? [])]),
+        content: {
+          [op.ok.mediaType ?? 'application/json']: { schema: inlineSchema(op.ok.schema, 'output', refOf) },
+        },
+      },
+      ...problemResponses(op.problems),
+    },
+  };
+}
+
+function requestBody(body: NonNullable<Operation['body']>, refOf: RefOf) {
+  const schema = inlineSchema(body.schema, 'input', refOf);
+  return { required: true, description: body.description, content: { 'application/json': { schema } } };
+}
+
+/** One response per status, naming every problem type answered there and why. */
+function problemResponses(problems: ProblemAnswer[]) {
+  const byStatus = new Map<number, ProblemType[]>();
+  for (const { status, types } of problems) byStatus.set(status, [...(byStatus.get(status) ?? []), ...types]);
+  const responses: Record<string, unknown> = {};
+  for (const [status, types] of [...byStatus].sort(([a], [b]) => a - b)) {
+    responses[String(status)] = {
+      description: types.map((t) => `\`${t}\`: ${PROBLEM_WHY[t]}.`).join(' '),
+      headers: headerRefs(status === 503 ? ['X-Request-Id', 'Retry-After'] : ['X-Request-Id']),
+      content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
+    };
+  }
+  return responses;
+}
+
+/** The document served at /v1/openapi.json, for the default recipient limit. */
+export const openApiDocument = buildOpenApiDocument({ maxRecipients: DEFAULT_MAX_RECIPIENTS });

@@ -1,9 +1,11 @@
 // Builds the RFC 5322 message of one email with nodemailer's MailComposer. Bcc recipients are never
 // written into the headers: each of them gets its own envelope, and nothing in the message shows
-// who else received it.
+// who else received it. An attachment with a `content_id` (Resend's inline image) is an inline
+// part with that Content-ID, which the html shows as `cid:…`; with html, MailComposer puts such
+// parts in a multipart/related next to it.
 
 import MailComposer from 'nodemailer/lib/mail-composer';
-import type { EmailContent } from '../lib/db/schema.js';
+import type { Attachment, EmailContent } from '../lib/db/schema.js';
 import { isHeaderName, reservedHeader } from '../lib/headers.js';
 
 export interface ComposeInput {
@@ -15,6 +17,28 @@ export interface ComposeInput {
   /** Without the angle brackets: `<messageId>@<from domain>`. */
   messageId: string;
   date: Date;
+}
+
+/** An attachment as the api stores it since inline images: `content_id` is Resend's field. */
+type StoredAttachment = Attachment & { content_id?: unknown };
+
+/**
+ * A Content-ID the api accepted: visible ASCII without the angle brackets that enclose it. The
+ * check is repeated here because the value goes into a header, and a job may predate the api's.
+ */
+const CONTENT_ID = /^[!-;=?-~]{1,255}$/;
+
+/** MailComposer's attachment: inline with its Content-ID when it has one. */
+function mimeAttachment(a: StoredAttachment) {
+  const cid = typeof a.content_id === 'string' && CONTENT_ID.test(a.content_id) ? a.content_id : undefined;
+  return {
+    filename: a.filename,
+    content: a.content,
+    encoding: 'base64',
+    contentType: a.content_type,
+    // MailComposer makes only an image with a cid inline; Resend makes any file with one inline.
+    ...(cid ? { cid, contentDisposition: 'inline' as const } : {}),
+  };
 }
 
 /**
@@ -38,12 +62,7 @@ export async function composeMessage(input: ComposeInput): Promise<Buffer> {
     text: rendered.text,
     html: rendered.html,
     headers,
-    attachments: (content.attachments ?? []).map((a) => ({
-      filename: a.filename,
-      content: a.content,
-      encoding: 'base64',
-      contentType: a.content_type,
-    })),
+    attachments: (content.attachments ?? []).map(mimeAttachment),
     messageId: `<${input.messageId}>`,
     date: input.date,
     // Bodies that need encoding go out as base64: quoted-printable encoding costs about a fifth of
