@@ -13,6 +13,8 @@ COPY operator operator
 COPY smtp smtp
 COPY cmd cmd
 COPY lib lib
+# The CRD schemas: `mailplane apply` validates manifests against them (dist/lib → ../../crds).
+COPY charts/mailplane/files/crds crds
 # Production dependencies only. typescript survives the prune as cosmiconfig's optional peer,
 # loaded only for a TypeScript graphile-worker config file, which the image has none of.
 RUN npm run build \
@@ -26,6 +28,7 @@ WORKDIR /app
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/dist dist
+COPY --from=build /src/crds crds
 # The chart runs every pod as this uid with a read-only root filesystem and /tmp on an emptyDir.
 USER 10001:10001
 # isolated-vm (the template sandbox) needs Node's startup snapshot off.

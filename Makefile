@@ -17,7 +17,7 @@ ifneq ($(wildcard $(NODE_DIR)/../include/node/node.h),)
 export npm_config_nodedir := $(abspath $(NODE_DIR)/..)
 endif
 
-.PHONY: dev test bench build install deps lint typecheck format clean tools envtest-up envtest-down
+.PHONY: dev apply test bench build install deps lint typecheck format clean tools envtest-up envtest-down
 
 node_modules/.installed: package.json package-lock.json
 	$(NPM) ci --no-fund --no-audit --loglevel=error
@@ -34,6 +34,12 @@ build: dist/.built
 ## dev: run Mailplane locally (embedded Postgres unless DATABASE_URL is set) with a local inbox
 dev: build
 	$(NODE) dist/cmd/mailplane.js dev
+
+## apply: apply manifests to the database of a running `make dev`: make apply F="my.yaml more/"
+## (ARGS="--dry-run -o json" passes options on; F=- reads standard input)
+apply: build
+	@test -n "$(F)" || { echo 'usage: make apply F=<file|dir|-> [ARGS="--dry-run -o json"]' >&2; exit 2; }
+	@$(NODE) dist/cmd/mailplane.js dev apply $(foreach f,$(F),-f $(f)) $(ARGS)
 
 ## deps: what the tests need beyond npm (Debian's python3-dkim as an independent DKIM verifier)
 deps:

@@ -11,6 +11,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import express, { type Router } from 'express';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { listen } from '../lib/listen.js';
 
 export interface CapturedMessage {
   id: string;
@@ -28,10 +29,12 @@ export interface InboxReply {
 }
 
 export interface InboxOptions {
-  /** Interface to listen on. Default 127.0.0.1. */
+  /** Interface to listen on. Default 127.0.0.1: what it keeps is readable by anyone who reaches it. */
   host?: string;
   /** SMTP port; 0 (the default) picks a free one. */
   smtpPort?: number;
+  /** The setting a taken smtpPort is moved with, for the message. Default MAILPLANE_INBOX_SMTP_PORT. */
+  smtpPortSetting?: string;
   /** Messages kept; the oldest go first. Default 1000. */
   limit?: number;
   /** Answer for a recipient at RCPT TO; undefined accepts it (or applies the convention above). */
@@ -125,9 +128,10 @@ export async function startInbox(options: InboxOptions = {}): Promise<Inbox> {
   // Without a listener, a client that goes away mid-session would crash the process.
   server.on('error', () => {});
 
-  await new Promise<void>((resolve, reject) => {
-    server.server.once('error', reject);
-    server.listen(options.smtpPort ?? 0, options.host ?? '127.0.0.1', () => resolve());
+  await listen(server.server, {
+    port: options.smtpPort ?? 0,
+    host: options.host ?? '127.0.0.1',
+    setting: options.smtpPortSetting ?? 'MAILPLANE_INBOX_SMTP_PORT',
   });
   const smtpPort = (server.server.address() as AddressInfo).port;
 

@@ -1,25 +1,29 @@
 // `mailplane dev`: the whole platform in one process for a first look. Postgres is embedded
-// (unless DATABASE_URL is set), mail goes to a local inbox (unless MAILPLANE_RELAY_URL is set),
-// the manifests in examples/ are applied, and an API key is printed. State lives in `.dev/`.
+// (unless DATABASE_URL is set), mail goes to a local inbox on loopback (unless
+// MAILPLANE_RELAY_URL is set), the manifests in examples/ are applied, and an API key is printed.
+// State lives in the checkout's `.dev/`. `mailplane dev apply -f …` (`make apply F=…`) applies
+// more manifests to the same database, keeping their keys beside the others.
 
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import express from 'express';
-import { startApi } from '../api/main.js';
-import { readConfig } from '../lib/config.js';
-import { openDatabase } from '../lib/db/index.js';
-import { migrate } from '../lib/db/migrate.js';
-import { verifySecretKey } from '../lib/installation.js';
-import { createLogger } from '../lib/log.js';
+import pg from 'pg';
+import { hashApiKey } from '../lib/crypto.js';
+import { isDatabaseUnavailable, type Db } from '../lib/db/index.js';
+import { listen } from '../lib/listen.js';
+import { createLogger, type Level } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { applyResources } from '../lib/reconcile/apply.js';
+import { applyCommand, type IssuedKey } from '../lib/reconcile/cli.js';
 import type { KeyStore } from '../lib/reconcile/key-store.js';
 import { readManifests } from '../lib/resources.js';
-import { templateRenderer } from '../lib/runtime.js';
+import { openRuntime, redact, templateRenderer } from '../lib/runtime.js';
 import { onShutdown } from '../lib/shutdown.js';
-import { startSender } from '../sender/worker.js';
+import { UserError } from '../lib/user-error.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startInbox } from './inbox.js';
 
@@ -28,72 +32,178 @@ type Env = Record<string, string | undefined>;
 /** Ports a newcomer can remember; each can be changed by its variable. */
 const DEFAULT_INBOX_HTTP_PORT = 8025;
 const DEFAULT_INBOX_SMTP_PORT = 2525;
+/** Names the inbox answers to: a page on another name is a DNS-rebinding page reading our mail. */
+const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+export const DEV_USAGE = `Usage: mailplane dev                       (make dev)
+       mailplane dev apply -f <file|dir|->    (make apply F=<file|dir>)
+
+Runs the api and the sender in one process on an embedded Postgres, with a local inbox that
+catches every message, applies the manifests in examples/, and prints the API's address, an
+API key and the inbox's address. Ctrl-C stops it; the database stays in the state directory.
+
+\`mailplane dev apply\` applies your own manifests to that database while it runs, with the
+options of mailplane apply (--dry-run, -o json, several -f), and keeps their API keys with the
+others.
+
+Settings (environment):
+  PORT                        the API's port (8080)
+  MAILPLANE_INBOX_PORT        the inbox's web page and JSON list, on 127.0.0.1 (8025)
+  MAILPLANE_INBOX_SMTP_PORT   the inbox's SMTP port, on 127.0.0.1 (2525)
+  MAILPLANE_DEV_DIR           the state directory: secret key, API keys, database (.dev in the
+                              checkout); delete it to start over
+  MAILPLANE_DEV_MANIFESTS     what is applied at start (examples/ in the checkout)
+  DATABASE_URL                a Postgres of your own instead of the embedded one
+  MAILPLANE_SECRET_KEY        a key of your own instead of the state directory's
+  MAILPLANE_RELAY_URL         deliver to this SMTP server instead of the inbox
+  LOG_LEVEL                   debug, info, warn or error (warn)
+and the settings of mailplane api and mailplane sender (see their --help).`;
+
+/**
+ * `mailplane dev [apply …]`; resolves with an exit code, or 'running' once everything is up.
+ *
+ *   await devCommand([], process.env);   // prints the banner, runs until Ctrl-C
+ */
+export async function devCommand(args: string[], env: Env): Promise<number | 'running'> {
+  const [sub, ...rest] = args;
+  if (sub === '--help' || sub === '-h') {
+    process.stdout.write(`${DEV_USAGE}\n`);
+    return 0;
+  }
+  if (sub === 'apply') return devApply(rest, env);
+  if (sub !== undefined) {
+    throw new UserError(`mailplane dev: unknown argument "${sub}"\n\n${DEV_USAGE}`);
+  }
+  await main(env);
+  return 'running';
+}
+
+/** The checkout this file is in: dev/main.ts from source, dist/dev/main.js once built. */
+function checkout(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+function statePaths(env: Env) {
+  const root = checkout();
+  const stateDir = env.MAILPLANE_DEV_DIR ? resolve(env.MAILPLANE_DEV_DIR) : join(root, '.dev');
+  return {
+    root,
+    stateDir,
+    secretFile: join(stateDir, 'secret-key'),
+    keyFile: join(stateDir, 'api-keys.json'),
+    /** The database the last `mailplane dev` ran on, for `mailplane dev apply`. */
+    urlFile: join(stateDir, 'database-url'),
+  };
+}
 
 export async function main(env: Env): Promise<void> {
-  const stateDir = resolve(env.MAILPLANE_DEV_DIR ?? '.dev');
+  const paths = statePaths(env);
+  const { root, stateDir, secretFile, keyFile } = paths;
+  const newState = !existsSync(secretFile);
   mkdirSync(stateDir, { recursive: true });
-  const log = createLogger({ level: (env.LOG_LEVEL as 'info') ?? 'warn' }).child({ component: 'dev' });
+  const log = createLogger({ level: logLevel(env) }).child({ component: 'dev' });
+  if (newState) writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
 
-  const secretFile = join(stateDir, 'secret-key');
-  if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
+  // Ctrl-C while starting: exit, so that the exit hooks stop what was started (Postgres); a
+  // signal's default action would skip them. From the banner on, onShutdown stops it all in order.
+  const interrupted = () => process.exit(130);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+
+  // The inbox first: a taken port is said before anything slow has started.
+  const inbox = await startInbox({
+    smtpPort: Number(env.MAILPLANE_INBOX_SMTP_PORT ?? DEFAULT_INBOX_SMTP_PORT),
+    smtpPortSetting: 'MAILPLANE_INBOX_SMTP_PORT',
+  });
+  const inboxApp = express();
+  inboxApp.use((req, res, next) => {
+    if (LOOPBACK_NAMES.has((req.headers.host ?? '').replace(/:\d+$/, ''))) return next();
+    res.status(403).type('text/plain').send('the dev inbox answers to localhost only\n');
+  });
+  inboxApp.use(inbox.handler);
+  const inboxServer = createServer(inboxApp);
+  await listen(inboxServer, {
+    port: Number(env.MAILPLANE_INBOX_PORT ?? DEFAULT_INBOX_HTTP_PORT),
+    host: '127.0.0.1',
+    setting: 'MAILPLANE_INBOX_PORT',
+  });
 
   let stopPostgres = async () => {};
   let databaseUrl = env.DATABASE_URL;
+  const notes: string[] = [];
   if (!databaseUrl) {
-    const pg = await startEmbeddedPostgres(join(stateDir, 'postgres'), log);
+    const pg = await startEmbeddedPostgres({ stateDir, newState, log });
     databaseUrl = pg.url;
     stopPostgres = pg.stop;
+    // A new cluster holds none of the keys an earlier one issued.
+    if (pg.fresh) writeFileSync(keyFile, '{}\n', { mode: 0o600 });
+    if (pg.movedBecause) notes.push(`Postgres data: ${pg.dataDir} (${pg.movedBecause})`);
+    void pg.unexpectedExit.then((exit) => {
+      log.error('the embedded Postgres stopped; see its log', { exit, log: pg.logFile });
+      process.exit(1);
+    });
   }
+  writeFileSync(paths.urlFile, `${databaseUrl}\n`, { mode: 0o600 });
 
-  const inbox = await startInbox({
-    smtpPort: Number(env.MAILPLANE_INBOX_SMTP_PORT ?? DEFAULT_INBOX_SMTP_PORT),
-  });
-  const config = readConfig({
-    ...env,
-    DATABASE_URL: databaseUrl,
-    MAILPLANE_SECRET_KEY: env.MAILPLANE_SECRET_KEY ?? readFileSync(secretFile, 'utf8'),
-    MAILPLANE_RELAY_URL: env.MAILPLANE_RELAY_URL ?? `smtp://127.0.0.1:${inbox.smtpPort}`,
-  });
-  const database = openDatabase(config.databaseUrl, { max: config.databasePoolSize });
-  await migrate(database.db, database.pool, log);
-  await verifySecretKey(database.db, config.secretKey);
+  // What every process does first (an unreachable DATABASE_URL or a wrong key is one line).
+  const { config, database } = await openRuntime(
+    'dev',
+    {
+      ...env,
+      DATABASE_URL: databaseUrl,
+      MAILPLANE_SECRET_KEY: env.MAILPLANE_SECRET_KEY ?? readFileSync(secretFile, 'utf8'),
+      MAILPLANE_RELAY_URL: env.MAILPLANE_RELAY_URL ?? `smtp://127.0.0.1:${inbox.smtpPort}`,
+    },
+    { logLevel: logLevel(env) },
+  );
 
   const renderer = templateRenderer(config);
-  const keyFile = join(stateDir, 'api-keys.json');
   const keys = fileKeyStore(keyFile);
-  const examples = resolve(env.MAILPLANE_DEV_MANIFESTS ?? 'examples');
+  const examples = env.MAILPLANE_DEV_MANIFESTS
+    ? resolve(env.MAILPLANE_DEV_MANIFESTS)
+    : join(root, 'examples');
   for (const line of await applyResources(
     { db: database.db, keys, secretKey: config.secretKey, renderer },
     readManifests(examples, 'default'),
   )) {
     log.info(line);
   }
+  await forgetStaleKeys(database.db, keyFile);
 
+  // Imported here, not above: `dev --help` and `dev apply` need neither.
+  const [{ startApi }, { startSender }] = await Promise.all([
+    import('../api/main.js'),
+    import('../sender/worker.js'),
+  ]);
   const metrics = createMetrics({ defaults: true });
   const api = await startApi({ database, config, log, metrics });
   const sender = await startSender({ pool: database.pool, db: database.db, config, log, metrics, renderer });
   sender.done.catch(() => process.exit(1));
-  const inboxApp = express();
-  inboxApp.use(inbox.handler);
-  const inboxPort = Number(env.MAILPLANE_INBOX_PORT ?? DEFAULT_INBOX_HTTP_PORT);
-  const inboxServer = await new Promise<ReturnType<typeof inboxApp.listen>>((ok, fail) => {
-    const s = inboxApp.listen(inboxPort, () => ok(s)).once('error', fail);
-  });
 
-  const [firstKey] = Object.values(JSON.parse(readFileSync(keyFile, 'utf8')) as Record<string, string>);
+  const [firstKey] = Object.values(readKeys(keyFile));
+  const apply = `${env.MAILPLANE_DEV_DIR ? `MAILPLANE_DEV_DIR=${stateDir} ` : ''}make apply F=<file|dir>`;
   process.stdout.write(
     [
       '',
       `API: ${api.url}`,
-      `API key: ${firstKey ?? '(none: the examples declare no API key)'}`,
+      `API key: ${firstKey ?? '(none: the manifests declare no API key)'}`,
       `Inbox: http://localhost:${(inboxServer.address() as AddressInfo).port}`,
-      env.MAILPLANE_RELAY_URL ? `Relay: ${env.MAILPLANE_RELAY_URL.replace(/\/\/[^@/]*@/, '//***@')}` : '',
+      ...(env.MAILPLANE_RELAY_URL
+        ? [`Relay: ${env.MAILPLANE_RELAY_URL.replace(/\/\/[^@/]*@/, '//***@')}`]
+        : []),
+      // The embedded one's password is a throwaway on loopback: shown, for psql.
+      `Database: ${env.DATABASE_URL ? redact(config.databaseUrl) : config.databaseUrl}`,
+      ...notes,
+      `Your own manifests: ${apply}, in another terminal (from ${root})`,
+      'Ctrl-C stops everything.',
       '',
-    ]
-      .filter((l, i, all) => l !== '' || i === 0 || i === all.length - 1)
-      .join('\n') + '\n',
+    ].join('\n') + '\n',
   );
 
+  process.off('SIGINT', interrupted);
+  process.off('SIGTERM', interrupted);
   onShutdown(log, async () => {
     await api.close();
     await sender.stop();
@@ -105,27 +215,91 @@ export async function main(env: Env): Promise<void> {
   });
 }
 
-/** Keeps issued API keys in a file, so that every `make dev` can print the key again. */
-function fileKeyStore(file: string): KeyStore {
-  const read = (): Record<string, string> => (existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {});
+/** Quieter than the processes by default: the banner is what a newcomer reads. */
+function logLevel(env: Env): Level {
+  return (env.LOG_LEVEL as Level | undefined) ?? 'warn';
+}
+
+/** `mailplane dev apply`: `mailplane apply` on the database and with the key of `mailplane dev`. */
+async function devApply(args: string[], env: Env): Promise<number> {
+  const { stateDir, secretFile, keyFile, urlFile } = statePaths(env);
+  const command = 'mailplane dev apply';
+  if (args.includes('--help') || args.includes('-h')) return applyCommand(args, env, { command });
+  const databaseUrl = env.DATABASE_URL ?? (existsSync(urlFile) ? readFileSync(urlFile, 'utf8').trim() : '');
+  if (!databaseUrl || !existsSync(secretFile)) {
+    throw new UserError(`dev apply: ${stateDir} has no dev database yet; start \`make dev\` first`);
+  }
+  // Said plainly before apply's own message: the usual cause is that `make dev` is not running.
+  const probe = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 3_000 });
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+  } catch (err) {
+    if (!isDatabaseUnavailable(err)) throw err;
+    throw new UserError(
+      `dev apply: the dev database (${redact(databaseUrl)}) does not answer; is \`make dev\` running?`,
+    );
+  } finally {
+    await probe.end().catch(() => {});
+  }
+  return applyCommand(
+    args,
+    {
+      ...env,
+      DATABASE_URL: databaseUrl,
+      MAILPLANE_SECRET_KEY: env.MAILPLANE_SECRET_KEY ?? readFileSync(secretFile, 'utf8'),
+    },
+    { command, keyStore: (report) => fileKeyStore(keyFile, report) },
+  );
+}
+
+function readKeys(file: string): Record<string, string> {
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Record<string, string>) : {};
+}
+
+function writeKeys(file: string, keys: Record<string, string>): void {
+  writeFileSync(file, `${JSON.stringify(keys, null, 2)}\n`, { mode: 0o600 });
+}
+
+/**
+ * Keeps issued API keys in a file, so that every `make dev` can print the key again; `report`
+ * hears of each new one (for `mailplane dev apply` to print it).
+ */
+function fileKeyStore(file: string, report?: (key: IssuedKey) => void): KeyStore {
   const id = (t: { namespace: string; name: string }, keyName: string) =>
     `${t.namespace}/${t.name}/${keyName}`;
-  const write = (keys: Record<string, string>) =>
-    writeFileSync(file, JSON.stringify(keys, null, 2), { mode: 0o600 });
-  if (!existsSync(file)) write({});
+  if (!existsSync(file)) writeKeys(file, {});
   return {
-    hasApiKey: async (tenant, keyName) => id(tenant, keyName) in read(),
-    saveApiKey: async (tenant, keyName, key) => write({ ...read(), [id(tenant, keyName)]: key }),
+    hasApiKey: async (tenant, keyName) => id(tenant, keyName) in readKeys(file),
+    saveApiKey: async (tenant, name, key, scopes) => {
+      writeKeys(file, { ...readKeys(file), [id(tenant, name)]: key });
+      report?.({ tenant, name, scopes, key });
+    },
     updateApiKeyScopes: async () => {},
     deleteApiKey: async (tenant, keyName) => {
-      const keys = read();
+      const keys = readKeys(file);
       delete keys[id(tenant, keyName)];
-      write(keys);
+      writeKeys(file, keys);
     },
     loadUserDkimKey: async (_domain, secretName) => {
-      throw new Error(`spec.dkim.secretRef (${secretName}) needs the operator; leave it out in dev`);
+      throw new UserError(`spec.dkim.secretRef (${secretName}) needs the operator; leave it out in dev`);
     },
     loadGeneratedDkimKey: async () => undefined,
     saveGeneratedDkimKey: async () => {},
   };
+}
+
+/**
+ * Drops from the key file every key the database does not hold live (a database started over,
+ * a DATABASE_URL pointing elsewhere), so that the key printed is one that works.
+ */
+async function forgetStaleKeys(db: Db, file: string): Promise<void> {
+  const keys = readKeys(file);
+  if (Object.keys(keys).length === 0) return;
+  const live = await db.selectFrom('api_keys').select('hash').where('revoked_at', 'is', null).execute();
+  const hashes = new Set(live.map((k) => k.hash.toString('hex')));
+  const kept = Object.fromEntries(
+    Object.entries(keys).filter(([, key]) => hashes.has(hashApiKey(key).toString('hex'))),
+  );
+  if (Object.keys(kept).length !== Object.keys(keys).length) writeKeys(file, kept);
 }

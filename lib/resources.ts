@@ -1,10 +1,12 @@
-// The three custom resources as TypeScript sees them, and the checks `mailplane apply` makes
-// before it touches Postgres. The CRDs under crds/ are the schema of record inside a cluster;
-// these checks mirror them so that the same manifest fails the same way without a cluster.
+// The three custom resources as TypeScript sees them, and how `mailplane apply` reads them. The CRDs
+// under crds/ are the schema of record, in a cluster and out of it: parseManifests validates each
+// manifest against its CRD's schema (lib/crd-schema.ts), and checkResource adds by hand only what
+// no CRD schema can say.
 
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { servedKinds, validateAgainstCrd } from './crd-schema.js';
 import type { FieldError } from './problem.js';
 import { UserError } from './user-error.js';
 import type { Scope } from './db/schema.js';
@@ -71,46 +73,69 @@ export class ManifestError extends UserError {
   }
 }
 
+/** The kinds apply takes, in the order they are applied; each has its CRD in crds/. */
+const KINDS: Resource['kind'][] = ['Tenant', 'SendingDomain', 'Template'];
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
-const SCOPES: Scope[] = ['send', 'read'];
 /** ejs source of one template part; large enough for real newsletters, small enough to keep in a row. */
 const MAX_TEMPLATE_BYTES = 512 * 1024;
 
 /**
- * Parses a YAML stream (documents separated by `---`) into resources, checking each one and
- * reporting every field at fault. Documents of other kinds are returned in `skipped`.
+ * Parses a YAML stream (documents separated by `---`) into resources, each validated against its
+ * CRD, reporting every field at fault. A document of a kind or apiVersion the CRDs do not serve is
+ * an error naming the file and the document, as kubectl's would be.
  *
- *   const { resources } = parseManifests(readFileSync('examples/tenant.yaml', 'utf8'), 'tenant.yaml');
+ *   const resources = parseManifests(readFileSync('examples/tenant.yaml', 'utf8'), 'examples/tenant.yaml');
  */
-export function parseManifests(
-  text: string,
-  source: string,
-  defaultNamespace = 'default',
-): { resources: Resource[]; skipped: string[] } {
+export function parseManifests(text: string, source: string, defaultNamespace = 'default'): Resource[] {
   const resources: Resource[] = [];
-  const skipped: string[] = [];
   parseAllDocuments(text).forEach((doc, index) => {
-    const where = `${source}#${index + 1}`;
+    const where = `${source} document ${index + 1}`;
     if (doc.errors.length > 0) {
       throw new ManifestError(where, [{ field: '(yaml)', message: doc.errors[0]!.message }]);
     }
     const value: unknown = doc.toJS();
     if (value === null || value === undefined) return;
-    const obj = value as Record<string, unknown>;
-    const kind = String(obj.kind ?? '');
-    if (obj.apiVersion !== API_VERSION || !['Tenant', 'SendingDomain', 'Template'].includes(kind)) {
-      skipped.push(`${where}: ${String(obj.apiVersion)} ${kind}`);
-      return;
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      throw new ManifestError(where, [
+        { field: '(document)', message: 'must be a mapping with apiVersion and kind' },
+      ]);
     }
-    resources.push(checkResource(obj, where, defaultNamespace));
+    const obj = value as Record<string, unknown>;
+    const served = servedKinds();
+    const versions = KINDS.includes(obj.kind as Resource['kind']) ? served[String(obj.kind)] : undefined;
+    if (!versions) {
+      const takes = `${KINDS.join(', ')} (${API_VERSION})`;
+      throw new ManifestError(where, [
+        {
+          field: 'kind',
+          message:
+            obj.kind === undefined
+              ? `is required: one of ${takes}`
+              : `${JSON.stringify(obj.kind)} is not a kind mailplane apply takes: ${takes}`,
+        },
+      ]);
+    }
+    if (!versions.includes(String(obj.apiVersion))) {
+      throw new ManifestError(where, [
+        {
+          field: 'apiVersion',
+          message: `${obj.apiVersion === undefined ? 'is required' : `${JSON.stringify(obj.apiVersion)} does not serve ${String(obj.kind)}`}: use ${versions.join(' or ')}`,
+        },
+      ]);
+    }
+    resources.push(checkResource(obj, where, defaultNamespace, validateAgainstCrd(obj)));
   });
-  return { resources, skipped };
+  return resources;
 }
 
 /**
- * Checks one object of a Mailplane kind and returns it typed; throws ManifestError listing every
- * field at fault. The operator runs objects from the API server through it as well.
+ * Checks one object of a Mailplane kind for what its CRD's schema cannot say, and returns it typed;
+ * throws ManifestError listing every field at fault, `schemaErrors` (from its CRD) first. The
+ * operator runs objects from the API server, which validated them against the CRD, through it.
+ *
+ * By hand, because no CRD schema can say it: the namespace is a DNS label (ObjectMeta is the API
+ * server's, a CRD may not describe it), and a template part is at most 512 KiB in UTF-8 (the
+ * CRD's maxLength counts characters, Postgres stores bytes).
  *
  *   const tenant = checkResource(object, 'tenant acme', 'default') as TenantResource;
  */
@@ -118,95 +143,23 @@ export function checkResource(
   obj: Record<string, unknown>,
   where: string,
   defaultNamespace: string,
+  schemaErrors: FieldError[] = [],
 ): Resource {
-  const errors: FieldError[] = [];
+  const errors: FieldError[] = [...schemaErrors];
   const fail = (field: string, message: string) => errors.push({ field, message });
   const meta = (obj.metadata ?? {}) as Record<string, unknown>;
   const name = String(meta.name ?? '');
   const namespace = String(meta.namespace ?? defaultNamespace);
-  if (!NAME.test(name)) fail('metadata.name', 'must be a DNS label: lower-case letters, digits and -');
   if (!NAME.test(namespace)) fail('metadata.namespace', 'must be a DNS label');
   const spec = (obj.spec ?? {}) as Record<string, unknown>;
-  if (typeof obj.spec !== 'object' || obj.spec === null) fail('spec', 'is required');
   const kind = obj.kind as Resource['kind'];
 
-  const tenantRef = () => {
-    const ref = spec.tenantRef as { name?: unknown } | undefined;
-    if (typeof ref?.name !== 'string' || !NAME.test(ref.name)) {
-      fail('spec.tenantRef.name', 'is required: the name of a Tenant in the same namespace');
-    }
-  };
-  const text = (field: string, value: unknown, required: boolean) => {
-    if (value === undefined && !required) return;
-    if (typeof value !== 'string' || (required && value.length === 0))
-      fail(field, 'must be a non-empty string');
-    else if (Buffer.byteLength(value) > MAX_TEMPLATE_BYTES)
-      fail(field, `must be at most ${MAX_TEMPLATE_BYTES} bytes`);
-  };
-
-  if (kind === 'Tenant') {
-    const limits = spec.limits as Record<string, unknown> | undefined;
-    if (limits?.maxRecipients !== undefined) {
-      const n = limits.maxRecipients;
-      if (!Number.isInteger(n) || (n as number) < 1 || (n as number) > 1000) {
-        fail('spec.limits.maxRecipients', 'must be an integer from 1 to 1000');
+  if (kind === 'Template') {
+    for (const part of ['subject', 'html', 'text']) {
+      const value = spec[part];
+      if (typeof value === 'string' && Buffer.byteLength(value) > MAX_TEMPLATE_BYTES) {
+        fail(`spec.${part}`, `must be at most ${MAX_TEMPLATE_BYTES} bytes`);
       }
-    }
-    const keys = spec.apiKeys ?? [];
-    if (!Array.isArray(keys)) fail('spec.apiKeys', 'must be a list of {name, scopes}');
-    else {
-      const seen = new Set<string>();
-      keys.forEach((key: { name?: unknown; scopes?: unknown }, i) => {
-        if (typeof key?.name !== 'string' || !NAME.test(key.name))
-          fail(`spec.apiKeys[${i}].name`, 'must be a DNS label');
-        else if (seen.has(key.name)) fail(`spec.apiKeys[${i}].name`, `"${key.name}" is listed twice`);
-        else seen.add(key.name);
-        const scopes = key?.scopes;
-        if (
-          !Array.isArray(scopes) ||
-          scopes.length === 0 ||
-          !scopes.every((s) => SCOPES.includes(s as Scope))
-        ) {
-          fail(`spec.apiKeys[${i}].scopes`, `must list one or more of ${SCOPES.join(', ')}`);
-        }
-      });
-    }
-  } else if (kind === 'SendingDomain') {
-    tenantRef();
-    if (typeof spec.domain !== 'string' || !DOMAIN.test(spec.domain)) {
-      fail('spec.domain', 'must be a lower-case domain name such as mail.example.com');
-    }
-    const dkim = (spec.dkim ?? {}) as Record<string, unknown>;
-    if (dkim.selector !== undefined && (typeof dkim.selector !== 'string' || !NAME.test(dkim.selector))) {
-      fail('spec.dkim.selector', 'must be a DNS label');
-    }
-    if (dkim.algorithm !== undefined && dkim.algorithm !== 'rsa-2048' && dkim.algorithm !== 'ed25519') {
-      fail('spec.dkim.algorithm', 'must be rsa-2048 or ed25519');
-    }
-    if (
-      dkim.deletionPolicy !== undefined &&
-      dkim.deletionPolicy !== 'Retain' &&
-      dkim.deletionPolicy !== 'Delete'
-    ) {
-      fail('spec.dkim.deletionPolicy', 'must be Retain or Delete');
-    }
-    if (
-      spec.returnPath !== undefined &&
-      (typeof spec.returnPath !== 'string' || !DOMAIN.test(spec.returnPath))
-    ) {
-      fail('spec.returnPath', 'must be a domain name');
-    }
-  } else {
-    tenantRef();
-    text('spec.subject', spec.subject, true);
-    text('spec.html', spec.html, false);
-    text('spec.text', spec.text, false);
-    if (spec.html === undefined && spec.text === undefined) fail('spec', 'needs html, text or both');
-    if (
-      spec.sampleData !== undefined &&
-      (typeof spec.sampleData !== 'object' || Array.isArray(spec.sampleData))
-    ) {
-      fail('spec.sampleData', 'must be an object');
     }
   }
 
@@ -215,18 +168,24 @@ export function checkResource(
 }
 
 /**
- * Reads manifests from a file, or from every .yaml, .yml and .json file of a directory in name order.
+ * Reads manifests from a file, or from every .yaml, .yml and .json file of a directory in name
+ * order. A path that cannot be read is a UserError saying so.
  *
  *   const resources = readManifests('examples/', 'default');
  */
 export function readManifests(path: string, defaultNamespace: string): Resource[] {
-  const files = statSync(path).isDirectory()
-    ? readdirSync(path)
-        .filter((f) => /\.(ya?ml|json)$/.test(f))
-        .sort()
-        .map((f) => join(path, f))
-    : [path];
-  return files.flatMap(
-    (file) => parseManifests(readFileSync(file, 'utf8'), file, defaultNamespace).resources,
-  );
+  try {
+    const files = statSync(path).isDirectory()
+      ? readdirSync(path)
+          .filter((f) => /\.(ya?ml|json)$/.test(f))
+          .sort()
+          .map((f) => join(path, f))
+      : [path];
+    return files.flatMap((file) => parseManifests(readFileSync(file, 'utf8'), file, defaultNamespace));
+  } catch (err) {
+    const { code, path: at = path } = err as NodeJS.ErrnoException;
+    if (code === 'ENOENT') throw new UserError(`${at}: no such file or directory`);
+    if (code === 'EACCES') throw new UserError(`${at}: permission denied`);
+    throw err;
+  }
 }

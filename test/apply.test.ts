@@ -127,7 +127,7 @@ spec:
 `),
   );
   assert.equal(out.code, 1);
-  for (const field of ['metadata.name', 'spec.tenantRef.name', 'spec.domain', 'spec.dkim.algorithm']) {
+  for (const field of ['metadata.name', 'spec.tenantRef', 'spec.domain', 'spec.dkim.algorithm']) {
     assert.match(out.stderr, new RegExp(field.replace(/\./g, '\\.')), out.stderr);
   }
 });

@@ -1,12 +1,22 @@
 // `mailplane dev` as a newcomer meets it: no DATABASE_URL, so an embedded Postgres; the examples
-// applied; the printed key sends an email that arrives in the printed inbox, DKIM-signed.
+// applied; the printed key sends an email that arrives in the printed inbox, DKIM-signed; and the
+// README's Resend SDK script runs as printed. test/first-run.test.ts covers root, ports and Ctrl-C.
 
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import {
+  chmodSync,
+  copyFileSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
 import { verifyDkimIndependently } from './helpers/dkim.js';
 
 let child: ChildProcess;
@@ -43,7 +53,8 @@ function startDev(env: Record<string, string>): Promise<typeof printed> {
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mailplane-dev-'));
-  // As root, the embedded Postgres runs as the `postgres` user, who must be able to enter it.
+  // Enterable by the `postgres` user (who runs the embedded Postgres when we are root), so the data
+  // stays in the state directory and goes with it; first-run.test.ts takes the other case.
   chmodSync(dir, 0o755);
   const env: Record<string, string> = {
     MAILPLANE_DEV_DIR: dir,
@@ -107,4 +118,42 @@ test('the README curl sends an email that arrives in the local inbox, DKIM-signe
 
   const page = await (await fetch(printed.inbox)).text();
   assert.match(page, /Hello from Mailplane/);
+});
+
+test("the README's Resend SDK script runs as printed: an email with an attachment read from a file, a read, a batch", async () => {
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('## Use the Resend SDK'));
+  const script = /```js\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
+  assert.ok(script.includes("from 'resend'"), 'the README has the script');
+  // As the README says: saved in the checkout (here a directory that shares its node_modules and
+  // README.md), run with node; only the port differs, make dev's being 8080.
+  const work = mkdtempSync(join(tmpdir(), 'mailplane-sdk-'));
+  try {
+    symlinkSync(resolve('node_modules'), join(work, 'node_modules'));
+    copyFileSync('README.md', join(work, 'README.md'));
+    writeFileSync(join(work, 'send.mjs'), script.replaceAll('http://localhost:8080', printed.api));
+    const { stdout } = await promisify(execFile)(process.execPath, ['send.mjs'], {
+      cwd: work,
+      env: { ...process.env, MAILPLANE_API_KEY: printed.key },
+    });
+    const id = /^sent (\S+)$/m.exec(stdout)?.[1];
+    assert.ok(id, stdout);
+    assert.match(stdout, /^status (queued|sending|delivered)$/m);
+    assert.match(stdout, /^batch 2 emails$/m);
+
+    let caught: { id: string; subject?: string } | undefined;
+    for (let i = 0; i < 100 && !caught; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const list = (await (await fetch(`${printed.inbox}/messages`)).json()) as {
+        id: string;
+        subject?: string;
+      }[];
+      caught = list.find((m) => m.subject === 'The README you asked for');
+    }
+    assert.ok(caught, 'the email arrived');
+    const raw = await (await fetch(`${printed.inbox}/messages/${caught.id}/raw`)).text();
+    assert.match(raw, /filename="?README\.md"?/);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
 });
