@@ -12,6 +12,7 @@ import type { Acceptor } from './accept.js';
 import { accessLog } from './access-log.js';
 import { authenticate } from './auth.js';
 import { domainsRouter } from './domains.js';
+import { auditLogRouter } from './audit-log.js';
 import { statsRouter } from './stats.js';
 import { emailsRouter } from './emails.js';
 import { jsonBody } from './json-body.js';
@@ -20,6 +21,7 @@ import { databaseUnavailable, problemHandler, sendProblem } from './problems.js'
 import { requestContext } from './request-context.js';
 import { recordRouteTemplates } from './route-template.js';
 import type { Limits } from './validate.js';
+import { webhooksRouter, type WebhooksDeps } from './webhooks.js';
 
 export interface AppDeps {
   db: Db;
@@ -29,6 +31,8 @@ export interface AppDeps {
   limits: Limits;
   /** Public name of the inbound SMTP service, listed as the MX of return-path domains. */
   inboundHost?: string;
+  /** The key that encrypts webhook secrets, and whether webhook URLs may be private. */
+  webhooks: Omit<WebhooksDeps, 'db'>;
 }
 
 /** JSON carries attachments as base64: 4 bytes for every 3, plus room for the rest of the body. */
@@ -71,7 +75,9 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(authenticate(db));
   v1.use(emailsRouter({ db, acceptor: deps.acceptor, metrics, limits: deps.limits }));
   v1.use(domainsRouter(db, deps.inboundHost));
+  v1.use(webhooksRouter({ db, ...deps.webhooks }));
   v1.use(statsRouter(db));
+  v1.use(auditLogRouter(db));
   app.use('/v1', v1);
 
   app.use((req: Request, _res: Response, next: NextFunction) => {

@@ -13,6 +13,8 @@ export interface Principal {
   /** `namespace/name` of the Tenant, for logs and metrics. */
   tenant: string;
   keyId: string;
+  /** The key's name in its Tenant's spec.apiKeys, for the audit log. */
+  keyName: string;
   scopes: Scope[];
   limits: TenantLimits;
 }
@@ -53,6 +55,7 @@ export function authenticate(db: Db) {
         .innerJoin('tenants', 'tenants.id', 'api_keys.tenant_id')
         .select([
           'api_keys.id',
+          'api_keys.name as key_name',
           'api_keys.scopes',
           'tenants.id as tenant_id',
           'tenants.namespace',
@@ -68,6 +71,7 @@ export function authenticate(db: Db) {
         tenantId: row.tenant_id,
         tenant: `${row.namespace}/${row.name}`,
         keyId: row.id,
+        keyName: row.key_name,
         scopes: row.scopes,
         limits: row.limits,
       };

@@ -1,9 +1,10 @@
 // /v1/emails in Resend's shapes: send one, send a batch, read one with its per-recipient status
-// and event timeline, cancel one that has not gone out.
+// and event timeline, cancel one that has not gone out. Each answer is built by a view function
+// whose type is its schema's in api/schemas.ts, the one the OpenAPI document describes.
 
 import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
-import { sql } from 'kysely';
+import { z } from 'zod';
 import { formatMailbox } from '../lib/address.js';
 import {
   abandonIdempotent,
@@ -12,13 +13,24 @@ import {
   type Receipt,
 } from '../lib/db/idempotency.js';
 import { withCurrentVersion } from '../lib/db/templates.js';
+import { cancelEmail } from '../lib/db/transitions.js';
 import type { Db } from '../lib/db/index.js';
-import type { MessageStatus } from '../lib/db/schema.js';
+import type { Email as EmailRow, Message, MessageStatus } from '../lib/db/schema.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from './accept.js';
 import { principalOf, requireScope, type Principal } from './auth.js';
 import { idempotentRequest } from './idempotency.js';
+import {
+  EventDetail,
+  type Accepted,
+  type BatchAccepted,
+  type CanceledEmail,
+  type Email,
+  type EmailEvent,
+  type EventType,
+} from './schemas.js';
+import { BatchValidation, batchOf, MAX_BATCH } from './schemas-send.js';
 import { TtlCache } from './ttl-cache.js';
 import { checkSendRequest, describeFaults, fromDomain, type Limits } from './validate.js';
 
@@ -29,8 +41,8 @@ export interface EmailsDeps {
   limits: Limits;
 }
 
-/** Resend's batch limit: 100 emails in one request. */
-const MAX_BATCH = 100;
+/** A batch's envelope; each email in it is checked on its own, so its faults carry its index. */
+const BATCH = batchOf(z.unknown());
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
 const DOMAIN_CACHE_MS = 1000;
@@ -65,12 +77,11 @@ export function emailsRouter(deps: EmailsDeps): Router {
         { field: `${prefix}from`, message: `add a SendingDomain for ${domainName} first` },
       ]);
     }
-    let subject = send.content.subject;
     const content = send.content;
     if (send.template) {
       const byId = UUID.test(send.template.ref);
       const template = await withCurrentVersion(db)
-        .select(['templates.id', 'templates.current_version', 'template_versions.subject'])
+        .select(['templates.id', 'templates.current_version'])
         .where('templates.tenant_id', '=', principal.tenantId)
         .where(byId ? 'templates.id' : 'templates.name', '=', send.template.ref)
         .executeTakeFirst();
@@ -85,14 +96,15 @@ export function emailsRouter(deps: EmailsDeps): Router {
         version: template.current_version,
         variables: send.template.variables,
       };
-      subject ||= template.subject;
     }
     return {
       id: randomUUID(),
       tenantId: principal.tenantId,
       domainId,
       from: formatMailbox(send.from),
-      subject,
+      // A template's subject is rendered for each message as it is sent; nothing is stored as
+      // the subject that was not sent as one.
+      subject: send.template ? '' : content.subject,
       content,
       recipients: send.recipients,
       scheduledAt: send.scheduledAt,
@@ -135,7 +147,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
     idempotent(req, res, async (receiptFor) => {
       const principal = principalOf(req);
       const email = await prepare(principal, req.body);
-      const body = { id: email.id };
+      const body = acceptedView(email);
       await acceptor.accept([email], receiptFor?.(202, body));
       metrics.accepted.inc({ tenant: principal.tenant }, email.recipients.length);
       res.location(`/v1/emails/${email.id}`);
@@ -146,21 +158,21 @@ export function emailsRouter(deps: EmailsDeps): Router {
   router.post('/emails/batch', requireScope('send'), (req, res) =>
     idempotent(req, res, async (receiptFor) => {
       const principal = principalOf(req);
-      const body: unknown = req.body;
-      if (!Array.isArray(body) || body.length === 0 || body.length > MAX_BATCH) {
+      const batch = BATCH.safeParse(req.body);
+      if (!batch.success) {
         throw new Problem(422, 'validation-error', `The body must be a list of 1 to ${MAX_BATCH} emails.`, [
           { field: '(body)', message: `must be a list of 1 to ${MAX_BATCH} emails` },
         ]);
       }
       // Strict (Resend's default): one invalid email refuses the batch, every fault listed.
       // Permissive: the valid ones are sent and the others reported by index.
-      const permissive = req.get('x-batch-validation') === 'permissive';
+      const permissive = req.get('x-batch-validation') === BatchValidation.enum.permissive;
       const prepared: PreparedEmail[] = [];
       const errors: FieldError[] = [];
       const refused: { index: number; message: string }[] = [];
       // The batch answers with the gravest of its emails' statuses (403, 413 or 422).
       let status = 0;
-      for (const [index, item] of body.entries()) {
+      for (const [index, item] of batch.data.entries()) {
         try {
           prepared.push(await prepare(principal, item, `[${index}].`));
         } catch (err) {
@@ -174,14 +186,11 @@ export function emailsRouter(deps: EmailsDeps): Router {
         throw new Problem(
           status,
           'validation-error',
-          `${refused.length} of ${body.length} emails are invalid; ${describeFaults(errors)}`,
+          `${refused.length} of ${batch.data.length} emails are invalid; ${describeFaults(errors)}`,
           errors,
         );
       }
-      const answer = {
-        data: prepared.map((e) => ({ id: e.id })),
-        ...(permissive ? { errors: refused } : {}),
-      };
+      const answer = batchView(prepared, permissive ? refused : undefined);
       const receipt = receiptFor?.(202, answer);
       if (prepared.length > 0) await acceptor.accept(prepared, receipt);
       else if (receipt) await completeIdempotent(db, receipt);
@@ -196,94 +205,17 @@ export function emailsRouter(deps: EmailsDeps): Router {
   router.get('/emails/:id', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
     const id = String(req.params.id);
-    const notFound = new Problem(404, 'not-found', `No email ${id}.`);
     // Another tenant's email is as absent as one that never existed.
-    if (!UUID.test(id)) throw notFound;
-    const email = await db
-      .selectFrom('emails')
-      .selectAll()
-      .where('id', '=', id)
-      .where('tenant_id', '=', principal.tenantId)
-      .executeTakeFirst();
-    if (!email) throw notFound;
-    const [messages, events] = await Promise.all([
-      db.selectFrom('messages').selectAll().where('email_id', '=', id).orderBy('created_at').execute(),
-      db
-        .selectFrom('events')
-        .leftJoin('messages', 'messages.id', 'events.message_id')
-        .select(['events.type', 'events.detail', 'events.created_at', 'messages.recipient'])
-        .where('events.email_id', '=', id)
-        .orderBy('events.id')
-        .execute(),
-    ]);
-    const status = overallStatus(messages.map((m) => m.status));
-    const c = email.content;
-    res.json({
-      object: 'email',
-      id: email.id,
-      from: email.from_address,
-      to: c.to,
-      cc: c.cc,
-      bcc: c.bcc,
-      reply_to: c.reply_to,
-      subject: email.subject,
-      html: c.html ?? null,
-      text: c.text ?? null,
-      tags: c.tags,
-      created_at: email.created_at.toISOString(),
-      scheduled_at: email.scheduled_at?.toISOString() ?? null,
-      // Resend reports a complaint as the email's last event; its status stays what it was.
-      last_event: events.some((e) => e.type === 'complained') ? 'complained' : status,
-      status,
-      recipients: messages.map((m) => ({
-        address: m.recipient,
-        status: m.status,
-        attempts: m.attempts,
-        last_reply: m.last_reply,
-        next_attempt_at: m.next_attempt_at?.toISOString() ?? null,
-      })),
-      // Each message's creation is its `queued` transition (api/accept.ts writes no events row).
-      events: [
-        ...messages.map((m) => ({ type: 'queued', recipient: m.recipient, at: m.created_at.toISOString() })),
-        ...events.map((e) => ({
-          type: e.type,
-          recipient: e.recipient,
-          at: e.created_at.toISOString(),
-          ...e.detail,
-        })),
-      ],
-    });
+    const email = UUID.test(id) ? await readEmail(db, principal.tenantId, id) : undefined;
+    if (!email) throw new Problem(404, 'not-found', `No email ${id}.`);
+    res.json(emailView(email));
   });
 
   router.post('/emails/:id/cancel', requireScope('send'), async (req, res) => {
     const principal = principalOf(req);
     const id = String(req.params.id);
     if (!UUID.test(id)) throw new Problem(404, 'not-found', `No email ${id}.`);
-    const canceled = await db.transaction().execute(async (trx) => {
-      const rows = await trx
-        .updateTable('messages')
-        .set({ status: 'canceled', updated_at: sql`now()` })
-        .where('email_id', '=', id)
-        .where('tenant_id', '=', principal.tenantId)
-        .where('status', 'in', ['queued', 'deferred'])
-        .returning(['id', 'email_id', 'tenant_id'])
-        .execute();
-      if (rows.length > 0) {
-        await trx
-          .insertInto('events')
-          .values(
-            rows.map((r) => ({
-              tenant_id: r.tenant_id,
-              email_id: r.email_id,
-              message_id: r.id,
-              type: 'canceled',
-              detail: '{}',
-            })),
-          )
-          .execute();
-      }
-      return rows.length;
-    });
+    const canceled = await cancelEmail(db, { emailId: id, tenantId: principal.tenantId });
     if (canceled === 0) {
       const exists = await db
         .selectFrom('emails')
@@ -298,10 +230,127 @@ export function emailsRouter(deps: EmailsDeps): Router {
         'Every recipient of this email has already been sent to or settled.',
       );
     }
-    res.json({ object: 'email', id });
+    res.json(canceledView(id));
   });
 
   return router;
+}
+
+/** An email with what its view shows: its messages, its events and the template it names. */
+interface EmailRecord {
+  email: EmailRow;
+  messages: Message[];
+  events: { type: string; detail: Record<string, unknown>; created_at: Date; recipient: string | null }[];
+  templateName: string | null;
+}
+
+/** Reads an email of the tenant's, or undefined. */
+async function readEmail(db: Db, tenantId: string, id: string): Promise<EmailRecord | undefined> {
+  const email = await db
+    .selectFrom('emails')
+    .selectAll()
+    .where('id', '=', id)
+    .where('tenant_id', '=', tenantId)
+    .executeTakeFirst();
+  if (!email) return undefined;
+  const templateId = email.content.template?.id;
+  const [messages, events, template] = await Promise.all([
+    db.selectFrom('messages').selectAll().where('email_id', '=', id).orderBy('created_at').execute(),
+    db
+      .selectFrom('events')
+      .leftJoin('messages', 'messages.id', 'events.message_id')
+      .select(['events.type', 'events.detail', 'events.created_at', 'messages.recipient'])
+      .where('events.email_id', '=', id)
+      .orderBy('events.id')
+      .execute(),
+    templateId
+      ? db
+          .selectFrom('templates')
+          .select('name')
+          .where('id', '=', templateId)
+          .where('tenant_id', '=', tenantId)
+          .executeTakeFirst()
+      : undefined,
+  ]);
+  return { email, messages, events, templateName: template?.name ?? null };
+}
+
+/** POST /v1/emails answers with the id alone, as Resend does. */
+export function acceptedView(email: PreparedEmail): Accepted {
+  return { id: email.id };
+}
+
+/** POST /v1/emails/batch: the ids queued and, when permissive, the emails refused. */
+export function batchView(
+  prepared: PreparedEmail[],
+  refused?: { index: number; message: string }[],
+): BatchAccepted {
+  return { data: prepared.map(acceptedView), ...(refused ? { errors: refused } : {}) };
+}
+
+export function canceledView(id: string): CanceledEmail {
+  return { object: 'email', id };
+}
+
+/** GET /v1/emails/:id in Resend's shape, with the recipients and their timeline. */
+export function emailView({ email, messages, events, templateName }: EmailRecord): Email {
+  const status = overallStatus(messages.map((m) => m.status));
+  const c = email.content;
+  // Rendered for each message as it is sent, not stored: shown as the template and its variables.
+  const template = c.template
+    ? { id: c.template.id, name: templateName, version: c.template.version, variables: c.template.variables }
+    : null;
+  return {
+    object: 'email',
+    id: email.id,
+    from: email.from_address,
+    to: c.to,
+    cc: c.cc,
+    bcc: c.bcc,
+    reply_to: c.reply_to,
+    subject: template ? null : email.subject,
+    html: template ? null : (c.html ?? null),
+    text: template ? null : (c.text ?? null),
+    template,
+    tags: c.tags,
+    created_at: email.created_at.toISOString(),
+    scheduled_at: email.scheduled_at?.toISOString() ?? null,
+    // Resend reports a complaint as the email's last event; its status stays what it was.
+    last_event: events.some((e) => e.type === 'complained') ? 'complained' : status,
+    status,
+    recipients: messages.map((m) => ({
+      address: m.recipient,
+      status: m.status,
+      attempts: m.attempts,
+      last_reply: m.last_reply,
+      next_attempt_at: m.next_attempt_at?.toISOString() ?? null,
+    })),
+    // Each message's creation is its `queued` transition (api/accept.ts writes no events row).
+    events: [
+      ...messages.map((m): EmailEvent => ({
+        type: 'queued',
+        recipient: m.recipient,
+        at: m.created_at.toISOString(),
+      })),
+      ...events.map((e): EmailEvent => ({
+        // Written only through lib/db/transitions.ts, whose EVENT_TYPES the schema lists.
+        type: e.type as EventType,
+        recipient: e.recipient,
+        at: e.created_at.toISOString(),
+        ...documentedDetail(e.detail),
+      })),
+    ],
+  };
+}
+
+/**
+ * The members of an event's detail that the schema documents: a member a writer adds without
+ * documenting it stays out of the answer rather than surprise a client.
+ */
+function documentedDetail(detail: Record<string, unknown>): EventDetail {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(EventDetail.shape)) if (detail[key] !== undefined) out[key] = detail[key];
+  return out as EventDetail;
 }
 
 /** One status for the whole email: the least advanced recipient while any is pending, else the worst outcome. */

@@ -37,6 +37,7 @@ export async function startApi(deps: {
     metrics,
     limits: { maxRecipients: config.maxRecipients, maxMessageBytes: config.maxMessageBytes },
     inboundHost: config.inboundHost,
+    webhooks: { secretKey: config.secretKey, allowPrivate: config.webhooksAllowPrivate },
   });
   const server: Server = createServer(app);
   await listen(server, { port: config.port, setting: 'PORT' });

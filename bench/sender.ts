@@ -14,7 +14,9 @@ import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
 import { readManifests } from '../lib/resources.js';
 import { composeMessage } from '../sender/compose.js';
 import { createDkimSigner } from '../sender/dkim.js';
+import { encrypt } from '../lib/crypto.js';
 import { claimMessage, settle } from '../lib/db/transitions.js';
+import { newWebhookSecret } from '../lib/webhooks.js';
 import { createTemplateVersions } from '../sender/templates.js';
 import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
@@ -45,6 +47,14 @@ const server = new SMTPServer({
 });
 server.on('error', () => {});
 server.listen(0, '127.0.0.1', () => process.stdout.write('listening ' + server.server.address().port + '\\n'));
+`;
+
+/** A webhook receiver that answers 204 to everything, in a process of its own. */
+const RECEIVER = `
+import { createServer } from 'node:http';
+const server = createServer((req, res) => { req.resume(); req.on('end', () => res.writeHead(204).end()); });
+server.keepAliveTimeout = 65000;
+server.listen(0, '127.0.0.1', () => process.stdout.write('listening ' + server.address().port + '\\n'));
 `;
 
 interface Prepared {
@@ -130,8 +140,33 @@ async function endToEnd(
   prepared: Prepared,
   sinkPort: number,
   processes: number,
-): Promise<{ perSecond: number; delivered: number; events: number; seconds: number }> {
-  const env = { ...prepared.env, MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${sinkPort}`, LOG_LEVEL: 'info' };
+  webhookUrl?: string,
+): Promise<{
+  perSecond: number;
+  delivered: number;
+  events: number;
+  seconds: number;
+  /** With a webhook endpoint: events it received per second, until the last one was received. */
+  webhooks?: { perSecond: number; delivered: number; total: number; seconds: number };
+}> {
+  const env = {
+    ...prepared.env,
+    MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${sinkPort}`,
+    LOG_LEVEL: 'info',
+    ...(webhookUrl ? { MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: 'true' } : {}),
+  };
+  if (webhookUrl) {
+    const tenant = await prepared.database.db.selectFrom('tenants').select('id').executeTakeFirstOrThrow();
+    const config = readConfig(prepared.env);
+    await prepared.database.db
+      .insertInto('webhook_endpoints')
+      .values({
+        tenant_id: tenant.id,
+        url: webhookUrl,
+        secret: encrypt(config.secretKey, newWebhookSecret()),
+      })
+      .execute();
+  }
   const total = prepared.messageIds.length;
   const count = async () =>
     Number(
@@ -151,6 +186,8 @@ async function endToEnd(
   const started = performance.now();
   let delivered = 0;
   let lastProgress = started;
+  let seconds = 0;
+  let webhooks: { perSecond: number; delivered: number; total: number; seconds: number } | undefined;
   try {
     for (;;) {
       const now = await count();
@@ -160,14 +197,35 @@ async function endToEnd(
       if (performance.now() - lastProgress > STALL_MS) break;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
+    seconds = (performance.now() - started) / 1000;
+    if (webhookUrl) webhooks = await webhooksDone(prepared, started);
   } finally {
     await Promise.all(senders.map((s) => stopChild(s.child)));
   }
-  const seconds = (performance.now() - started) / 1000;
   const { rows } = await prepared.database.pool.query<{ n: string }>(
     "select count(*) as n from events where type = 'delivered'",
   );
-  return { perSecond: delivered / seconds, delivered, events: Number(rows[0]!.n), seconds };
+  return { perSecond: delivered / seconds, delivered, events: Number(rows[0]!.n), seconds, webhooks };
+}
+
+/** Waits until every webhook delivery is done (or progress stalls); its rate since `started`. */
+async function webhooksDone(prepared: Prepared, started: number) {
+  let done = 0;
+  let total = 0;
+  let lastProgress = performance.now();
+  for (;;) {
+    const { rows } = await prepared.database.pool.query<{ done: string; total: string }>(
+      "select count(*) filter (where status = 'delivered') as done, count(*) as total from webhook_deliveries",
+    );
+    const now = Number(rows[0]!.done);
+    total = Number(rows[0]!.total);
+    if (now > done) lastProgress = performance.now();
+    done = now;
+    if (done >= total || performance.now() - lastProgress > STALL_MS) break;
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return { perSecond: done / seconds, delivered: done, total, seconds };
 }
 
 /**
@@ -261,6 +319,24 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
       'delivered/s, 1 sender process',
       `${full.perSecond.toFixed(0)}   (target ≥ 800; ${full.delivered} of ${MESSAGES} delivered, ${full.events} events, ${full.seconds.toFixed(1)} s)`,
     ]);
+
+    const receiver = await startChild(['--input-type=module', '-e', RECEIVER], {}, /listening (\d+)/);
+    try {
+      const hooked = await prepare(secret, MESSAGES, renderer);
+      const url = `http://127.0.0.1:${receiver.match[1]}/hooks`;
+      const withHooks = await endToEnd(hooked, sinkPort, 1, url).finally(() => release(hooked));
+      const hooks = withHooks.webhooks!;
+      lines.push([
+        'delivered/s, 1 process, webhook on every event',
+        `${withHooks.perSecond.toFixed(0)}   (${(withHooks.perSecond / full.perSecond).toFixed(2)} of the figure without; target ≥ 0.9)`,
+      ]);
+      lines.push([
+        'webhook events received/s',
+        `${hooks.perSecond.toFixed(0)}   (${hooks.delivered} of ${hooks.total} events in ${hooks.seconds.toFixed(1)} s; ${(hooks.perSecond / withHooks.perSecond).toFixed(2)} × the delivered rate, target ≥ 1)`,
+      ]);
+    } finally {
+      await stopChild(receiver.child);
+    }
 
     const two = await prepare(secret, MESSAGES, renderer);
     const pair = await endToEnd(two, sinkPort, 2).finally(() => release(two));

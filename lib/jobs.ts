@@ -25,27 +25,6 @@ export function isSendMessagePayload(value: unknown): value is SendMessagePayloa
  */
 export const SEND_MESSAGE_MAX_ATTEMPTS = 10;
 
-export const DELIVER_WEBHOOK = 'deliver_webhook';
-
-/** Queued once per attempt of one event to one endpoint (a webhook_deliveries row). */
-export interface DeliverWebhookPayload {
-  deliveryId: string;
-}
-
-export function isDeliverWebhookPayload(value: unknown): value is DeliverWebhookPayload {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as { deliveryId?: unknown }).deliveryId === 'string'
-  );
-}
-
-/**
- * The task schedules its own retries (the Standard Webhooks schedule, lib/webhooks.ts); these
- * cover what it cannot record, such as the database going away mid-job.
- */
-export const DELIVER_WEBHOOK_MAX_ATTEMPTS = 5;
-
 /**
  * Hourly cron job: deletes Idempotency-Key records past their 24 hours. Its payload is
  * graphile-worker's cron payload (`_cron`), which it does not read.
@@ -59,7 +38,6 @@ declare global {
     interface Tasks {
       send_message: SendMessagePayload;
       purge_idempotency_keys: Record<string, unknown>;
-      deliver_webhook: DeliverWebhookPayload;
     }
   }
 }

@@ -33,6 +33,8 @@ export type ProblemType =
   | 'invalid-idempotent-request'
   | 'concurrent-idempotent-requests'
   | 'not-cancelable'
+  | 'webhook-read-only'
+  | 'webhook-disabled'
   | 'rate-limit-exceeded'
   | 'service-unavailable'
   | 'internal-server-error';

@@ -36,9 +36,12 @@ export async function openRuntime(
   const database = openDatabase(config.databaseUrl, {
     max: config.databasePoolSize,
     statementTimeoutMs: options.statementTimeoutMs,
+    applicationName: `mailplane-${component}`,
   });
   // A migration may run longer than any request should: it gets connections of its own.
-  const setup = options.statementTimeoutMs ? openDatabase(config.databaseUrl, { max: 2 }) : database;
+  const setup = options.statementTimeoutMs
+    ? openDatabase(config.databaseUrl, { max: 2, applicationName: `mailplane-${component}` })
+    : database;
   try {
     await migrate(setup.db, setup.pool, log);
     await verifySecretKey(setup.db, config.secretKey);

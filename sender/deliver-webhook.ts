@@ -1,14 +1,17 @@
-// The deliver_webhook task: one attempt of one event to one endpoint. It runs on a job runner of
-// its own (sender/worker.ts), so a slow or dead endpoint holds webhook slots, never send slots.
+// One attempt of one event to one endpoint, as the webhook dispatcher (webhook-dispatcher.ts) runs
+// it in slots of its own, so a slow or dead endpoint holds webhook slots, never send slots.
 //
 //   load → endpoint disabled? abandoned | sign → POST →
 //   2xx delivered | 410 Gone: endpoint disabled | anything else: retried on the schedule, then failed
 
-import type { JobHelpers } from 'graphile-worker';
 import { decrypt } from '../lib/crypto.js';
 import type { Db } from '../lib/db/index.js';
-import { deliveryAbandoned, deliveryDelivered, deliveryFailed, loadDelivery } from '../lib/db/webhooks.js';
-import { DELIVER_WEBHOOK, isDeliverWebhookPayload } from '../lib/jobs.js';
+import {
+  deliveryAbandoned,
+  deliveryDelivered,
+  deliveryFailed,
+  type DeliveryToSend,
+} from '../lib/db/webhooks.js';
 import type { Logger } from '../lib/log.js';
 import { signWebhook, webhookPayload } from '../lib/webhooks.js';
 import { postWebhook, WebhookError } from './webhook-http.js';
@@ -24,28 +27,30 @@ export interface DeliverWebhookDeps {
 /** Bounded excerpt of a receiver's answer kept in the log of deliveries. */
 const ERROR_CHARS = 500;
 
+/** Decrypted secrets by envelope: an envelope never changes, and decrypting costs per event. */
+const SECRET_CACHE_ENTRIES = 1_000;
+
 /**
- * Creates the task; the worker registers it as `deliver_webhook`.
+ * Creates the attempt function the dispatcher calls with a delivery it holds.
  *
- *   const taskList = { deliver_webhook: createDeliverWebhookTask({ db, secretKey, log, allowPrivate }) };
+ *   const deliver = createWebhookDeliverer({ db, secretKey, log, allowPrivate });
+ *   await deliver(delivery);   // one claimDueDeliveries returned
  */
-export function createDeliverWebhookTask(deps: DeliverWebhookDeps) {
+export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const { db } = deps;
-  return async function deliver_webhook(payload: unknown, helpers: JobHelpers): Promise<void> {
-    if (!isDeliverWebhookPayload(payload)) {
-      deps.log.error('dropping deliver_webhook job with an invalid payload', {
-        jobId: helpers.job.id,
-        payload,
-      });
-      return;
+  const secrets = new Map<string, string>();
+  const secretOf = (envelope: string): string => {
+    let secret = secrets.get(envelope);
+    if (secret === undefined) {
+      secret = decrypt(deps.secretKey, envelope);
+      if (secrets.size >= SECRET_CACHE_ENTRIES) secrets.delete(secrets.keys().next().value!);
+      secrets.set(envelope, secret);
     }
-    const log = deps.log.child({
-      task: DELIVER_WEBHOOK,
-      jobId: helpers.job.id,
-      deliveryId: payload.deliveryId,
-    });
-    const delivery = await loadDelivery(db, payload.deliveryId);
-    if (!delivery || delivery.status !== 'pending') return;
+    return secret;
+  };
+  return async function deliverWebhook(delivery: DeliveryToSend): Promise<void> {
+    const log = deps.log.child({ deliveryId: delivery.id });
+    if (delivery.status !== 'pending') return;
     if (!delivery.enabled) {
       await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
       return;
@@ -68,13 +73,13 @@ export function createDeliverWebhookTask(deps: DeliverWebhookDeps) {
     // The same id on every attempt, so that a receiver can tell a retry from a new event.
     const id = `msg_${delivery.id}`;
     const timestamp = Math.floor(Date.now() / 1000);
-    const secrets = delivery.secrets.map((envelope) => decrypt(deps.secretKey, envelope));
+    const signers = delivery.secrets.map(secretOf);
     const headers = {
       'content-type': 'application/json',
       'user-agent': 'Mailplane-Webhooks/1',
       'webhook-id': id,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': signWebhook(secrets, id, timestamp, body),
+      'webhook-signature': signWebhook(signers, id, timestamp, body),
     };
 
     try {

@@ -9,57 +9,16 @@
 import { lookup as dnsLookup } from 'node:dns';
 import { request as httpRequest, type RequestOptions } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { BlockList, isIP, type LookupFunction } from 'node:net';
+import { isIP, type LookupFunction } from 'node:net';
+import { isPublicAddress } from '../lib/net-policy.js';
+
+// The address policy is lib/net-policy.ts's, shared with the api's check at registration.
+export { isPublicAddress };
 
 /** A receiver that has not answered within this is failed for this attempt (Svix uses 15 s). */
 const TIMEOUT_MS = 10_000;
 /** What is kept of a response for the deliveries log. */
 const EXCERPT_BYTES = 1024;
-
-/** Addresses no webhook may reach by default: private, loopback, link-local (cloud metadata), … */
-const PRIVATE = new BlockList();
-for (const [net, prefix] of [
-  ['0.0.0.0', 8],
-  ['10.0.0.0', 8],
-  ['100.64.0.0', 10],
-  ['127.0.0.0', 8],
-  ['169.254.0.0', 16],
-  ['172.16.0.0', 12],
-  ['192.0.0.0', 24],
-  ['192.0.2.0', 24],
-  ['192.168.0.0', 16],
-  ['198.18.0.0', 15],
-  ['198.51.100.0', 24],
-  ['203.0.113.0', 24],
-  ['224.0.0.0', 4],
-  ['240.0.0.0', 4],
-] as const) {
-  PRIVATE.addSubnet(net, prefix, 'ipv4');
-}
-for (const [net, prefix] of [
-  ['::', 128],
-  ['::1', 128],
-  ['fc00::', 7],
-  ['fe80::', 10],
-  ['ff00::', 8],
-  ['2001:db8::', 32],
-  ['100::', 64],
-] as const) {
-  PRIVATE.addSubnet(net, prefix, 'ipv6');
-}
-
-/** Whether `address` is one a webhook may reach without MAILPLANE_WEBHOOKS_ALLOW_PRIVATE. */
-export function isPublicAddress(address: string): boolean {
-  const family = isIP(address);
-  if (family === 0) return false;
-  if (family === 6) {
-    // An IPv4-mapped (::ffff:a.b.c.d) or NAT64 (64:ff9b::a.b.c.d) address is its IPv4 address.
-    const mapped = /^(?:::ffff:|64:ff9b::)(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
-    if (mapped) return isPublicAddress(mapped);
-    return !PRIVATE.check(address, 'ipv6');
-  }
-  return !PRIVATE.check(address, 'ipv4');
-}
 
 export type WebhookErrorCode = 'EURL' | 'EBLOCKED' | 'ETIMEOUT' | 'ENETWORK';
 

@@ -18,14 +18,15 @@ import type pg from 'pg';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import { purgeIdempotencyKeys } from '../lib/db/idempotency.js';
-import { DELIVER_WEBHOOK, PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
+import { PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Renderer } from '../lib/render/sandbox.js';
-import { createDeliverWebhookTask } from './deliver-webhook.js';
+import { createWebhookDeliverer } from './deliver-webhook.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
 import { createTransport, type Transport } from './transport.js';
+import { startWebhookDispatcher } from './webhook-dispatcher.js';
 
 export interface SenderDeps {
   pool: pg.Pool;
@@ -225,8 +226,8 @@ async function startRunner(
 }
 
 /**
- * Starts sending; resolves once the runners are up: one for send_message (and the cron jobs),
- * one for deliver_webhook with its own concurrency, so that a slow or dead webhook endpoint never
+ * Starts sending; resolves once the job runner is up (send_message and the cron jobs), with the
+ * webhook dispatcher beside it in slots of its own, so that a slow or dead webhook endpoint never
  * takes a send slot.
  *
  *   const sender = await startSender({ pool, db, config, log, metrics, renderer });
@@ -268,25 +269,22 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
         ],
       }),
     );
-    runners.push(
-      await startRunner(deps, {
-        name: 'webhooks',
-        concurrency: config.webhookConcurrency,
-        taskList: {
-          [DELIVER_WEBHOOK]: createDeliverWebhookTask({
-            db: deps.db,
-            secretKey: config.secretKey,
-            log,
-            allowPrivate: config.webhooksAllowPrivate,
-          }),
-        },
-      }),
-    );
   } catch (err) {
     await Promise.all(runners.map((r) => r.stop().catch(() => {})));
     if (ownsTransport) await transport.close();
     throw err;
   }
+  const dispatcher = startWebhookDispatcher({
+    db: deps.db,
+    concurrency: config.webhookConcurrency,
+    log: log.child({ component: 'webhooks' }),
+    deliver: createWebhookDeliverer({
+      db: deps.db,
+      secretKey: config.secretKey,
+      log: log.child({ component: 'webhooks' }),
+      allowPrivate: config.webhooksAllowPrivate,
+    }),
+  });
   log.info('sender started', {
     concurrency: config.senderConcurrency,
     webhookConcurrency: config.webhookConcurrency,
@@ -300,13 +298,15 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     done,
     readiness() {
       if (stopping) return 'stopping';
-      return runners.map((r) => r.readiness()).find((reason) => reason !== undefined);
+      return [...runners.map((r) => r.readiness()), dispatcher.readiness()].find(
+        (reason) => reason !== undefined,
+      );
     },
     stop() {
       stopping ??= (async () => {
         log.info('sender stopping: finishing the sends under way');
         try {
-          await Promise.all(runners.map((r) => r.stop()));
+          await Promise.all([...runners.map((r) => r.stop()), dispatcher.close()]);
         } finally {
           if (ownsTransport) await transport.close();
         }

@@ -27,10 +27,16 @@ const IDLE_TIMEOUT_MS = 30_000;
  */
 export function openDatabase(
   connectionString: string,
-  options: { max?: number; statementTimeoutMs?: number } = {},
+  options: {
+    max?: number;
+    statementTimeoutMs?: number;
+    /** Names the connections (`mailplane-api`, …): pg_stat_activity and the audit log show it. */
+    applicationName?: string;
+  } = {},
 ): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString,
+    ...(options.applicationName ? { application_name: options.applicationName } : {}),
     max: options.max ?? 10,
     ...(options.statementTimeoutMs ? { statement_timeout: options.statementTimeoutMs } : {}),
     connectionTimeoutMillis: CONNECT_TIMEOUT_MS,

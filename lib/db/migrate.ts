@@ -11,6 +11,9 @@ import * as reliability from './migrations/2026-12-01T00-00-reliability.js';
 import * as installation from './migrations/2026-12-01T01-00-installation.js';
 import * as webhooks from './migrations/2026-12-01T03-00-webhooks.js';
 import * as stats from './migrations/2026-12-01T04-00-stats.js';
+import * as eventsByTime from './migrations/2026-12-01T05-00-events-by-time.js';
+import * as tenantRetention from './migrations/2026-12-01T06-00-tenant-retention.js';
+import * as auditLog from './migrations/2026-12-01T08-00-audit-log.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -19,6 +22,9 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-01T01-00-installation': installation,
   '2026-12-01T03-00-webhooks': webhooks,
   '2026-12-01T04-00-stats': stats,
+  '2026-12-01T05-00-events-by-time': eventsByTime,
+  '2026-12-01T06-00-tenant-retention': tenantRetention,
+  '2026-12-01T08-00-audit-log': auditLog,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -219,6 +219,8 @@ export interface WebhookDeliveryTable {
   status: ColumnType<WebhookDeliveryStatus, WebhookDeliveryStatus | undefined, WebhookDeliveryStatus>;
   attempts: Generated<number>;
   next_attempt_at: Timestamp | null;
+  /** While a dispatcher holds it; past this, another may take it. */
+  locked_until: Timestamp | null;
   response_status: number | null;
   response_excerpt: string | null;
   error: string | null;
@@ -248,6 +250,18 @@ export interface EmailTagStatsTable {
   count: ColumnType<string, number, number>;
 }
 
+/** Who changed what (lib/db/audit.ts; written by triggers). */
+export interface AuditLogTable {
+  id: Generated<string>;
+  tenant_id: string;
+  at: Generated<Date>;
+  actor: string;
+  action: string;
+  target: string;
+  detail: Json<Record<string, unknown>>;
+  request_id: string | null;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -265,6 +279,7 @@ export interface Database {
   webhook_deliveries: WebhookDeliveryTable;
   email_stats: EmailStatsTable;
   email_tag_stats: EmailTagStatsTable;
+  audit_log: AuditLogTable;
 }
 
 export type Tenant = Selectable<TenantTable>;

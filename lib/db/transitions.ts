@@ -26,12 +26,7 @@ import {
   type MessageStatus,
   type SuppressionReason,
 } from './schema.js';
-import {
-  DELIVER_WEBHOOK,
-  DELIVER_WEBHOOK_MAX_ATTEMPTS,
-  SEND_MESSAGE,
-  SEND_MESSAGE_MAX_ATTEMPTS,
-} from '../jobs.js';
+import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
 import { WEBHOOK_TYPE_SQL } from '../webhooks.js';
 import { STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
 
@@ -83,13 +78,14 @@ function eventsSql(source: string, type: EventType, detail: RawBuilder<unknown>)
 }
 
 /**
- * What follows every event, as CTEs over `ev`, in the statement that wrote it:
+ * What follows every event, as CTEs over `ev`, in the statement that wrote it (a data-modifying
+ * CTE always runs, whether the statement reads it or not):
  * - the statistics rollups (lib/db/stats.ts): the event counted in its hour, for its sending
  *   domain and for each of its email's tags, in the shard of the writing connection;
  * - one webhook delivery per enabled endpoint of the tenant subscribed to the event's webhook
- *   type, and its deliver_webhook job.
- * A data-modifying CTE always runs; one that only selects (the jobs) runs only if the statement
- * reads it, so every statement ends by reading FOLLOWED.
+ *   type, due now, which the senders' webhook dispatcher picks up (sender/webhook-dispatcher.ts).
+ *   Not a job per delivery: graphile-worker NOTIFYs for every job, and Postgres serialises
+ *   notifying commits, which made two more per message halve the sender's rate in `make bench`.
  */
 const FOLLOW_UPS = `, counted as (
       select ev.tenant_id, ev.email_id, date_trunc('hour', ev.created_at, 'UTC') as bucket, ${STAT_TYPE_SQL} as type
@@ -118,17 +114,10 @@ const FOLLOW_UPS = `, counted as (
         and (cardinality(w.events) = 0 or h.type = any(w.events))
       where h.type is not null
       returning id
-    ), hook_jobs as (
-      select count(graphile_worker.add_job(
-        '${DELIVER_WEBHOOK}', json_build_object('deliveryId', hooks.id::text), max_attempts => ${DELIVER_WEBHOOK_MAX_ATTEMPTS}
-      ))::int as n from hooks
     )`;
-/** Reads the follow-ups, so that they run; see FOLLOW_UPS. */
-const FOLLOWED = '(select n from hook_jobs)';
-
 /** The end of every transition: the follow-ups, and the number of events written. */
 const FINISH = `${FOLLOW_UPS}
-    select count(*)::int as events, ${FOLLOWED} as followed from ev`;
+    select count(*)::int as events from ev`;
 
 export interface MessageToSend {
   id: string;
@@ -178,7 +167,6 @@ const CLAIM = {
     join emails e on e.id = m.email_id
     left join domains d on d.id = e.domain_id and d.tenant_id = e.tenant_id
     left join claimed c on c.id = m.id
-    cross join ${FOLLOWED} as followed
     where m.id = $1`,
 };
 

@@ -1,12 +1,14 @@
-// Webhook deliveries: what one attempt reads, and what its outcome writes. Each outcome is one
-// statement on the delivery row and its endpoint (a retry queues its next job in the same
-// statement), applied only to a pending delivery, so a job that runs twice records once.
+// Webhook deliveries: the dispatcher's claim of due ones, what one attempt reads, and what its
+// outcome writes. Each outcome is one statement on the delivery row and its endpoint, applied only
+// to a pending delivery, so an attempt that runs twice (a lease that ran out) records once.
+// Below them, what /v1/webhooks reads and writes: a tenant's endpoints (every query scoped to the
+// tenant, every change to endpoints of source 'api' only), the log of deliveries, and replay.
 
-import { sql } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import type { Db } from './index.js';
+import type { WebhookDeliveryTable, WebhookEndpointTable } from './schema.js';
 import type { EventType } from './transitions.js';
-import { DELIVER_WEBHOOK, DELIVER_WEBHOOK_MAX_ATTEMPTS } from '../jobs.js';
-import type { WebhookEventType } from '../webhooks.js';
+import { WEBHOOK_TYPE_SQL, type WebhookEventType } from '../webhooks.js';
 
 /**
  * Seconds before each retry, after the first attempt (which is immediate): Standard Webhooks'
@@ -15,6 +17,89 @@ import type { WebhookEventType } from '../webhooks.js';
 export const WEBHOOK_RETRY_SECONDS = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
 /** An endpoint that has failed every attempt for this long is disabled, and told why. */
 export const DISABLE_AFTER_FAILING_DAYS = 5;
+
+/**
+ * Takes up to `limit` due deliveries for this dispatcher, oldest first, for `leaseSeconds`: one
+ * that is not settled by then (its dispatcher died) is due again for anyone. Skips rows another
+ * dispatcher is taking at the same moment.
+ *
+ * Each comes with what its attempt needs (as loadDelivery reads it), in the same round trip.
+ *
+ *   const due = await claimDueDeliveries(db, { limit: 8, leaseSeconds: 60 });
+ */
+export async function claimDueDeliveries(
+  db: Db,
+  options: { limit: number; leaseSeconds: number },
+): Promise<DeliveryToSend[]> {
+  const { rows } = await sql<DueDeliveryRow>`
+    with d as (
+      update webhook_deliveries d set locked_until = now() + make_interval(secs => ${options.leaseSeconds})
+      where d.id in (
+        select id from webhook_deliveries
+        where status = 'pending' and next_attempt_at <= now() and (locked_until is null or locked_until < now())
+        order by next_attempt_at
+        limit ${options.limit}
+        for update skip locked
+      )
+      returning d.id, d.endpoint_id, d.event_id, d.status, d.attempts, d.type
+    )
+    ${sql.raw(DELIVERY_SELECT)}`.execute(db);
+  return rows.map(deliveryOf);
+}
+
+/** The columns of a delivery row joined to what its attempt needs, from a relation named `d`. */
+const DELIVERY_SELECT = `
+    select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
+           case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
+           d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
+           e.id as email_id, e.from_address, e.content, e.subject, m.recipient, ev.detail
+    from d
+    join webhook_endpoints w on w.id = d.endpoint_id
+    join events ev on ev.id = d.event_id
+    join emails e on e.id = ev.email_id
+    left join messages m on m.id = ev.message_id`;
+
+interface DueDeliveryRow {
+  id: string;
+  endpoint_id: string;
+  url: string;
+  enabled: boolean;
+  secret: string;
+  previous_secret: string | null;
+  status: string;
+  attempts: number;
+  type: WebhookEventType;
+  event_type: EventType;
+  event_created_at: Date;
+  email_id: string;
+  from_address: string;
+  content: { to?: string[]; tags?: { name: string; value: string }[] };
+  subject: string;
+  recipient: string | null;
+  detail: Record<string, unknown>;
+}
+
+function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
+  return {
+    id: row.id,
+    endpointId: row.endpoint_id,
+    url: row.url,
+    enabled: row.enabled,
+    secrets: [row.secret, ...(row.previous_secret ? [row.previous_secret] : [])],
+    status: row.status,
+    attempts: row.attempts,
+    type: row.type,
+    eventType: row.event_type,
+    eventCreatedAt: row.event_created_at,
+    emailId: row.email_id,
+    from: row.from_address,
+    to: row.content.to ?? [],
+    subject: row.subject,
+    recipient: row.recipient,
+    tags: row.content.tags ?? [],
+    detail: row.detail,
+  };
+}
 
 export interface DeliveryToSend {
   id: string;
@@ -39,56 +124,10 @@ export interface DeliveryToSend {
 
 /** Reads a delivery with its endpoint, event, email and message; undefined when it is gone. */
 export async function loadDelivery(db: Db, deliveryId: string): Promise<DeliveryToSend | undefined> {
-  const { rows } = await sql<{
-    id: string;
-    endpoint_id: string;
-    url: string;
-    enabled: boolean;
-    secret: string;
-    previous_secret: string | null;
-    status: string;
-    attempts: number;
-    type: WebhookEventType;
-    event_type: EventType;
-    event_created_at: Date;
-    email_id: string;
-    from_address: string;
-    content: { to?: string[]; tags?: { name: string; value: string }[] };
-    subject: string;
-    recipient: string | null;
-    detail: Record<string, unknown>;
-  }>`
-    select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
-           case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
-           d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
-           e.id as email_id, e.from_address, e.content, e.subject, m.recipient, ev.detail
-    from webhook_deliveries d
-    join webhook_endpoints w on w.id = d.endpoint_id
-    join events ev on ev.id = d.event_id
-    join emails e on e.id = ev.email_id
-    left join messages m on m.id = ev.message_id
-    where d.id = ${deliveryId}`.execute(db);
-  const row = rows[0];
-  if (!row) return undefined;
-  return {
-    id: row.id,
-    endpointId: row.endpoint_id,
-    url: row.url,
-    enabled: row.enabled,
-    secrets: [row.secret, ...(row.previous_secret ? [row.previous_secret] : [])],
-    status: row.status,
-    attempts: row.attempts,
-    type: row.type,
-    eventType: row.event_type,
-    eventCreatedAt: row.event_created_at,
-    emailId: row.email_id,
-    from: row.from_address,
-    to: row.content.to ?? [],
-    subject: row.subject,
-    recipient: row.recipient,
-    tags: row.content.tags ?? [],
-    detail: row.detail,
-  };
+  const { rows } = await sql<DueDeliveryRow>`
+    with d as (select * from webhook_deliveries where id = ${deliveryId})
+    ${sql.raw(DELIVERY_SELECT)}`.execute(db);
+  return rows[0] && deliveryOf(rows[0]);
 }
 
 export interface AttemptResult {
@@ -99,25 +138,24 @@ export interface AttemptResult {
 }
 
 /** A 2xx: delivered, and the endpoint no longer failing. */
-export async function deliveryDelivered(db: Db, id: string, result: AttemptResult): Promise<boolean> {
-  const { rows } = await sql`
+export async function deliveryDelivered(db: Db, id: string, result: AttemptResult): Promise<void> {
+  await sql`
     with d as (
       update webhook_deliveries
       set status = 'delivered', attempts = attempts + 1, delivered_at = now(), next_attempt_at = null,
+          locked_until = null,
           response_status = ${result.status ?? null}, response_excerpt = ${result.excerpt ?? null},
           error = null, latency_ms = ${result.latencyMs ?? null}
       where id = ${id} and status = 'pending'
       returning endpoint_id
     )
     update webhook_endpoints w set failing_since = null
-    from d where w.id = d.endpoint_id and w.failing_since is not null
-    returning 1`.execute(db);
-  return rows.length >= 0;
+    from d where w.id = d.endpoint_id and w.failing_since is not null`.execute(db);
 }
 
 /**
- * A failed attempt: retried on WEBHOOK_RETRY_SECONDS (a new job at that time, in the same
- * statement), or failed once the schedule is spent. The endpoint is marked failing since its
+ * A failed attempt: retried on WEBHOOK_RETRY_SECONDS (due again then), or failed once the schedule
+ * is spent. The endpoint is marked failing since its
  * first failure, and disabled (with the reason) when `disable` says so or once it has failed for
  * DISABLE_AFTER_FAILING_DAYS. Answers when the next attempt is, if any.
  */
@@ -151,24 +189,353 @@ export async function deliveryFailed(
           status = case when c.delay is null or not e.enabled then 'failed' else 'pending' end,
           next_attempt_at = case when c.delay is null or not e.enabled then null
                                  else now() + make_interval(secs => c.delay) end,
+          locked_until = null,
           response_status = ${result.status ?? null}, response_excerpt = ${result.excerpt ?? null},
           error = ${result.error ?? null}, latency_ms = ${result.latencyMs ?? null}
       from current c, endpoint e
       where d.id = c.id
       returning d.id, d.status, d.next_attempt_at
-    ), job as (
-      select graphile_worker.add_job(
-        ${DELIVER_WEBHOOK}, json_build_object('deliveryId', u.id::text),
-        run_at => u.next_attempt_at, max_attempts => ${DELIVER_WEBHOOK_MAX_ATTEMPTS}
-      ) from updated u where u.status = 'pending'
     )
-    select u.next_attempt_at, (select count(*) from job) as jobs from updated u`.execute(db);
+    select u.next_attempt_at from updated u`.execute(db);
   return rows[0]?.next_attempt_at ?? null;
 }
 
 /** An endpoint disabled (or deleted) before this attempt: the delivery ends unsent. */
 export async function deliveryAbandoned(db: Db, id: string, reason: string): Promise<void> {
   await sql`
-    update webhook_deliveries set status = 'failed', error = ${reason}, next_attempt_at = null
+    update webhook_deliveries set status = 'failed', error = ${reason}, next_attempt_at = null, locked_until = null
     where id = ${id} and status = 'pending'`.execute(db);
+}
+
+/**
+ * Endpoints one tenant may have, whatever their source. Every event writes one delivery row per
+ * subscribed endpoint inside the sender's own statement (FOLLOW_UPS in transitions.ts), so
+ * this multiplies the sender's writes: 20 covers an application's environments and tools.
+ */
+export const MAX_ENDPOINTS_PER_TENANT = 20;
+/**
+ * How long the previous secret keeps signing after a rotation: a day for a receiver to deploy the
+ * new one, as Svix allows.
+ */
+export const PREVIOUS_SECRET_HOURS = 24;
+/**
+ * Events one replay may re-send. Each is a delivery row, written by one statement that must end
+ * well inside the api's 10 s statement timeout (api/main.ts): 50 000 take about 0.4 s on a
+ * developer's Postgres, in a table of a million events. A larger recovery is several replays of
+ * shorter ranges.
+ */
+export const REPLAY_MAX_EVENTS = 50_000;
+/** Why an endpoint is disabled when its tenant disabled it. */
+const DISABLED_THROUGH_API = 'disabled through the API';
+
+const ENDPOINT_COLUMNS = [
+  'id',
+  'name',
+  'url',
+  'events',
+  'enabled',
+  'disabled_reason',
+  'source',
+  'previous_secret_expires_at',
+  'created_at',
+  'updated_at',
+] as const;
+
+/** An endpoint as /v1/webhooks shows it: everything but its secrets. */
+export type EndpointRow = Pick<Selectable<WebhookEndpointTable>, (typeof ENDPOINT_COLUMNS)[number]>;
+
+/** One endpoint of one tenant: every query below is scoped by both. */
+export interface EndpointKey {
+  tenantId: string;
+  id: string;
+}
+
+/**
+ * A page of a list ordered newest first: `limit` items after a cursor (older ones) or before it
+ * (newer ones), the cursor being an item's id, as Resend's lists page.
+ */
+export interface Page {
+  limit: number;
+  after?: string;
+  before?: string;
+}
+
+export interface PageOf<T> {
+  rows: T[];
+  /** More items lie beyond this page, in the direction it was read. */
+  hasMore: boolean;
+}
+
+/** Reading one more than asked says whether there are more; a page read backwards is turned round. */
+function pageOf<T>(rows: T[], page: Page): PageOf<T> {
+  const kept = rows.slice(0, page.limit);
+  return { rows: page.before === undefined ? kept : kept.reverse(), hasMore: rows.length > page.limit };
+}
+
+/**
+ * Registers an endpoint with its encrypted secret; undefined when the tenant already has
+ * MAX_ENDPOINTS_PER_TENANT. Creates of one tenant take turns on an advisory lock, so that two at
+ * once cannot both pass the count.
+ *
+ *   const row = await createEndpoint(db, { tenantId, url, events: ['email.bounced'], secret: encrypt(key, s) });
+ */
+export async function createEndpoint(
+  db: Db,
+  e: { tenantId: string; url: string; events: WebhookEventType[]; secret: string },
+): Promise<EndpointRow | undefined> {
+  // In the caller's transaction when it has one (withAuditContext), else in one of its own.
+  const inTransaction = <T>(fn: (trx: Db) => Promise<T>) =>
+    db.isTransaction ? fn(db) : db.transaction().execute(fn);
+  return inTransaction(async (trx) => {
+    await sql`select pg_advisory_xact_lock(hashtextextended(${`webhook_endpoints/${e.tenantId}`}, 0))`.execute(
+      trx,
+    );
+    const { count } = await trx
+      .selectFrom('webhook_endpoints')
+      .select((eb) => eb.fn.countAll<string>().as('count'))
+      .where('tenant_id', '=', e.tenantId)
+      .executeTakeFirstOrThrow();
+    if (Number(count) >= MAX_ENDPOINTS_PER_TENANT) return undefined;
+    return trx
+      .insertInto('webhook_endpoints')
+      .values({ tenant_id: e.tenantId, url: e.url, events: e.events, secret: e.secret, source: 'api' })
+      .returning(ENDPOINT_COLUMNS)
+      .executeTakeFirstOrThrow();
+  });
+}
+
+/** One endpoint of the tenant's, of either source; undefined for another tenant's. */
+export async function getEndpoint(db: Db, key: EndpointKey): Promise<EndpointRow | undefined> {
+  return db
+    .selectFrom('webhook_endpoints')
+    .select(ENDPOINT_COLUMNS)
+    .where('id', '=', key.id)
+    .where('tenant_id', '=', key.tenantId)
+    .executeTakeFirst();
+}
+
+/**
+ * The tenant's endpoints, newest first. A cursor that names none of the tenant's endpoints
+ * reads as an empty page.
+ *
+ *   const { rows, hasMore } = await listEndpoints(db, tenantId, { limit: 20, after: lastId });
+ */
+export async function listEndpoints(db: Db, tenantId: string, page: Page): Promise<PageOf<EndpointRow>> {
+  const newer = page.before !== undefined;
+  const cursor = page.before ?? page.after;
+  let query = db
+    .selectFrom('webhook_endpoints')
+    .select(ENDPOINT_COLUMNS)
+    .where('tenant_id', '=', tenantId)
+    .orderBy('created_at', newer ? 'asc' : 'desc')
+    .orderBy('id', newer ? 'asc' : 'desc')
+    .limit(page.limit + 1);
+  if (cursor !== undefined) {
+    query = query.where(
+      sql<boolean>`(created_at, id) ${sql.raw(newer ? '>' : '<')} (
+        select c.created_at, c.id from webhook_endpoints c where c.id = ${cursor} and c.tenant_id = ${tenantId})`,
+    );
+  }
+  return pageOf(await query.execute(), page);
+}
+
+/**
+ * Changes an endpoint registered through the API (never one declared in a Tenant). Enabling it
+ * forgets why it was disabled and since when it was failing; disabling one already disabled keeps
+ * the reason it had (a 410, days of failures).
+ */
+export async function updateEndpoint(
+  db: Db,
+  key: EndpointKey,
+  changes: { url?: string; events?: WebhookEventType[]; enabled?: boolean },
+): Promise<EndpointRow | undefined> {
+  return db
+    .updateTable('webhook_endpoints')
+    .set({
+      ...(changes.url === undefined ? {} : { url: changes.url }),
+      ...(changes.events === undefined ? {} : { events: changes.events }),
+      ...(changes.enabled === true ? { enabled: true, disabled_reason: null, failing_since: null } : {}),
+      ...(changes.enabled === false
+        ? {
+            enabled: false,
+            disabled_reason: sql<string>`case when enabled then ${DISABLED_THROUGH_API} else disabled_reason end`,
+          }
+        : {}),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', key.id)
+    .where('tenant_id', '=', key.tenantId)
+    .where('source', '=', 'api')
+    .returning(ENDPOINT_COLUMNS)
+    .executeTakeFirst();
+}
+
+/**
+ * Deletes an endpoint registered through the API, and with it its deliveries (an attempt under
+ * way records nothing: its outcome applies to a row that is gone). Answers whether it did.
+ */
+export async function deleteEndpoint(db: Db, key: EndpointKey): Promise<boolean> {
+  const result = await db
+    .deleteFrom('webhook_endpoints')
+    .where('id', '=', key.id)
+    .where('tenant_id', '=', key.tenantId)
+    .where('source', '=', 'api')
+    .executeTakeFirst();
+  return result.numDeletedRows > 0n;
+}
+
+/**
+ * A new secret (an encrypted envelope) for an endpoint registered through the API; the current one
+ * becomes the previous one and signs too for PREVIOUS_SECRET_HOURS (loadDelivery reads both). A
+ * second rotation within that time ends the first one's overlap: only two secrets ever sign.
+ */
+export async function rotateSecret(
+  db: Db,
+  key: EndpointKey,
+  secret: string,
+): Promise<EndpointRow | undefined> {
+  return db
+    .updateTable('webhook_endpoints')
+    .set((eb) => ({
+      previous_secret: eb.ref('secret'),
+      previous_secret_expires_at: sql<Date>`now() + make_interval(hours => ${PREVIOUS_SECRET_HOURS})`,
+      secret,
+      updated_at: sql<Date>`now()`,
+    }))
+    .where('id', '=', key.id)
+    .where('tenant_id', '=', key.tenantId)
+    .where('source', '=', 'api')
+    .returning(ENDPOINT_COLUMNS)
+    .executeTakeFirst();
+}
+
+const DELIVERY_COLUMNS = [
+  'd.id',
+  'd.type',
+  'd.status',
+  'd.attempts',
+  'd.next_attempt_at',
+  'd.response_status',
+  'd.response_excerpt',
+  'd.error',
+  'd.latency_ms',
+  'd.replay',
+  'd.created_at',
+  'd.delivered_at',
+  'ev.email_id',
+] as const;
+
+/** A delivery as the log of deliveries shows it, with the email its event is about. */
+export type DeliveryRow = Pick<
+  Selectable<WebhookDeliveryTable>,
+  | 'id'
+  | 'type'
+  | 'status'
+  | 'attempts'
+  | 'next_attempt_at'
+  | 'response_status'
+  | 'response_excerpt'
+  | 'error'
+  | 'latency_ms'
+  | 'replay'
+  | 'created_at'
+  | 'delivered_at'
+> & { email_id: string };
+
+function deliveriesOf(db: Db, endpoint: EndpointKey) {
+  return db
+    .selectFrom('webhook_deliveries as d')
+    .innerJoin('events as ev', 'ev.id', 'd.event_id')
+    .select(DELIVERY_COLUMNS)
+    .where('d.endpoint_id', '=', endpoint.id)
+    .where('d.tenant_id', '=', endpoint.tenantId);
+}
+
+/**
+ * An endpoint's deliveries, newest first (the index on endpoint_id, id), cursors being delivery
+ * ids.
+ *
+ *   const { rows, hasMore } = await listDeliveries(db, { tenantId, id: endpointId }, { limit: 20 });
+ */
+export async function listDeliveries(
+  db: Db,
+  endpoint: EndpointKey,
+  page: Page,
+): Promise<PageOf<DeliveryRow>> {
+  const newer = page.before !== undefined;
+  const cursor = page.before ?? page.after;
+  let query = deliveriesOf(db, endpoint)
+    .orderBy('d.id', newer ? 'asc' : 'desc')
+    .limit(page.limit + 1);
+  if (cursor !== undefined) query = query.where('d.id', newer ? '>' : '<', cursor);
+  return pageOf(await query.execute(), page);
+}
+
+/** One delivery of the endpoint's; undefined for another endpoint's. */
+export async function getDelivery(
+  db: Db,
+  endpoint: EndpointKey,
+  deliveryId: string,
+): Promise<DeliveryRow | undefined> {
+  return deliveriesOf(db, endpoint).where('d.id', '=', deliveryId).executeTakeFirst();
+}
+
+/**
+ * What a replay re-sends: the events of one email, of a time range (`from` included, `to` not),
+ * or the event of one delivery of the endpoint's.
+ */
+export type ReplayFilter = { emailId: string } | { from: Date; to: Date } | { deliveryId: string };
+
+export interface Replayed {
+  /** Events that matched, up to REPLAY_MAX_EVENTS + 1. */
+  matched: number;
+  /** Deliveries queued: `matched`, or none when more than REPLAY_MAX_EVENTS matched. */
+  queued: number;
+  /** The newest delivery queued (for one delivery's event, its replay). */
+  lastDeliveryId: string | null;
+}
+
+/**
+ * Re-sends the tenant's events that match `filter` to one of its enabled endpoints: one new
+ * delivery (`replay = true`), due now for the webhook dispatcher, per event of a type the endpoint
+ * subscribes to, oldest first, in one statement. All or nothing: when more than REPLAY_MAX_EVENTS
+ * match, nothing is queued and `matched` says so.
+ *
+ *   const { queued } = await replayEvents(db, { tenantId, id }, { from, to });
+ */
+export async function replayEvents(db: Db, endpoint: EndpointKey, filter: ReplayFilter): Promise<Replayed> {
+  const matches =
+    'emailId' in filter
+      ? sql`ev.email_id = ${filter.emailId}`
+      : 'deliveryId' in filter
+        ? sql`ev.id = (select event_id from webhook_deliveries where id = ${filter.deliveryId} and endpoint_id = t.id)`
+        : sql`ev.created_at >= ${filter.from} and ev.created_at < ${filter.to}`;
+  const { rows } = await sql<{ matched: number; queued: number; last_delivery_id: string | null }>`
+    with t as (
+      select id, tenant_id, events from webhook_endpoints
+      where id = ${endpoint.id} and tenant_id = ${endpoint.tenantId} and enabled
+    ), matched as (
+      select ev.id, ev.created_at, h.type
+      from t
+      join events ev on ev.tenant_id = t.tenant_id and ${matches}
+      cross join lateral (select ${sql.raw(WEBHOOK_TYPE_SQL)} as type) h
+      where h.type is not null and (cardinality(t.events) = 0 or h.type = any(t.events))
+      order by ev.created_at, ev.id
+      limit ${REPLAY_MAX_EVENTS + 1}
+    ), hooks as (
+      insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at, replay)
+      select t.id, t.tenant_id, m.id, m.type, now(), true
+      from matched m cross join t
+      where (select count(*) from matched) <= ${REPLAY_MAX_EVENTS}
+      order by m.created_at, m.id
+      returning id
+    )
+    select (select count(*)::int from matched) as matched, (select count(*)::int from hooks) as queued,
+           (select max(id)::text from hooks) as last_delivery_id`.execute(db);
+  const row = rows[0];
+  return {
+    matched: row?.matched ?? 0,
+    queued: row?.queued ?? 0,
+    lastDeliveryId: row?.last_delivery_id ?? null,
+  };
 }

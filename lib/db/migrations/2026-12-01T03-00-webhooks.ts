@@ -1,7 +1,9 @@
 // Webhooks: the endpoints a tenant registers (through the API, or declared in its Tenant), and one
 // delivery row per event and endpoint, written by the statement that writes the event
-// (lib/db/transitions.ts), so that no event can be missed. A delivery keeps its attempts and the
-// last answer for GET /v1/webhooks/:id/deliveries; the payload is built from the event when sent.
+// (lib/db/transitions.ts), so that no event can be missed. The rows are the queue: the senders'
+// webhook dispatcher takes due ones under a lease (`locked_until`), so a dispatcher that dies
+// leaves them to another once the lease ends. A delivery keeps its attempts and the last answer
+// for GET /v1/webhooks/:id/deliveries; the payload is built from the event when sent.
 
 import { sql, type Kysely } from 'kysely';
 
@@ -51,6 +53,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('status', 'text', (c) => c.notNull().defaultTo('pending'))
     .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
     .addColumn('next_attempt_at', 'timestamptz')
+    .addColumn('locked_until', 'timestamptz')
     .addColumn('response_status', 'integer')
     .addColumn('response_excerpt', 'text')
     .addColumn('error', 'text')
@@ -59,6 +62,10 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('delivered_at', 'timestamptz')
     .execute();
+  // What the dispatcher looks for: pending deliveries by due time.
+  await sql`create index webhook_deliveries_due on webhook_deliveries (next_attempt_at) where status = 'pending'`.execute(
+    db,
+  );
   await db.schema
     .createIndex('webhook_deliveries_endpoint')
     .on('webhook_deliveries')
