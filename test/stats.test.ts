@@ -3,12 +3,16 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
-import { startSender, type Sender } from '../sender/worker.js';
+import type { Sender } from '../sender/worker.js';
 import { startInbox, type Inbox } from '../dev/inbox.js';
 import { eventually } from './helpers/eventually.js';
-import { sendingDomain, startTestPlatform, tenant, type TestPlatform } from './helpers/platform.js';
+import {
+  sendingDomain,
+  startTestPlatform,
+  startTestSender,
+  tenant,
+  type TestPlatform,
+} from './helpers/platform.js';
 
 let platform: TestPlatform;
 let inbox: Inbox;
@@ -40,14 +44,7 @@ before(async () => {
   inbox = await startInbox();
   platform = await startTestPlatform({ MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${inbox.smtpPort}` });
   key = platform.keys.get('default/acme/backend')!;
-  sender = await startSender({
-    pool: platform.database.pool,
-    db: platform.database.db,
-    config: platform.config,
-    log: createLogger({ write: () => {} }),
-    metrics: createMetrics(),
-    renderer: platform.renderer,
-  });
+  sender = await startTestSender(platform);
 });
 after(async () => {
   await sender?.stop();

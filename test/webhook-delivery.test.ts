@@ -4,54 +4,15 @@
 // through /v1/webhooks.
 
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { Webhook } from 'standardwebhooks';
 import { encrypt } from '../lib/crypto.js';
-import { createLogger } from '../lib/log.js';
-import { createMetrics } from '../lib/metrics.js';
 import { newWebhookSecret } from '../lib/webhooks.js';
-import { startSender, type Sender } from '../sender/worker.js';
+import type { Sender } from '../sender/worker.js';
 import { isPublicAddress, postWebhook } from '../sender/webhook-http.js';
 import { startInbox, type Inbox } from '../dev/inbox.js';
 import { eventually } from './helpers/eventually.js';
-import { startTestPlatform, type TestPlatform } from './helpers/platform.js';
-
-interface Received {
-  headers: Record<string, string>;
-  body: { type: string; created_at: string; data: Record<string, unknown> };
-  verifiedWith: string[];
-}
-
-/** A receiver that answers `status()` and keeps what it got, verified with each known secret. */
-async function startReceiver(secrets: () => string[], status: () => number = () => 200) {
-  const received: Received[] = [];
-  const server: Server = createServer((req: IncomingMessage, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks).toString('utf8');
-      const headers = Object.fromEntries(Object.entries(req.headers).map(([k, v]) => [k, String(v)]));
-      const verifiedWith = secrets().filter((secret) => {
-        try {
-          new Webhook(secret).verify(raw, headers);
-          return true;
-        } catch {
-          return false;
-        }
-      });
-      received.push({ headers, body: JSON.parse(raw) as Received['body'], verifiedWith });
-      res.writeHead(status()).end('ok');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`,
-    received,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
+import { startWebhookReceiver } from './helpers/webhook-receiver.js';
+import { startTestPlatform, startTestSender, type TestPlatform } from './helpers/platform.js';
 
 let platform: TestPlatform;
 let inbox: Inbox;
@@ -93,14 +54,7 @@ before(async () => {
   });
   key = platform.keys.get('default/acme/backend')!;
   tenantId = (await platform.database.db.selectFrom('tenants').select('id').executeTakeFirstOrThrow()).id;
-  sender = await startSender({
-    pool: platform.database.pool,
-    db: platform.database.db,
-    config: platform.config,
-    log: createLogger({ write: () => {} }),
-    metrics: createMetrics(),
-    renderer: platform.renderer,
-  });
+  sender = await startTestSender(platform);
 });
 after(async () => {
   await sender?.stop();
@@ -111,7 +65,7 @@ after(async () => {
 describe('webhook delivery', () => {
   test('a delivered and a bounced email reach the endpoint as signed Resend events that standardwebhooks verifies', async () => {
     const secret = newWebhookSecret();
-    const receiver = await startReceiver(() => [secret]);
+    const receiver = await startWebhookReceiver(() => [secret]);
     const endpoint = await addEndpoint(receiver.url, secret);
     try {
       const delivered = await send('ada@example.org');
@@ -150,7 +104,7 @@ describe('webhook delivery', () => {
   test('an endpoint subscribed to some events gets only those; during a rotation both secrets sign', async () => {
     const current = newWebhookSecret();
     const previous = newWebhookSecret();
-    const receiver = await startReceiver(() => [current, previous]);
+    const receiver = await startWebhookReceiver(() => [current, previous]);
     const endpoint = await addEndpoint(receiver.url, current, ['email.delivered']);
     await platform.database.db
       .updateTable('webhook_endpoints')
@@ -181,7 +135,7 @@ describe('webhook delivery', () => {
   test('a 500 is retried after 5 s and then delivered; a 410 disables the endpoint', async () => {
     const secret = newWebhookSecret();
     let answer = 500;
-    const receiver = await startReceiver(
+    const receiver = await startWebhookReceiver(
       () => [secret],
       () => answer,
     );

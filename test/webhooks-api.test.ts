@@ -10,13 +10,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Resend } from 'resend';
 import { startApi, type RunningApi } from '../api/main.js';
 import { encrypt } from '../lib/crypto.js';
-import { createLogger, silentLogger } from '../lib/log.js';
+import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { newWebhookSecret } from '../lib/webhooks.js';
-import { startSender, type Sender } from '../sender/worker.js';
+import type { Sender } from '../sender/worker.js';
 import { startInbox, type Inbox } from '../dev/inbox.js';
 import { eventually } from './helpers/eventually.js';
-import { sendingDomain, startTestPlatform, tenant, type TestPlatform } from './helpers/platform.js';
+import {
+  sendingDomain,
+  startTestPlatform,
+  startTestSender,
+  tenant,
+  type TestPlatform,
+} from './helpers/platform.js';
 import { startWebhookReceiver, type WebhookReceiver } from './helpers/webhook-receiver.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -101,14 +107,7 @@ before(async () => {
   keys.globex = platform.keys.get('default/globex/backend')!;
   keys.globexRead = platform.keys.get('default/globex/dashboards')!;
   keys.globexSend = platform.keys.get('default/globex/jobs')!;
-  sender = await startSender({
-    pool: platform.database.pool,
-    db: platform.database.db,
-    config: platform.config,
-    log: createLogger({ write: () => {} }),
-    metrics: createMetrics(),
-    renderer: platform.renderer,
-  });
+  sender = await startTestSender(platform);
   strict = await startApi({
     database: platform.database,
     config: { ...platform.config, webhooksAllowPrivate: false },

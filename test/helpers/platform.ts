@@ -10,6 +10,7 @@ import type { KeyStore } from '../../lib/reconcile/key-store.js';
 import { createRenderer, type Renderer } from '../../lib/render/sandbox.js';
 import { readManifests, type Resource } from '../../lib/resources.js';
 import { startApi, type RunningApi } from '../../api/main.js';
+import { startSender, type Sender } from '../../sender/worker.js';
 import { createTestDatabase } from './postgres.js';
 
 export interface TestPlatform {
@@ -111,4 +112,22 @@ export async function startTestPlatform(
       await testDb.drop();
     },
   };
+}
+
+/**
+ * A sender on the platform's database and configuration, quiet: what tests that watch mail go out
+ * (webhooks, statistics) start beside the api.
+ *
+ *   const sender = await startTestSender(platform);
+ *   after(() => sender.stop());
+ */
+export async function startTestSender(platform: TestPlatform): Promise<Sender> {
+  return startSender({
+    pool: platform.database.pool,
+    db: platform.database.db,
+    config: platform.config,
+    log: silentLogger,
+    metrics: createMetrics(),
+    renderer: platform.renderer,
+  });
 }
