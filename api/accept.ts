@@ -1,7 +1,9 @@
 // The accept path: an email, its per-recipient messages and their send_message jobs are written in
 // one statement, so a 202 means all of it is durable and nothing half-queued exists. A message row
 // is itself the record of its `queued` transition (at created_at); the timeline shows it from there
-// rather than from an events row, which cost a sixth of the accept rate in `make bench`.
+// rather than from an events row, which cost a sixth of the accept rate in `make bench`. Only a
+// message due later gets an event, `scheduled`, through the state machine's own fragment
+// (lib/db/transitions.ts), so that its webhook follows.
 //
 // Concurrent requests are grouped (group-commit.ts): each add_jobs call NOTIFYs once and Postgres
 // serialises those commits, so one write per request caps near 1,500/s for the whole database
@@ -11,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Receipt } from '../lib/db/idempotency.js';
 import type { EmailContent } from '../lib/db/schema.js';
+import { scheduledEvents } from '../lib/db/transitions.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
 import { createGroupCommitter } from './group-commit.js';
 
@@ -54,7 +57,10 @@ with new_emails as (
   select id, email_id, tenant_id, recipient, 'queued'
   from jsonb_to_recordset($2::jsonb) as m(id uuid, email_id uuid, tenant_id uuid, recipient text)
   returning id
-)
+), new_schedule as (
+  select id, email_id, tenant_id, run_at
+  from jsonb_to_recordset($2::jsonb) as m(id uuid, email_id uuid, tenant_id uuid, run_at timestamptz)
+), ${scheduledEvents('new_schedule')}
 select count(*)::int as jobs from graphile_worker.add_jobs((
   select array_agg(row($3::text, json_build_object('messageId', m.id), null, m.run_at, $4::int, null, null, null)
     ::graphile_worker.job_spec)

@@ -10,6 +10,7 @@ import type { EventType } from './db/transitions.js';
 
 /** The events a webhook endpoint may subscribe to, in Resend's names. */
 export const WEBHOOK_EVENT_TYPES = [
+  'email.scheduled',
   'email.sent',
   'email.delivered',
   'email.delivery_delayed',
@@ -27,6 +28,7 @@ export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
  * `email.delivery_delayed`.
  */
 export const WEBHOOK_TYPE_OF: Record<EventType, WebhookEventType | null> = {
+  scheduled: 'email.scheduled',
   sending: 'email.sent',
   delivered: 'email.delivered',
   deferred: 'email.delivery_delayed',

@@ -5,7 +5,12 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import nodemailer from 'nodemailer';
 import { encrypt } from '../lib/crypto.js';
+import { silentLogger } from '../lib/log.js';
+import { createMetrics } from '../lib/metrics.js';
+import { bounceAddress } from '../lib/verp.js';
+import { startInboundServer } from '../smtp/inbound-server.js';
 import { newWebhookSecret } from '../lib/webhooks.js';
 import type { Sender } from '../sender/worker.js';
 import { isPublicAddress, postWebhook } from '../sender/webhook-http.js';
@@ -205,5 +210,103 @@ describe('where webhooks may go', () => {
     await assert.rejects(post('https://[::1]/hook'), { code: 'EBLOCKED' });
     // A name that resolves to loopback, as a rebinding name would at delivery time.
     await assert.rejects(post('https://localhost/hook'), { code: 'EBLOCKED' });
+  });
+});
+
+describe('events from elsewhere than a send', () => {
+  test('a scheduled email announces email.scheduled and, canceled, email.canceled; a late bounce through the smtp listener is email.bounced', async () => {
+    const secret = newWebhookSecret();
+    const receiver = await startWebhookReceiver(() => [secret]);
+    const endpoint = await addEndpoint(receiver.url, secret, [
+      'email.scheduled',
+      'email.canceled',
+      'email.bounced',
+    ]);
+    const inbound = await startInboundServer(
+      {
+        db: platform.database.db,
+        secretKey: platform.config.secretKey,
+        log: silentLogger,
+        registry: createMetrics().registry,
+        hostname: 'inbound.test',
+      },
+      { port: 0, host: '127.0.0.1' },
+    );
+    try {
+      const later = new Date(Date.now() + 3600_000).toISOString();
+      const res = await fetch(`${platform.url}/v1/emails`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          from: 'hello@example.com',
+          to: 'later@example.org',
+          subject: 'Later',
+          text: 'x',
+          scheduled_at: later,
+        }),
+      });
+      const scheduled = ((await res.json()) as { id: string }).id;
+      const cancel = await fetch(`${platform.url}/v1/emails/${scheduled}/cancel`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}` },
+      });
+      assert.equal(cancel.status, 200);
+
+      // Delivered first, then a DSN comes back to its signed return path.
+      const delivered = await send('late-bounce@example.org');
+      const message = await eventually('the message delivered', async () =>
+        platform.database.db
+          .selectFrom('messages')
+          .select('id')
+          .where('email_id', '=', delivered)
+          .where('status', '=', 'delivered')
+          .executeTakeFirst(),
+      );
+      const transport = nodemailer.createTransport({
+        host: '127.0.0.1',
+        port: inbound.port,
+        secure: false,
+        ignoreTLS: true,
+      });
+      await transport.sendMail({
+        envelope: {
+          from: '',
+          to: [bounceAddress(platform.config.secretKey, message.id, 'bounces.example.com')],
+        },
+        raw: [
+          'From: MAILER-DAEMON@mx.example.net',
+          'To: bounces@example.com',
+          'Subject: Undelivered Mail Returned to Sender',
+          'MIME-Version: 1.0',
+          'Content-Type: multipart/report; report-type=delivery-status; boundary="b"',
+          '',
+          '--b',
+          'Content-Type: message/delivery-status',
+          '',
+          'Reporting-MTA: dns; mx.example.net',
+          '',
+          'Final-Recipient: rfc822; late-bounce@example.org',
+          'Action: failed',
+          'Status: 5.1.1',
+          'Diagnostic-Code: smtp; 550 5.1.1 no such user',
+          '',
+          '--b--',
+          '',
+        ].join('\r\n'),
+      });
+      transport.close();
+
+      const seen = () => receiver.received.map((r) => `${r.body.type}:${String(r.body.data.email_id)}`);
+      await eventually('the three events', async () =>
+        [`email.scheduled:${scheduled}`, `email.canceled:${scheduled}`, `email.bounced:${delivered}`].every(
+          (t) => seen().includes(t),
+        ),
+      );
+      assert.ok(receiver.received.every((r) => r.verifiedWith.length === 1));
+    } finally {
+      await inbound.close();
+      await platform.database.db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
   });
 });

@@ -23,7 +23,7 @@ export type StatType = (typeof STAT_TYPES)[number];
 
 /** The stat an `ev` row counts as, or null: for the statement that writes the event. */
 export const STAT_TYPE_SQL = `case ev.type when 'sending' then case when (ev.detail->>'attempt')::int = 1 then 'sent' end
-      when 'delayed' then null else ev.type end`;
+      when 'delayed' then null when 'scheduled' then null else ev.type end`;
 
 export type StatsInterval = 'hour' | 'day';
 export type StatsGroup = 'none' | 'domain' | 'tag';

@@ -35,6 +35,7 @@ import { STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
  * about it afterwards without changing its status (a delay down the line, a complaint).
  */
 export const EVENT_TYPES = [
+  'scheduled',
   'sending',
   'delivered',
   'deferred',
@@ -115,6 +116,15 @@ const FOLLOW_UPS = `, counted as (
       where h.type is not null
       returning id
     )`;
+/**
+ * For the accept statement (api/accept.ts): a `scheduled` event for each new message of `source`
+ * (id, email_id, tenant_id, run_at) due later, and what follows it; a CTE list to continue.
+ */
+export function scheduledEvents(source: string): string {
+  return `due_later as (select * from ${source} where run_at > now()),
+    ${events('due_later', `'scheduled'`, `jsonb_build_object('scheduled_at', s.run_at)`)}${FOLLOW_UPS}`;
+}
+
 /** The end of every transition: the follow-ups, and the number of events written. */
 const FINISH = `${FOLLOW_UPS}
     select count(*)::int as events from ev`;
