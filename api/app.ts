@@ -17,9 +17,11 @@ import { statsRouter } from './stats.js';
 import { emailsRouter } from './emails.js';
 import { jsonBody } from './json-body.js';
 import { openApiDocument } from './openapi.js';
+import { postmarkRouter } from './postmark.js';
 import { databaseUnavailable, problemHandler, sendProblem } from './problems.js';
 import { requestContext } from './request-context.js';
 import { recordRouteTemplates } from './route-template.js';
+import { sendgridRouter } from './sendgrid.js';
 import type { Limits } from './validate.js';
 import { webhooksRouter, type WebhooksDeps } from './webhooks.js';
 
@@ -79,6 +81,13 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(statsRouter(db));
   v1.use(auditLogRouter(db));
   app.use('/v1', v1);
+
+  // SendGrid's and Postmark's send routes, for applications on their clients: outside /v1, where
+  // their clients send, each route with its own parser, key and error shape (api/sendgrid.ts,
+  // api/postmark.ts).
+  const send = { db, acceptor: deps.acceptor, metrics, limits: deps.limits, maxBodyBytes: jsonLimit };
+  app.use(sendgridRouter(send));
+  app.use(postmarkRouter(send));
 
   app.use((req: Request, _res: Response, next: NextFunction) => {
     next(new Problem(404, 'not-found', `No route for ${req.method} ${req.path}.`));

@@ -1,5 +1,7 @@
 // Bearer API-key authentication and scopes. A key is looked up by its SHA-256; a revoked key
-// stops working within KEY_CACHE_MS, the time a looked-up key is remembered.
+// stops working within KEY_CACHE_MS, the time a looked-up key is remembered. The Postmark routes
+// also take the key bare in Postmark's own header (X-Postmark-Server-Token), since that is where
+// Postmark's clients put it; it is the same key, with the same scopes.
 
 import type { NextFunction, Request, Response } from 'express';
 import { hashApiKey } from '../lib/crypto.js';
@@ -31,22 +33,39 @@ declare module 'express-serve-static-core' {
   }
 }
 
+export interface AuthOptions {
+  /**
+   * A header that carries the key bare (`X-Postmark-Server-Token: mp_live_…`), taken before
+   * Authorization when both are sent.
+   */
+  tokenHeader?: string;
+}
+
 /**
- * Middleware: sets `req.principal` from `Authorization: Bearer mp_live_…`, or answers 401.
+ * Middleware: sets `req.principal` from `Authorization: Bearer mp_live_…` (or the key in
+ * `options.tokenHeader`), or answers 401.
  *
  *   app.use('/v1', authenticate(db));
+ *   postmark.use(authenticate(db, { tokenHeader: 'x-postmark-server-token' }));
  */
-export function authenticate(db: Db) {
+export function authenticate(db: Db, options: AuthOptions = {}) {
   const cache = new TtlCache<string, Principal>(KEY_CACHE_MS, 10_000);
+  const { tokenHeader } = options;
   return async (req: Request, _res: Response, next: NextFunction): Promise<void> => {
-    const header = req.headers.authorization ?? '';
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    if (!match) {
+    const token = tokenHeader ? req.get(tokenHeader)?.trim() : undefined;
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const key = token || bearer;
+    if (!key) {
+      const how = tokenHeader ? `\`${tokenHeader}: mp_live_…\` or ` : '';
       return next(
-        new Problem(401, 'missing-api-key', 'Send your API key as `Authorization: Bearer mp_live_…`.'),
+        new Problem(
+          401,
+          'missing-api-key',
+          `Send your API key as ${how}\`Authorization: Bearer mp_live_…\`.`,
+        ),
       );
     }
-    const hash = hashApiKey(match[1]!);
+    const hash = hashApiKey(key);
     const cacheKey = hash.toString('base64');
     let principal = cache.get(cacheKey);
     if (!principal) {

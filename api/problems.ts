@@ -65,32 +65,42 @@ export function sendProblem(req: Request, res: Response, problem: Problem): void
     .send(JSON.stringify({ ...problem.toJSON(), request_id: req.id }));
 }
 
+/**
+ * The problem an error is answered with: a Problem as it is, body-parser's errors as what the
+ * client must change, Postgres away as a 503, anything else a 500 whose cause is logged through
+ * `req.log` (so the line carries the request's id). The vendor-shaped routes (api/sendgrid.ts,
+ * api/postmark.ts) render the same problem in their own error shapes.
+ *
+ *   const problem = problemOf(err, req);
+ */
+export function problemOf(err: unknown, req: Request): Problem {
+  const problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
+  if (problem) return problem;
+  if (isDatabaseUnavailable(err)) {
+    req.log.warn('database unavailable', {
+      err: err as Error,
+      method: req.method,
+      route: routeTemplate(req),
+      path: req.path,
+    });
+    return databaseUnavailable();
+  }
+  req.log.error('request failed', {
+    err: err as Error,
+    method: req.method,
+    route: routeTemplate(req),
+    path: req.path,
+  });
+  return new Problem(
+    500,
+    'internal-server-error',
+    'Something went wrong on our side; the request was not accepted.',
+  );
+}
+
 /** The app's last middleware; logs through `req.log`, so a 5xx line carries the request's id. */
 export function problemHandler() {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
-    let problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
-    if (!problem && isDatabaseUnavailable(err)) {
-      req.log.warn('database unavailable', {
-        err: err as Error,
-        method: req.method,
-        route: routeTemplate(req),
-        path: req.path,
-      });
-      problem = databaseUnavailable();
-    }
-    if (!problem) {
-      req.log.error('request failed', {
-        err: err as Error,
-        method: req.method,
-        route: routeTemplate(req),
-        path: req.path,
-      });
-      problem = new Problem(
-        500,
-        'internal-server-error',
-        'Something went wrong on our side; the request was not accepted.',
-      );
-    }
-    sendProblem(req, res, problem);
+    sendProblem(req, res, problemOf(err, req));
   };
 }
