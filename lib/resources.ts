@@ -10,6 +10,7 @@ import { servedKinds, validateAgainstCrd } from './crd-schema.js';
 import type { FieldError } from './problem.js';
 import { UserError } from './user-error.js';
 import type { Scope } from './db/schema.js';
+import type { WebhookEventType } from './webhooks.js';
 
 export const API_GROUP = 'mailplane.io';
 export const API_VERSION = `${API_GROUP}/v1alpha1`;
@@ -25,7 +26,19 @@ export interface TenantResource {
   spec: {
     limits?: { maxRecipients?: number };
     apiKeys?: { name: string; scopes: Scope[] }[];
+    /** Endpoints the tenant's events are posted to; read-only through the API. */
+    webhooks?: TenantWebhook[];
   };
+}
+
+export interface TenantWebhook {
+  /** A DNS label, unique in the list; its Secret is `<tenant>-webhook-<name>`. */
+  name: string;
+  url: string;
+  /** Webhook event types (lib/webhooks.ts); omitted or empty: every one. */
+  events?: WebhookEventType[];
+  /** False disables the endpoint; true (the default) re-enables only one the spec disabled. */
+  enabled?: boolean;
 }
 
 export interface SendingDomainResource {

@@ -63,7 +63,12 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
     secretNamespaces: oc.secretNamespaces,
     onDatabaseUnavailable: (err) => database.unavailable(err),
     reconcilers: [
-      tenantReconciler({ db: deps.db, kube }),
+      tenantReconciler({
+        db: deps.db,
+        kube,
+        secretKey: config.secretKey,
+        webhooksAllowPrivate: config.webhooksAllowPrivate,
+      }),
       domainReconciler({
         db: deps.db,
         kube,

@@ -1,7 +1,9 @@
-// The operator's KeyStore: API keys and generated DKIM keys in Secrets beside their resource.
+// The operator's KeyStore: API keys, webhook signing secrets and generated DKIM keys in Secrets
+// beside their resource.
 //
-// An API key's Secret is owned by its Tenant (garbage-collected with it); a DKIM key's Secret has
-// no owner, because deleting a SendingDomain must not take the key that signs mail still queued.
+// An API key's Secret and a webhook's are owned by their Tenant (garbage-collected with it); a DKIM
+// key's Secret has no owner, because deleting a SendingDomain must not take the key that signs mail
+// still queued.
 // Every Secret written here carries the managed-by label the controller watches, and the label
 // of its owner, so that a Secret deleted or edited by someone else brings its owner back in.
 
@@ -18,6 +20,9 @@ export const LABEL_DOMAIN = 'mailplane.io/sending-domain';
 /** Data keys of an API key's Secret. */
 export const API_KEY_DATA = 'api-key';
 export const SCOPES_DATA = 'scopes';
+/** Data keys of a webhook's Secret: the whsec_… secret a receiver verifies with, and its URL. */
+export const WEBHOOK_SECRET_DATA = 'signing-secret';
+export const WEBHOOK_URL_DATA = 'url';
 /** Data key of a generated DKIM key's Secret (PKCS#8 PEM). */
 export const DKIM_KEY_DATA = 'private.key';
 /** Data keys accepted in a user's own DKIM Secret: a kubernetes.io/tls Secret, or an opaque one. */
@@ -26,6 +31,11 @@ const USER_KEY_DATA = ['tls.key', 'private.key'];
 /** The Secret of a tenant's API key, e.g. acme-api-key-backend. */
 export function apiKeySecretName(tenant: string, keyName: string): string {
   return `${tenant}-api-key-${keyName}`;
+}
+
+/** The Secret of a tenant's webhook, e.g. acme-webhook-events. */
+export function webhookSecretName(tenant: string, webhookName: string): string {
+  return `${tenant}-webhook-${webhookName}`;
 }
 
 /** The Secret of a domain's generated DKIM key, e.g. example-com-dkim. */
@@ -88,6 +98,28 @@ export function secretKeyStore(kube: Kube, owner: CustomObject): KeyStore {
     },
     async deleteApiKey(tenant, keyName) {
       await kube.deleteSecret(tenant.namespace, apiKeySecretName(tenant.name, keyName));
+    },
+    async loadWebhookSecret(tenant, name) {
+      const secret = await kube.readSecret(tenant.namespace, webhookSecretName(tenant.name, name));
+      const signing = unb64(secret?.data?.[WEBHOOK_SECRET_DATA]);
+      return signing === undefined
+        ? undefined
+        : { secret: signing, url: unb64(secret?.data?.[WEBHOOK_URL_DATA]) ?? '' };
+    },
+    async saveWebhookSecret(tenant, name, webhook) {
+      await kube.applySecret({
+        metadata: {
+          name: webhookSecretName(tenant.name, name),
+          namespace: tenant.namespace,
+          labels: { [LABEL_MANAGED_BY]: 'mailplane', [LABEL_TENANT]: tenant.name },
+          ownerReferences: [ownerReference(owner)],
+        },
+        type: 'Opaque',
+        data: { [WEBHOOK_SECRET_DATA]: b64(webhook.secret), [WEBHOOK_URL_DATA]: b64(webhook.url) },
+      });
+    },
+    async deleteWebhookSecret(tenant, name) {
+      await kube.deleteSecret(tenant.namespace, webhookSecretName(tenant.name, name));
     },
     async loadUserDkimKey(domain: ResourceRef, secretName: string) {
       const secret = await kube.readSecret(domain.namespace, secretName);

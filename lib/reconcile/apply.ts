@@ -9,12 +9,15 @@ import { ReconcileError } from './errors.js';
 import type { KeyStore } from './key-store.js';
 import { reconcileTemplate } from './template.js';
 import { reconcileTenant } from './tenant.js';
+import { describeRefusedWebhook } from './tenant-webhooks.js';
 
 export interface ApplyDeps {
   db: Db;
   keys: KeyStore;
   secretKey: Buffer;
   renderer: Pick<Renderer, 'compile' | 'render'>;
+  /** MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: a Tenant's webhooks may be plain http and private addresses. */
+  webhooksAllowPrivate?: boolean;
 }
 
 const ORDER: Record<Resource['kind'], number> = { Tenant: 0, SendingDomain: 1, Template: 2 };
@@ -49,11 +52,24 @@ export async function* applyEach(deps: ApplyDeps, resources: Resource[]): AsyncG
     switch (resource.kind) {
       case 'Tenant': {
         const out = await reconcileTenant(deps, resource);
+        // Like a refused DKIM key: what could be applied is, and the command says what was not.
+        if (out.webhooks.refused.length > 0) {
+          throw new ReconcileError(
+            'WebhookURLRefused',
+            `tenant/${metadata.name}: ${out.webhooks.refused.map(describeRefusedWebhook).join('; ')}`,
+          );
+        }
+        const hooks = out.webhooks;
         yield result(out.changed, [
           ...(out.restored ? ['deleted earlier: its history and suppressions taken back'] : []),
           ...out.keysIssued.map((k) => `key ${k} issued`),
           ...out.keysReissued.map((k) => `key ${k} issued again`),
           ...out.keysRevoked.map((k) => `key ${k} revoked`),
+          ...hooks.registered.map((w) => `webhook ${w} registered`),
+          ...hooks.updated.map((w) => `webhook ${w} updated`),
+          ...hooks.enabled.map((w) => `webhook ${w} enabled`),
+          ...hooks.disabled.map((w) => `webhook ${w} disabled`),
+          ...hooks.removed.map((w) => `webhook ${w} removed`),
         ]);
         break;
       }

@@ -14,14 +14,20 @@ import { openRuntime, redact, templateRenderer } from '../runtime.js';
 import { UserError } from '../user-error.js';
 import { applyEach, describeResult, type ApplyResult } from './apply.js';
 import { openRehearsal } from './dry-run.js';
-import type { KeyStore, ResourceRef } from './key-store.js';
+import {
+  reportingWebhookSecrets,
+  webhookSecretLine,
+  type KeyStore,
+  type ResourceRef,
+  type WebhookSecret,
+} from './key-store.js';
 
 type Env = Record<string, string | undefined>;
 
 export const APPLY_USAGE = `Usage: mailplane apply -f <file|dir|-> [-f …] [-n namespace] [--dry-run] [-o json]
 
 Applies Tenant, SendingDomain and Template manifests to the database at DATABASE_URL, as the
-operator would, and prints each new API key once. Manifests are checked against the CRD schemas
+operator would, and prints each new API key and webhook signing secret once. Manifests are checked against the CRD schemas
 (crds/) before anything is written.
 
 Options:
@@ -30,16 +36,20 @@ Options:
   -n, --namespace <name>   namespace for manifests that name none (default "default")
       --dry-run            say what would change, and write nothing: no rows, no keys
   -o, --output json        print the results as JSON, one object per resource (new API keys
-                           in its apiKeys), instead of lines
+                           in its apiKeys, new webhook signing secrets in its webhooks),
+                           instead of lines
   -h, --help               this help
 
 Settings (environment):
   DATABASE_URL                  Postgres to apply to (required)
   MAILPLANE_SECRET_KEY          the installation's key, 32+ characters (required); DKIM keys
-                                are stored encrypted under it
+                                and webhook signing secrets are stored encrypted under it
   MAILPLANE_RENDER_TIMEOUT_MS   time limit of the sample render of a Template (250)
   MAILPLANE_RENDER_MEMORY_MB    memory limit of the template sandbox (32)
-  MAILPLANE_MAX_MESSAGE_BYTES   largest rendered template (10485760)`;
+  MAILPLANE_MAX_MESSAGE_BYTES   largest rendered template (10485760)
+  MAILPLANE_WEBHOOKS_ALLOW_PRIVATE
+                                a Tenant's webhooks may be plain http and private
+                                addresses, as \`make dev\` and tests want (false)`;
 
 /** An API key issued during an apply: printed once (or returned in -o json), kept nowhere. */
 export interface IssuedKey {
@@ -94,8 +104,18 @@ export async function applyCommand(
         `API key ${key.tenant.namespace}/${key.tenant.name}/${key.name} (${key.scopes.join(',')}): ${key.key}\n`,
       );
   };
-  const store = (options.keyStore ?? printingKeyStore)(report);
-  const results: (ApplyResult & { dryRun?: true; apiKeys?: Omit<IssuedKey, 'tenant'>[] })[] = [];
+  // A Tenant's webhook signing secrets, shown once as its API keys are (Postgres keeps them encrypted).
+  const secrets: { tenant: ResourceRef; name: string; webhook: WebhookSecret }[] = [];
+  const reportSecret = (tenant: ResourceRef, name: string, webhook: WebhookSecret) => {
+    if (args.json) secrets.push({ tenant, name, webhook });
+    else process.stdout.write(`${webhookSecretLine(tenant, name, webhook)}\n`);
+  };
+  const store = reportingWebhookSecrets((options.keyStore ?? printingKeyStore)(report), reportSecret);
+  const results: (ApplyResult & {
+    dryRun?: true;
+    apiKeys?: Omit<IssuedKey, 'tenant'>[];
+    webhooks?: { name: string; url: string; signingSecret: string }[];
+  })[] = [];
   try {
     await withDatabase(env, config, args.dryRun, async (db) => {
       const renderer = templateRenderer(config);
@@ -104,6 +124,7 @@ export async function applyCommand(
           db,
           keys: args.dryRun ? writingNothing(store) : store,
           secretKey: config.secretKey,
+          webhooksAllowPrivate: config.webhooksAllowPrivate,
           renderer,
         };
         for await (const result of applyEach(deps, resources)) {
@@ -116,10 +137,19 @@ export async function applyCommand(
                   k.tenant.name === result.name,
               )
               .map(({ name, scopes, key }) => ({ name, scopes, key }));
+            const hooks = secrets
+              .filter(
+                (w) =>
+                  result.kind === 'Tenant' &&
+                  w.tenant.namespace === result.namespace &&
+                  w.tenant.name === result.name,
+              )
+              .map(({ name, webhook }) => ({ name, url: webhook.url, signingSecret: webhook.secret }));
             results.push({
               ...result,
               ...(args.dryRun ? { dryRun: true } : {}),
               ...(keys.length ? { apiKeys: keys } : {}),
+              ...(hooks.length ? { webhooks: hooks } : {}),
             });
           } else {
             process.stdout.write(`${describeResult(result)}${args.dryRun ? ' (dry run)' : ''}\n`);

@@ -12,7 +12,9 @@ export type ReconcileReason =
   /** The spec asks for another DKIM key under a selector that publishes the one in use. */
   | 'KeyChangeRefused'
   /** spec.sampleData is larger than a template's variables may be. */
-  | 'SampleDataTooLarge';
+  | 'SampleDataTooLarge'
+  /** A URL of spec.webhooks that the installation does not post to (lib/net-policy.ts). */
+  | 'WebhookURLRefused';
 
 export class ReconcileError extends UserError {
   override readonly code = 'ERECONCILE';

@@ -1,6 +1,7 @@
 // Where generated secrets live besides Postgres. The operator keeps them in Kubernetes Secrets;
-// `mailplane apply` keeps API keys nowhere (it prints them once) and DKIM keys only in Postgres,
-// encrypted. The reconcile functions see only this interface, never Kubernetes.
+// `mailplane apply` keeps API keys and webhook signing secrets nowhere (it prints them once) and
+// DKIM keys only in Postgres, encrypted. The reconcile functions see only this interface, never
+// Kubernetes.
 
 import type { Scope } from '../db/schema.js';
 
@@ -15,6 +16,12 @@ export interface ResourceRef {
  * Secret was deleted or edited).
  */
 export type ApiKeyCheck = 'held' | 'scopes' | 'lost';
+
+/** A webhook endpoint's signing secret (`whsec_…`) and the URL it signs for, as a store holds them. */
+export interface WebhookSecret {
+  secret: string;
+  url: string;
+}
 
 export interface KeyStore {
   /**
@@ -41,9 +48,43 @@ export interface KeyStore {
   /** The key generated earlier for this domain, if the store keeps one. */
   loadGeneratedDkimKey(domain: ResourceRef): Promise<string | undefined>;
   saveGeneratedDkimKey(domain: ResourceRef, privateKeyPem: string): Promise<void>;
+  /**
+   * What the store holds for webhook `name` of the tenant, for a store that keeps them (the
+   * operator's Secrets): a secret it lost or that was edited is written back from the row, where
+   * it is kept encrypted. Without it, saveWebhookSecret is the only call.
+   */
+  loadWebhookSecret?(tenant: ResourceRef, name: string): Promise<WebhookSecret | undefined>;
+  /**
+   * Takes a webhook's signing secret: a new one (shown once), or one written back. Optional so that
+   * a store that takes none (a dry run's) need not say so; the secret is then in the row only.
+   */
+  saveWebhookSecret?(tenant: ResourceRef, name: string, webhook: WebhookSecret): Promise<void>;
+  deleteWebhookSecret?(tenant: ResourceRef, name: string): Promise<void>;
 }
 
-/** The CLI's store: prints each new API key once, and keeps DKIM keys only in Postgres. */
+/** The line that shows a new webhook signing secret once, as `mailplane apply` prints it. */
+export function webhookSecretLine(tenant: ResourceRef, name: string, webhook: WebhookSecret): string {
+  return `Webhook signing secret ${tenant.namespace}/${tenant.name}/${name} (${webhook.url}): ${webhook.secret}`;
+}
+
+/**
+ * `store` with each new webhook signing secret also handed to `report`, for a store that keeps
+ * none itself (the CLI's, dev's file of API keys); a store that keeps them is returned as it is.
+ *
+ *   const store = reportingWebhookSecrets(printingKeyStore(report), (t, name, w) => print(webhookSecretLine(t, name, w)));
+ */
+export function reportingWebhookSecrets(
+  store: KeyStore,
+  report: (tenant: ResourceRef, name: string, webhook: WebhookSecret) => void,
+): KeyStore {
+  if (store.saveWebhookSecret) return store;
+  return { ...store, saveWebhookSecret: async (tenant, name, webhook) => report(tenant, name, webhook) };
+}
+
+/**
+ * A store that prints each new API key and webhook signing secret once, and keeps DKIM keys and
+ * webhook secrets only in Postgres.
+ */
 export function printOnceKeyStore(print: (line: string) => void): KeyStore {
   return {
     hasApiKey: async () => true,
@@ -59,5 +100,6 @@ export function printOnceKeyStore(print: (line: string) => void): KeyStore {
     },
     loadGeneratedDkimKey: async () => undefined,
     saveGeneratedDkimKey: async () => {},
+    saveWebhookSecret: async (tenant, name, webhook) => print(webhookSecretLine(tenant, name, webhook)),
   };
 }

@@ -1,7 +1,9 @@
-// Converges a Tenant into its row and its API keys: a key is issued for each `spec.apiKeys`
-// entry that has none, its scopes follow the spec, and a key whose entry is gone is revoked.
-// Only hashes reach Postgres; the key itself goes to the key store once. A key the store lost
-// (its Secret deleted or edited) cannot come back from a hash: it is revoked and issued anew.
+// Converges a Tenant into its row, its API keys and its webhooks: a key is issued for each
+// `spec.apiKeys` entry that has none, its scopes follow the spec, and a key whose entry is gone is
+// revoked. Only hashes reach Postgres; the key itself goes to the key store once. A key the store
+// lost (its Secret deleted or edited) cannot come back from a hash: it is revoked and issued anew.
+// `spec.webhooks` becomes endpoints of source 'tenant' (./tenant-webhooks.ts), whose secrets are
+// kept encrypted and so can be written back.
 //
 // A deleted Tenant's row is retired rather than deleted (retireTenant): its keys are revoked at
 // once, and its history and suppressions stay unless its deletionPolicy is Delete. A Tenant
@@ -13,6 +15,7 @@ import type { Db } from '../db/index.js';
 import type { Scope } from '../db/schema.js';
 import type { TenantResource } from '../resources.js';
 import type { ApiKeyCheck, KeyStore, ResourceRef } from './key-store.js';
+import { reconcileTenantWebhooks, type WebhooksOutcome } from './tenant-webhooks.js';
 
 export interface TenantOutcome {
   tenantId: string;
@@ -25,6 +28,8 @@ export interface TenantOutcome {
   scopesRestored: string[];
   /** Set when a retired row of the same name was taken back: what it had kept. */
   restored?: RetainedCounts;
+  /** What became of spec.webhooks. */
+  webhooks: WebhooksOutcome;
   /** Whether anything in Postgres changed. */
   changed: boolean;
 }
@@ -44,12 +49,13 @@ const sameScopes = (a: readonly string[], b: readonly string[]) =>
   [...a].sort().join() === [...b].sort().join();
 
 /**
- * Creates or updates the tenant and its keys.
+ * Creates or updates the tenant, its keys and its webhooks. `secretKey` encrypts webhook secrets;
+ * `webhooksAllowPrivate` is MAILPLANE_WEBHOOKS_ALLOW_PRIVATE (false: https and public addresses only).
  *
- *   const { keysIssued } = await reconcileTenant({ db, keys }, tenant);
+ *   const { keysIssued, webhooks } = await reconcileTenant({ db, keys, secretKey }, tenant);
  */
 export async function reconcileTenant(
-  deps: { db: Db; keys: KeyStore },
+  deps: { db: Db; keys: KeyStore; secretKey: Buffer; webhooksAllowPrivate?: boolean },
   tenant: TenantResource,
 ): Promise<TenantOutcome> {
   const { db, keys } = deps;
@@ -87,7 +93,7 @@ export async function reconcileTenant(
     .execute();
   const liveByName = new Map(live.map((k) => [k.name, k]));
   const wanted = tenant.spec.apiKeys ?? [];
-  const outcome: TenantOutcome = {
+  const outcome: Omit<TenantOutcome, 'webhooks'> = {
     tenantId,
     keysIssued: [],
     keysReissued: [],
@@ -128,7 +134,9 @@ export async function reconcileTenant(
     outcome.keysRevoked.push(key.name);
     changed = true;
   }
-  return { ...outcome, changed };
+
+  const webhooks = await reconcileTenantWebhooks(deps, ref, tenantId, tenant.spec.webhooks ?? []);
+  return { ...outcome, webhooks, changed: changed || webhooks.changed };
 }
 
 async function checkApiKey(
