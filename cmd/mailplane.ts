@@ -82,6 +82,7 @@ ${RENDER}`,
   MAILPLANE_DNS_SERVERS               resolvers for those checks, host[:port] comma-separated
                                       (the system's)
   MAILPLANE_INBOUND_HOST              public name of the inbound smtp service, the return-path MX
+  MAILPLANE_WEBHOOKS_ALLOW_PRIVATE    let Tenant webhooks point at private addresses and plain http
 ${RENDER}`,
   ),
   migrate: help(

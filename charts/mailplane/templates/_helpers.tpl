@@ -69,6 +69,10 @@ capabilities:
 - name: MAILPLANE_INBOUND_HOST
   value: {{ .Values.inboundHost | quote }}
 {{- end }}
+{{- if .Values.webhooks.allowPrivate }}
+- name: MAILPLANE_WEBHOOKS_ALLOW_PRIVATE
+  value: 'true'
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
