@@ -115,7 +115,14 @@ export function webhookPayload(event: WebhookEventRow): Record<string, unknown> 
     tags: Object.fromEntries(event.tags.map((t) => [t.name, t.value])),
   };
   if (event.type === 'email.bounced') {
-    const permanent = typeof detail.status === 'string' ? detail.status.startsWith('5') : true;
+    // The class (sender/outcome.ts) says whose fault: only a wrong address is Permanent, as SES and
+    // Resend mean it (the address will never take mail); events from before classes read the status.
+    const permanent =
+      typeof detail.class === 'string'
+        ? detail.class === 'hard'
+        : typeof detail.status === 'string'
+          ? detail.status.startsWith('5')
+          : true;
     data.bounce = {
       type: permanent ? 'Permanent' : 'Transient',
       subType: typeof detail.status === 'string' ? detail.status : 'General',

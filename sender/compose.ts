@@ -4,9 +4,15 @@
 // part with that Content-ID, which the html shows as `cid:…`; with html, MailComposer puts such
 // parts in a multipart/related next to it.
 
+//
+// What comes out is what is signed and sent, byte for byte: CRLF line endings throughout, whatever
+// the request or a template variable held, and header lines folded within RFC 5322's limits
+// (sender/fold.ts).
+
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { Attachment, EmailContent } from '../lib/db/schema.js';
 import { isHeaderName, reservedHeader } from '../lib/headers.js';
+import { foldHeaders, normalizeLineEndings, toCrlf } from './fold.js';
 
 export interface ComposeInput {
   /** The From header, as accepted (`Name <a@b.c>` or `a@b.c`). */
@@ -52,15 +58,15 @@ export async function composeMessage(input: ComposeInput): Promise<Buffer> {
   // forge a trace field or contradict what the composer writes.
   const headers = Object.entries(content.headers ?? {})
     .filter(([key, value]) => isHeaderName(key) && !reservedHeader(key) && typeof value === 'string')
-    .map(([key, value]) => ({ key, value }));
+    .map(([key, value]) => ({ key, value: oneLine(value) }));
   const composer = new MailComposer({
     from: input.from,
     to: content.to,
     cc: content.cc,
     replyTo: content.reply_to,
-    subject: rendered.subject,
-    text: rendered.text,
-    html: rendered.html,
+    subject: oneLine(rendered.subject),
+    text: rendered.text === undefined ? undefined : toCrlf(rendered.text),
+    html: rendered.html === undefined ? undefined : toCrlf(rendered.html),
     headers,
     attachments: (content.attachments ?? []).map(mimeAttachment),
     messageId: `<${input.messageId}>`,
@@ -72,5 +78,14 @@ export async function composeMessage(input: ComposeInput): Promise<Buffer> {
     disableFileAccess: true,
     disableUrlAccess: true,
   });
-  return composer.compile().build();
+  // The bodies are CRLF already; the pass over the whole catches whatever else might not be.
+  return foldHeaders(normalizeLineEndings(await composer.compile().build()));
+}
+
+/**
+ * A header value on one line: a CR or LF in it (a rendered subject, a job that predates the api's
+ * checks) would end the field and start another, so each run of them becomes a space.
+ */
+function oneLine(value: string): string {
+  return value.replace(/[\r\n]+/g, ' ');
 }

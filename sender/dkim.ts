@@ -15,6 +15,7 @@ import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
 import { generateCanonicalizedHeader } from 'mailauth/lib/dkim/header/index.js';
 import { formatSignatureHeaderLine, getSigningHeaderLines, parseHeaders } from 'mailauth/lib/tools.js';
 import { decrypt } from '../lib/crypto.js';
+import { normalizeLineEndings } from './fold.js';
 
 /**
  * Header fields signed when present: those a receiver shows or acts on. From is listed twice
@@ -56,7 +57,7 @@ export interface DkimDomainKey {
 }
 
 export interface DkimSigner {
-  /** Returns the message with a DKIM-Signature field prepended. */
+  /** Returns the message, its line endings made CRLF, with a DKIM-Signature field prepended. */
   sign(message: Buffer, key: DkimDomainKey): Promise<Buffer>;
 }
 
@@ -83,12 +84,15 @@ export function createDkimSigner(secretKey: Buffer, options: { cacheSize?: numbe
   };
   return {
     async sign(message, key) {
-      const header = await dkimSignature(message, {
+      // What is signed must be what is sent: the SMTP client turns a bare CR or LF into CRLF on
+      // the wire, which would break a signature computed over the bare one.
+      const clean = normalizeLineEndings(message);
+      const header = await dkimSignature(clean, {
         domain: key.domain,
         selector: key.selector,
         privateKey: keyFor(key),
       });
-      return Buffer.concat([Buffer.from(header + '\r\n'), message]);
+      return Buffer.concat([Buffer.from(header + '\r\n'), clean]);
     },
   };
 }

@@ -1,16 +1,18 @@
 // What a failed delivery means for the message, and when a deferred one is tried again. Decisions
-// are taken on nodemailer's error codes and the SMTP reply code, never on message text.
+// are taken on nodemailer's error codes, the SMTP reply code and the enhanced status code, by
+// lib/bounce-class.ts (RFC 3463 classes: hard, soft, message, policy), never on message text but
+// for the one exception documented there.
 
-export type FailureKind =
-  /** The recipient's server refused it for good: bounce, and suppress the address. */
-  | 'bounce'
-  /** Try again later: a 4xx, or the server could not be reached. */
-  | 'defer'
-  /** Refused for good, but not because of the recipient (e.g. our MAIL FROM): no suppression. */
-  | 'fail';
+import { classifyRefusal, enhancedStatus, type BounceClass, type FailureKind } from '../lib/bounce-class.js';
+
+export { classifyRefusal, enhancedStatus, type BounceClass, type FailureKind };
 
 export interface DeliveryFailure {
   kind: FailureKind;
+  /** Whose fault, when a server gave a verdict; absent when none answered (a timeout, DNS trouble). */
+  class?: BounceClass;
+  /** The enhanced status code (RFC 3463) of the reply, when it had one. */
+  status?: string;
   /** The SMTP reply, when there was one. */
   reply?: string;
   /** nodemailer's error code (ECONNECTION, EENVELOPE, …). */
@@ -19,6 +21,15 @@ export interface DeliveryFailure {
   command?: string;
   message: string;
 }
+
+/**
+ * How long a persistent-transient refusal (5.2.2 mailbox full, 5.4.x routing, 5.3.x system) is
+ * retried, counted from when the message became due, before the message fails. Shorter than the
+ * message lifetime (5 days by default): a mailbox that is still full after a day is usually
+ * abandoned, and every retry of it spends the sending IP's standing with that receiver. The
+ * address is never suppressed for it.
+ */
+export const SOFT_RETRY_SECONDS = 24 * 3600;
 
 interface SmtpErrorFields {
   code?: unknown;
@@ -31,7 +42,7 @@ interface SmtpErrorFields {
 /**
  * Classifies a transport error.
  *
- *   classifyDeliveryError(err).kind   // 'bounce' for a 550 to RCPT TO, 'defer' for a 451 or a timeout
+ *   classifyDeliveryError(err).kind   // 'bounce' for a 550 5.1.1 to RCPT TO, 'defer' for a 451 or a timeout
  */
 export function classifyDeliveryError(err: unknown): DeliveryFailure {
   const e = (typeof err === 'object' && err !== null ? err : {}) as SmtpErrorFields;
@@ -39,17 +50,42 @@ export function classifyDeliveryError(err: unknown): DeliveryFailure {
   const command = typeof e.command === 'string' ? e.command : undefined;
   const responseCode = typeof e.responseCode === 'number' ? e.responseCode : undefined;
   const reply = typeof e.response === 'string' ? e.response : undefined;
-  const base = { reply, code, command, message: typeof e.message === 'string' ? e.message : String(err) };
+  const status = enhancedStatus(reply);
+  const base = compactFailure({
+    reply,
+    code,
+    command,
+    status,
+    message: typeof e.message === 'string' ? e.message : String(err),
+  });
 
-  // No reply (connection refused, timeout, TLS, DNS trouble), or a transient one. 503 is a bad
-  // command sequence on that connection, not a verdict on the message.
-  if (responseCode === undefined || responseCode < 500 || responseCode === 503)
-    return { kind: 'defer', ...base };
+  // No reply (connection refused, timeout, TLS, DNS trouble): no verdict, try again later.
+  if (responseCode === undefined) return { kind: 'defer', ...base };
+  // 503 is a bad command sequence on that connection, not a verdict on the message.
+  if (responseCode === 503) return { kind: 'defer', ...base };
   // A relay refusing our credentials is ours to fix; the recipients are not at fault.
   if (code === 'EAUTH' || code === 'ENOAUTH') return { kind: 'defer', ...base };
-  // Our envelope sender was refused: retrying gets the same answer, but the recipient is fine.
-  if (command === 'MAIL FROM') return { kind: 'fail', ...base };
-  return { kind: 'bounce', ...base };
+  const verdict = classifyRefusal({ replyCode: responseCode, status, command, reply });
+  return { ...verdict, ...base };
+}
+
+function compactFailure<T extends Record<string, unknown>>(fields: T): T {
+  for (const key of Object.keys(fields)) if (fields[key] === undefined) delete fields[key];
+  return fields;
+}
+
+/**
+ * How long a deferred failure may be retried, counted from when the message became due: the
+ * message's lifetime, or SOFT_RETRY_SECONDS for a persistent-transient 5xx.
+ *
+ *   retryLifetimeSeconds({ kind: 'defer', class: 'soft', status: '5.2.2' }, 5 * 86400)  // 86400
+ */
+export function retryLifetimeSeconds(
+  failure: Pick<DeliveryFailure, 'class' | 'status'>,
+  lifetimeSeconds: number,
+): number {
+  const persistent = failure.class === 'soft' && failure.status?.startsWith('5.');
+  return persistent ? Math.min(lifetimeSeconds, SOFT_RETRY_SECONDS) : lifetimeSeconds;
 }
 
 /**

@@ -2,8 +2,13 @@
 //
 //   load and claim (one statement): final? done | suppressed? `suppressed` | `sending`
 //   → render → compose → sign → deliver
-//   → 2xx `delivered` | 4xx/unreachable `deferred` + a new job later | 5xx `bounced` + suppression
+//   → 2xx `delivered`
+//   | 4xx, unreachable, or a persistent-transient 5xx (5.2.2 mailbox full) `deferred` + a new job later
+//   | 5.1.x (the address is wrong) `bounced` + suppression
+//   | any other 5xx (the message: size, content, policy) `failed`, the address left alone
 //
+// sender/outcome.ts decides which, and the event's detail says it as `class` (hard, soft, message,
+// policy).
 // Every outcome is settled here and the job completes; graphile-worker's own retries are left for
 // what cannot be settled (the database going away), so a deferral is never retried twice.
 
@@ -18,7 +23,12 @@ import type { Rendered, Renderer } from '../lib/render/sandbox.js';
 import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
 import { createDkimSigner } from './dkim.js';
-import { classifyDeliveryError, nextAttemptAt, type DeliveryFailure } from './outcome.js';
+import {
+  classifyDeliveryError,
+  nextAttemptAt,
+  retryLifetimeSeconds,
+  type DeliveryFailure,
+} from './outcome.js';
 import { FINAL_STATUSES } from '../lib/db/schema.js';
 import {
   bounceMessage,
@@ -167,19 +177,18 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       return (await bounceMessage(db, { messageId, reply, detail, suppress: true })) ? 'bounced' : undefined;
     }
     if (failure.kind === 'defer') {
-      const retryAt = nextAttemptAt({
-        attempt,
-        dueAt: message.dueAt,
-        now: new Date(),
-        lifetimeSeconds: deps.config.messageLifetimeSeconds,
-      });
+      const lifetimeSeconds = retryLifetimeSeconds(failure, deps.config.messageLifetimeSeconds);
+      const retryAt = nextAttemptAt({ attempt, dueAt: message.dueAt, now: new Date(), lifetimeSeconds });
       if (retryAt) {
         return (await defer(db, { messageId, reply: failure.reply, retryAt, detail }))
           ? 'deferred'
           : undefined;
       }
       detail.expired = true;
-      detail.reason = `still undelivered when its lifetime ended: ${failure.message}`;
+      detail.reason =
+        lifetimeSeconds < deps.config.messageLifetimeSeconds
+          ? `still refused after ${lifetimeSeconds / 3600} h of retries (persistent transient): ${failure.message}`
+          : `still undelivered when its lifetime ended: ${failure.message}`;
     }
     return (await settle(deps.pool, { messageId, status: 'failed', reply: failure.reply, detail }))
       ? 'failed'
@@ -241,8 +250,8 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       metrics.sendLatency.observe((Date.now() - message.dueAt.getTime()) / 1000);
       log.debug('delivered', { attempt, reply: delivery.reply, host: delivery.host });
     } else {
-      const { kind, code, reply, message: reason } = delivery.failure;
-      log.info(outcome, { attempt, kind, code, reply, reason });
+      const { kind, class: bounceClass, code, reply, message: reason } = delivery.failure;
+      log.info(outcome, { attempt, kind, class: bounceClass, code, reply, reason });
     }
   };
 }
@@ -273,8 +282,18 @@ function failed(kind: Failure['kind'], code: string, message: string): Delivery 
 
 /** The event's detail: the attempt, the SMTP reply and what went wrong, without empty fields. */
 function eventDetail(attempt: number, f: Failure): Record<string, unknown> {
-  const { reply, code, command, message: reason, part, line } = f;
-  const detail: Record<string, unknown> = { attempt, reply, code, command, reason, part, line };
+  const { reply, code, command, status, message: reason, part, line } = f;
+  const detail: Record<string, unknown> = {
+    attempt,
+    class: f.class,
+    status,
+    reply,
+    code,
+    command,
+    reason,
+    part,
+    line,
+  };
   for (const key of Object.keys(detail)) if (detail[key] === undefined) delete detail[key];
   return detail;
 }

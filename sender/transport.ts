@@ -4,7 +4,13 @@
 //
 // Errors are nodemailer's: `code` (ECONNECTION, ETIMEDOUT, EENVELOPE, EMESSAGE, EAUTH, …) and, when
 // the server answered, `responseCode` and `response`. DNS outcomes that are final (a domain that
-// does not exist, a null MX) are reported the same way, with the 5xx a receiving server would give.
+// does not exist, a null MX) are reported the same way, with the 5xx a receiving server would give,
+// and so is a message larger than the SIZE the server announced (552 5.3.4, refused before DATA).
+//
+// Wire manners: `SIZE=` is declared on MAIL FROM whenever the server offers SIZE (RFC 1870);
+// credentials are never sent over an unencrypted connection (a relay URL without smtps:// gets
+// STARTTLS or no AUTH at all, unless it says `?insecure_auth=true`); EHLO names a fully qualified
+// domain (heloNameFor).
 
 import { promises as dns, type MxRecord } from 'node:dns';
 import nodemailer from 'nodemailer';
@@ -34,9 +40,12 @@ export interface Transport {
 export type MxResolver = (domain: string) => Promise<MxRecord[]>;
 
 export interface TransportOptions {
-  /** smtp(s)://user:pass@host:port; unset means direct MX delivery. */
+  /**
+   * smtp(s)://user:pass@host:port; unset means direct MX delivery. `?insecure_auth=true` allows
+   * AUTH over a connection that is not encrypted (INSECURE_AUTH_PARAM).
+   */
   relayUrl?: string;
-  /** Our name in EHLO. */
+  /** Our name in EHLO; when it is not a fully qualified domain, see heloNameFor. */
   heloName: string;
   /** Connections per pool: the relay's, or each destination host's. */
   maxConnections?: number;
@@ -60,6 +69,36 @@ const MAX_MX_HOSTS = 5;
  */
 const SOCKET_TIMEOUT_MS = 2 * 60_000;
 const CONNECTION_TIMEOUT_MS = 30_000;
+/**
+ * The relay URL's query parameter that allows AUTH in clear text (a relay on the same host or a
+ * private link that offers no STARTTLS). Without it, credentials go only over smtps:// or after
+ * STARTTLS, and a relay that offers neither fails the attempt.
+ */
+export const INSECURE_AUTH_PARAM = 'insecure_auth';
+
+/** A host name of at least two labels, the last not numeric: what RFC 5321 §4.1.1.1 wants in EHLO. */
+const FQDN = /^(?=.{1,253}$)(?:(?!-)[a-z0-9-]{1,63}(?<!-)\.)+(?!\d+$)(?!-)[a-z0-9-]{2,63}(?<!-)$/i;
+
+/**
+ * The name to announce in EHLO: the configured one (MAILPLANE_HELO_NAME) when it is a fully
+ * qualified domain, otherwise the domain of the envelope sender. The configured default is the
+ * host name, which in Kubernetes is a pod name that resolves nowhere, and many receivers refuse
+ * or score a non-FQDN HELO (Postfix's reject_non_fqdn_helo_hostname). Falling back, rather than
+ * refusing to start, keeps `mailplane dev` and existing installations sending; the sending
+ * domain (or its return-path domain) is one the tenant proved it controls, and the chart sets
+ * MAILPLANE_HELO_NAME for production.
+ *
+ *   heloNameFor('mailplane-sender-7d9f', 'bounces+…@bounces.example.com')   // 'bounces.example.com'
+ */
+export function heloNameFor(configured: string, envelopeFrom: string): string {
+  if (isFqdn(configured)) return configured;
+  const domain = domainOf(envelopeFrom).toLowerCase();
+  return isFqdn(domain) ? domain : configured;
+}
+
+export function isFqdn(name: string): boolean {
+  return FQDN.test(name) && !/\.(?:local|localdomain|internal)$/i.test(name);
+}
 
 /**
  * Creates the transport the sender delivers through.
@@ -75,19 +114,55 @@ function relayTransport(relayUrl: string, options: TransportOptions): Transport 
   const url = new URL(relayUrl);
   const secure = url.protocol === 'smtps:';
   const host = url.hostname.replace(/^\[|\]$/g, '');
-  const pool = nodemailer.createTransport({
-    ...commonOptions(options),
-    host,
-    port: url.port ? Number(url.port) : secure ? 465 : 587,
-    secure,
-    auth: url.username
-      ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) }
-      : undefined,
-    maxConnections: options.maxConnections ?? DEFAULT_CONNECTIONS_PER_HOST,
-  });
+  const port = url.port ? Number(url.port) : secure ? 465 : 587;
+  const auth = url.username
+    ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) }
+    : undefined;
+  // With credentials and no smtps://, STARTTLS is required, so that AUTH is never sent in clear.
+  const requireTLS = !secure && auth !== undefined && url.searchParams.get(INSECURE_AUTH_PARAM) !== 'true';
+  // One pool per EHLO name: one in all when MAILPLANE_HELO_NAME is an FQDN.
+  const pools = new Map<string, Transporter>();
+  const poolFor = (name: string) => {
+    let pool = pools.get(name);
+    if (!pool) {
+      pool = nodemailer.createTransport({
+        ...commonOptions(),
+        name,
+        host,
+        port,
+        secure,
+        requireTLS,
+        auth,
+        maxConnections: options.maxConnections ?? DEFAULT_CONNECTIONS_PER_HOST,
+      });
+      pools.set(name, pool);
+    }
+    return pool;
+  };
   return {
-    send: async (envelope, raw) => ({ reply: await sendThrough(pool, envelope, raw), host }),
-    close: async () => pool.close(),
+    async send(envelope, raw) {
+      try {
+        const pool = poolFor(heloNameFor(options.heloName, envelope.from));
+        return { reply: await sendThrough(pool, envelope, raw), host };
+      } catch (err) {
+        if (requireTLS && (err as { code?: unknown }).code === 'ETLS') {
+          // Not the server's verdict on the message (its 5xx to STARTTLS would read as one).
+          throw Object.assign(
+            new Error(
+              `the relay ${host}:${port} did not start TLS (${(err as Error).message}); credentials are ` +
+                `never sent over an unencrypted connection: use smtps://, a relay that offers STARTTLS, ` +
+                `or add ?${INSECURE_AUTH_PARAM}=true to MAILPLANE_RELAY_URL`,
+            ),
+            { code: 'EINSECUREAUTH', command: 'STARTTLS' },
+          );
+        }
+        throw err;
+      }
+    },
+    async close() {
+      for (const pool of pools.values()) pool.close();
+      pools.clear();
+    },
   };
 }
 
@@ -97,14 +172,16 @@ function directTransport(options: TransportOptions): Transport {
   // Insertion order is recency of use: a used pool is moved to the end.
   const pools = new Map<string, { pool: Transporter; inFlight: number }>();
 
-  const poolFor = (host: string) => {
-    let entry = pools.get(host);
-    if (entry) pools.delete(host);
+  const poolFor = (host: string, name: string) => {
+    const key = `${name} ${host}`;
+    let entry = pools.get(key);
+    if (entry) pools.delete(key);
     else {
       entry = {
         inFlight: 0,
         pool: nodemailer.createTransport({
-          ...commonOptions(options),
+          ...commonOptions(),
+          name,
           host,
           port,
           // Opportunistic TLS (RFC 7435): MX certificates rarely match the MX name, and refusing
@@ -116,7 +193,7 @@ function directTransport(options: TransportOptions): Transport {
       };
       closeIdlePools();
     }
-    pools.set(host, entry);
+    pools.set(key, entry);
     return entry;
   };
   const closeIdlePools = () => {
@@ -131,9 +208,10 @@ function directTransport(options: TransportOptions): Transport {
   return {
     async send(envelope, raw) {
       const hosts = await mxHosts(resolveMx, domainOf(envelope.to).toLowerCase());
+      const name = heloNameFor(options.heloName, envelope.from);
       let lastError: unknown;
       for (const host of hosts) {
-        const entry = poolFor(host);
+        const entry = poolFor(host, name);
         entry.inFlight++;
         try {
           return { reply: await sendThrough(entry.pool, envelope, raw), host };
@@ -185,10 +263,9 @@ export async function mxHosts(resolveMx: MxResolver, domain: string): Promise<st
     .map((r) => r.exchange);
 }
 
-function commonOptions(options: TransportOptions) {
+function commonOptions() {
   return {
     pool: true as const,
-    name: options.heloName,
     // Each connection carries many messages; the pool replaces it after this many.
     maxMessages: 1000,
     connectionTimeout: CONNECTION_TIMEOUT_MS,
@@ -198,8 +275,25 @@ function commonOptions(options: TransportOptions) {
 }
 
 async function sendThrough(pool: Transporter, envelope: Envelope, raw: Buffer): Promise<string> {
-  const info = await pool.sendMail({ envelope: { from: envelope.from, to: [envelope.to] }, raw });
-  return String((info as { response?: unknown }).response ?? '');
+  // `size` is declared as SIZE= when the server offers SIZE, and checked by nodemailer against
+  // the limit it announced, before MAIL FROM is even sent.
+  const size = raw.length;
+  try {
+    const info = await pool.sendMail({ envelope: { from: envelope.from, to: [envelope.to], size }, raw });
+    return String((info as { response?: unknown }).response ?? '');
+  } catch (err) {
+    const e = err as { code?: unknown; command?: unknown; responseCode?: unknown; message?: unknown };
+    // nodemailer's own refusal of a message over the announced SIZE: no reply, so it would read
+    // as a connection problem and be retried for days. It is the message's fault: say so as the
+    // server would have at DATA.
+    if (e.code === 'EMESSAGE' && e.command === 'MAIL FROM' && e.responseCode === undefined) {
+      throw smtpError(
+        'ESIZE',
+        `552 5.3.4 message of ${size} bytes not sent: larger than the server accepts (${String(e.message)})`,
+      );
+    }
+    throw err;
+  }
 }
 
 /** An error shaped like nodemailer's when a server rejects: callers branch on responseCode. */

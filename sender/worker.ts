@@ -25,7 +25,7 @@ import type { Renderer } from '../lib/render/sandbox.js';
 import { createWebhookDeliverer } from './deliver-webhook.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
-import { createTransport, type Transport } from './transport.js';
+import { createTransport, isFqdn, type Transport } from './transport.js';
 import { startWebhookDispatcher } from './webhook-dispatcher.js';
 
 export interface SenderDeps {
@@ -235,6 +235,14 @@ async function startRunner(
  */
 export async function startSender(deps: SenderDeps): Promise<Sender> {
   const { config, log } = deps;
+  if (!deps.transport && !isFqdn(config.heloName)) {
+    log.warn(
+      'MAILPLANE_HELO_NAME is not a fully qualified domain name; EHLO names each sending domain instead',
+      {
+        heloName: config.heloName,
+      },
+    );
+  }
   const transport =
     deps.transport ??
     createTransport({

@@ -1,7 +1,9 @@
 // The inbound SMTP listener (`mailplane smtp`): the MX of every return-path domain. It takes the
 // bounces (DSN) and complaints (ARF) that come back after a message was handed over, matches each
 // to its message by the signed VERP return path (lib/verp.ts), and records it: an asynchronous
-// bounce makes the message `bounced` and suppresses the address, a complaint suppresses it too.
+// bounce makes the message `bounced`, and suppresses the address only when sender/outcome.ts
+// classifies it `hard` (5.1.x: the address is wrong) — a full mailbox or a content refusal
+// reported later is the same verdict as it would have been at RCPT TO. A complaint suppresses.
 //
 // A report is answered 250 only once what it says is committed; when Postgres cannot be reached the
 // answer is 451, and the reporting MTA keeps the report and tries again later. Nothing else is
@@ -16,6 +18,7 @@ import { listen } from '../lib/listen.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
 import { bounceMessage, recordComplaint, recordDelay } from '../lib/db/transitions.js';
+import { classifyRefusal, enhancedStatus } from '../lib/bounce-class.js';
 import { compact, parseReport, type DsnRecipient, type InboundReport } from './report.js';
 
 /**
@@ -189,8 +192,14 @@ export async function handleReport(
   for (const r of recipients) if (r.messageId) messageIds.add(r.messageId);
   // A feedback loop writes to its registered address, not the return path; the original it
   // returns still has the signed return path, which is as good as receiving at it.
-  if (report.originalReturnPath) {
-    const id = messageIdOfBounceAddress(deps.secretKey, report.originalReturnPath);
+  // An ARF report whose attached original lacks Return-Path still names the envelope sender in
+  // its Original-Mail-From field.
+  const originals = [
+    report.originalReturnPath,
+    report.kind === 'complaint' ? report.originalMailFrom : undefined,
+  ];
+  for (const original of originals) {
+    const id = original && messageIdOfBounceAddress(deps.secretKey, original);
     if (id) messageIds.add(id);
   }
   if (messageIds.size === 0) return ['unmatched'];
@@ -213,9 +222,9 @@ async function record(
       user_agent: report.userAgent,
       original_recipient: report.originalRecipient,
     });
-    return (await recordComplaint(db, { messageId, feedbackType: report.feedbackType, detail }))
-      ? 'complained'
-      : 'duplicate';
+    if (await recordComplaint(db, { messageId, feedbackType: report.feedbackType, detail }))
+      return 'complained';
+    return (await messageExists(db, messageId)) ? 'duplicate' : 'unmatched';
   }
 
   // One recipient per envelope: a DSN with several blocks (an alias expanded down the line) is
@@ -224,22 +233,52 @@ async function record(
   const delayed = report.recipients.find((r) => r.action === 'delayed');
   const block = failed ?? delayed;
   if (!block) return 'ignored';
-  const detail = dsnDetail(block, report.reportingMta);
+  const detail = dsnDetail(block, report);
   if (failed) {
     const reply =
       failed.diagnosticCode ?? `${failed.status} (reported by ${report.reportingMta ?? 'a remote MTA'})`;
-    // RFC 3463: 5.x.x is permanent; 4.x.x with action failed means a server gave up retrying.
-    const permanent = failed.status.startsWith('5');
-    // The message becomes `bounced` even from `delivered`; only a permanent failure suppresses.
-    const late = { messageId, reply, detail, suppress: permanent, late: true };
-    return (await bounceMessage(db, late)) ? 'bounced' : 'duplicate';
+    // The same verdict as a reply at RCPT TO would get; 4.x.x with action failed means a server
+    // gave up retrying (soft). The remote MTA is done retrying either way, so the message becomes
+    // `bounced` (even from `delivered`); only a `hard` failure suppresses the address.
+    const verdict = classifyDsn(failed);
+    detail.class = verdict.class;
+    const late = { messageId, reply, detail, suppress: verdict.kind === 'bounce', late: true };
+    if (await bounceMessage(db, late)) return 'bounced';
+    // A valid tag for a message that is gone (deleted by retention) is not a repeat.
+    return (await messageExists(db, messageId)) ? 'duplicate' : 'unmatched';
   }
   return (await recordDelay(db, { messageId, detail })) ? 'delayed' : 'unmatched';
 }
 
-function dsnDetail(block: DsnRecipient, reportingMta: string | undefined): Record<string, unknown> {
+/**
+ * A DSN block's verdict: its Status, or when that is undefined (X.0.0, as plain bounces and some
+ * MTAs give) the enhanced code of the Diagnostic-Code reply; the reply code for the rest.
+ */
+function classifyDsn(block: DsnRecipient) {
+  const diagnostic = block.diagnosticCode;
+  const replyCode = /^[245]\d\d(?=[ -]|$)/.exec(diagnostic ?? '')?.[0];
+  const fromReply = enhancedStatus(diagnostic);
+  const undefinedStatus = /^\d\.0\.0$/.test(block.status);
+  return classifyRefusal({
+    status: undefinedStatus && fromReply ? fromReply : block.status,
+    replyCode: replyCode ? Number(replyCode) : undefined,
+    reply: diagnostic,
+  });
+}
+
+async function messageExists(db: Db, messageId: string): Promise<boolean> {
+  const row = await db.selectFrom('messages').select('id').where('id', '=', messageId).executeTakeFirst();
+  return row !== undefined;
+}
+
+function dsnDetail(
+  block: DsnRecipient,
+  report: Extract<InboundReport, { kind: 'dsn' }>,
+): Record<string, unknown> {
+  const reportingMta = report.reportingMta;
   return compact({
     async: true,
+    format: report.format,
     action: block.action,
     status: block.status,
     reply: block.diagnosticCode,

@@ -1,8 +1,12 @@
 // What a message arriving at the inbound listener reports: a delivery status notification (DSN,
 // RFC 3464: `multipart/report; report-type=delivery-status`), a complaint (ARF, RFC 5965:
 // `report-type=feedback-report`), or neither (an auto-reply, an out-of-office, a person writing
-// back to the return path). Only the machine-readable parts are read; the human text of a bounce
-// differs between every MTA and is never parsed.
+// back to the return path). The machine-readable parts are read first. A bounce without them —
+// sendmail's, Exim's (X-Failed-Recipients), qmail's — is read for the one thing every MTA quotes
+// the same way: the SMTP reply of the server that refused (`550 5.1.1 …`, qmail's `(#5.1.1)`),
+// and only when the message looks like such a bounce (readPlainBounce), so that a person writing
+// back to the return path about "error 550" is not taken for one. The listener matches it by the
+// signed return path it was sent to, as it does DSNs.
 
 /** One per-recipient block of a DSN. */
 export interface DsnRecipient {
@@ -26,6 +30,8 @@ export type InboundReport =
       recipients: DsnRecipient[];
       /** Return-Path of the original message, when the report includes its headers. */
       originalReturnPath?: string;
+      /** `plain`: read from a bounce without a delivery-status part (readPlainBounce). */
+      format?: 'plain';
     }
   | {
       kind: 'complaint';
@@ -35,6 +41,11 @@ export type InboundReport =
       /** Original-Rcpt-To: the address that complained, when the provider discloses it. */
       originalRecipient?: string;
       originalReturnPath?: string;
+      /**
+       * Original-Mail-From (RFC 5965 §3.2): the envelope sender of the original, which is our
+       * signed return path; it names the message when the attached original lacks Return-Path.
+       */
+      originalMailFrom?: string;
     }
   | { kind: 'other'; subject?: string };
 
@@ -55,7 +66,7 @@ interface Entity {
  */
 export function parseReport(raw: Buffer): InboundReport {
   const top = splitEntity(raw);
-  return findReport(top, 0) ?? { kind: 'other', subject: top.headers.get('subject') };
+  return findReport(top, 0) ?? readPlainBounce(top) ?? { kind: 'other', subject: top.headers.get('subject') };
 }
 
 function findReport(entity: Entity, depth: number): InboundReport | undefined {
@@ -82,6 +93,7 @@ function findReport(entity: Entity, depth: number): InboundReport | undefined {
             userAgent: fields.get('user-agent'),
             originalRecipient: fields.get('original-rcpt-to'),
             originalReturnPath,
+            originalMailFrom: fields.get('original-mail-from')?.replace(/^\s*<(.*)>\s*$/, '$1'),
           }),
         };
       }
@@ -116,6 +128,89 @@ function readDsn(body: Buffer): Extract<InboundReport, { kind: 'dsn' }> {
     recipients,
     ...compact({ reportingMta: perMessage && typedField(perMessage, 'reporting-mta') }),
   };
+}
+
+/**
+ * What says a message is an MTA's bounce although it has no delivery-status part: Exim's header,
+ * qmail's and sendmail's fixed sentences, or a mailer-daemon sender with a bounce subject.
+ */
+const PLAIN_BOUNCE_BODY =
+  /qmail-send program|I'm afraid I wasn't able to deliver|Transcript of session follows|could not be delivered to one or more of its\s+recipients/i;
+const BOUNCE_SENDER = /^(?:.*<)?\s*(?:mailer-daemon|postmaster)@/i;
+const BOUNCE_SUBJECT =
+  /undeliver|returned mail|delivery (?:status notification|failure|failed|has failed)|failure notice|mail delivery failed|could not be delivered/i;
+/** A delay warning, which some MTAs send in the same plain format: the delivery is still tried. */
+const WARNING_SUBJECT = /\bwarning\b|\bdelayed\b/i;
+/**
+ * A quoted SMTP reply at the start of a line, after the prefixes these formats put before it:
+ * sendmail's `<<< `, qmail's `Remote host said: `, Exim's `host mx.example [192.0.2.1]: `.
+ */
+const QUOTED_REPLY = /^\s*(?:<<<\s*|Remote host said:\s*|host\s+\S+\s+\[[^\]]*\]:\s*)?([45]\d\d)[ -](\S.*)$/;
+const QMAIL_STATUS = /\(#([245]\.\d{1,3}\.\d{1,3})\)/;
+const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3})(?!\d)/;
+/** A recipient in the formats above: qmail's `<a@b>:` line, sendmail's `a@b... `, `RCPT To:<a@b>`. */
+const QMAIL_RECIPIENT = /^<([^<>\s]+@[^<>\s]+)>:\s*$/;
+const RCPT_RECIPIENT = /RCPT TO:\s*<([^<>\s]+@[^<>\s]+)>/i;
+
+/**
+ * A bounce without a delivery-status part, as one DSN recipient block: the failed recipient when
+ * it is named, the first quoted SMTP reply as the Diagnostic-Code, its enhanced code (or X.0.0
+ * from the reply code) as the Status. Undefined when the message does not look like a bounce or
+ * quotes no reply.
+ */
+function readPlainBounce(top: Entity): Extract<InboundReport, { kind: 'dsn' }> | undefined {
+  const subject = top.headers.get('subject') ?? '';
+  const failedRecipients = top.headers.get('x-failed-recipients');
+  const text = plainText(top);
+  if (text === undefined) return undefined;
+  const looksLikeBounce =
+    failedRecipients !== undefined ||
+    PLAIN_BOUNCE_BODY.test(text) ||
+    (BOUNCE_SENDER.test(top.headers.get('from') ?? '') && BOUNCE_SUBJECT.test(subject));
+  if (!looksLikeBounce) return undefined;
+
+  let reply: string | undefined;
+  let status: string | undefined;
+  let recipient = failedRecipients?.split(',')[0]?.trim();
+  for (const line of text.split(/\r?\n/)) {
+    recipient ??= QMAIL_RECIPIENT.exec(line.trim())?.[1] ?? RCPT_RECIPIENT.exec(line)?.[1];
+    const quoted = QUOTED_REPLY.exec(line);
+    if (quoted) {
+      reply = `${quoted[1]} ${quoted[2]!.trim()}`;
+      status = ENHANCED.exec(quoted[2]!)?.[1] ?? QMAIL_STATUS.exec(line)?.[1] ?? `${quoted[1]![0]}.0.0`;
+      break;
+    }
+    const qmail = QMAIL_STATUS.exec(line);
+    if (qmail) {
+      reply = line.trim();
+      status = qmail[1];
+      break;
+    }
+  }
+  if (!reply || !status) return undefined;
+  return {
+    kind: 'dsn',
+    format: 'plain',
+    recipients: [
+      {
+        finalRecipient: recipient ?? '',
+        action: WARNING_SUBJECT.test(subject) ? 'delayed' : 'failed',
+        status,
+        diagnosticCode: reply,
+      },
+    ],
+  };
+}
+
+/** The text of a plain message, or of the first text/plain part of a multipart one. */
+function plainText(entity: Entity): string | undefined {
+  const { type, params } = contentType(entity.headers);
+  if (type === 'text/plain') return decodeBody(entity).toString('utf8');
+  if (!type.startsWith('multipart/')) return undefined;
+  const part = multipartParts(decodeBody(entity), params.get('boundary')).find(
+    (p) => contentType(p.headers).type === 'text/plain',
+  );
+  return part ? decodeBody(part).toString('utf8') : undefined;
 }
 
 /** The original message's Return-Path, from its headers (message/rfc822 or text/rfc822-headers). */

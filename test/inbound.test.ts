@@ -3,6 +3,7 @@
 // over SMTP by nodemailer. Each is matched to its message by the signed return path.
 
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { openDatabase } from '../lib/db/index.js';
@@ -11,7 +12,7 @@ import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { bounceAddress } from '../lib/verp.js';
 import { startSender, type Sender } from '../sender/worker.js';
-import { startInboundServer, type InboundServer } from '../smtp/inbound-server.js';
+import { handleReport, startInboundServer, type InboundServer } from '../smtp/inbound-server.js';
 import { parseReport } from '../smtp/report.js';
 import { startPostfix, type PostfixInstance } from './helpers/postfix.js';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.js';
@@ -99,7 +100,13 @@ async function sendDelivered(
 interface EmailView {
   status: string;
   last_event: string;
-  events: { type: string; async?: boolean; status?: string; reply?: string; feedback_type?: string }[];
+  events: {
+    type: string;
+    async?: boolean;
+    status?: string;
+    reply?: string;
+    feedback_type?: string;
+  }[];
 }
 
 async function getEmail(id: string): Promise<EmailView> {
@@ -123,6 +130,20 @@ async function waitForEmail(
     email = await getEmail(id);
   }
   return email;
+}
+
+/**
+ * The class (hard, soft, message, policy) of the message's bounced event, read from the database:
+ * the api's event view does not show it yet.
+ */
+async function bounceClass(messageId: string): Promise<unknown> {
+  const event = await platform.database.db
+    .selectFrom('events')
+    .select('detail')
+    .where('message_id', '=', messageId)
+    .where('type', '=', 'bounced')
+    .executeTakeFirst();
+  return event?.detail.class;
 }
 
 async function suppression(address: string): Promise<string | undefined> {
@@ -187,7 +208,14 @@ function dsn(options: {
   ].join('\r\n');
 }
 
-function arf(options: { returnPath: string; recipient: string; feedbackType?: string }): string {
+function arf(options: {
+  returnPath: string;
+  recipient: string;
+  feedbackType?: string;
+  /** Where the envelope sender is given: in the attached headers (the default), or only in the report. */
+  returnPathIn?: 'original' | 'report';
+}): string {
+  const inReport = options.returnPathIn === 'report';
   return [
     'From: feedback@mailbox-provider.example',
     'To: fbl@bounces.example.com',
@@ -206,11 +234,12 @@ function arf(options: { returnPath: string; recipient: string; feedbackType?: st
     'User-Agent: ProviderFBL/1.0',
     'Version: 1',
     `Original-Rcpt-To: ${options.recipient}`,
+    ...(inReport ? [`Original-Mail-From: <${options.returnPath}>`] : []),
     '',
     '--arf',
     'Content-Type: text/rfc822-headers',
     '',
-    `Return-Path: <${options.returnPath}>`,
+    ...(inReport ? [] : [`Return-Path: <${options.returnPath}>`]),
     'From: Acme <hello@example.com>',
     `To: ${options.recipient}`,
     'Subject: Hello',
@@ -222,7 +251,7 @@ function arf(options: { returnPath: string; recipient: string; feedbackType?: st
 describe('asynchronous bounces', () => {
   test('a recipient Postfix accepted and then could not deliver to: bounced, suppressed, and the next send is not attempted', async () => {
     const to = `ada@${GONE_DOMAIN}`;
-    const { emailId } = await send(to);
+    const { emailId, messageId } = await send(to);
     const email = await waitForEmail(
       emailId,
       (e) => e.status === 'bounced',
@@ -234,6 +263,7 @@ describe('asynchronous bounces', () => {
     const bounced = email.events.find((e) => e.type === 'bounced')!;
     assert.equal(bounced.async, true);
     assert.equal(bounced.status, '5.1.1');
+    assert.equal(await bounceClass(messageId), 'hard');
     assert.match(
       bounced.reply ?? '',
       /550 5\.1\.1/,
@@ -306,6 +336,123 @@ describe('asynchronous bounces', () => {
   });
 });
 
+describe('bounce classes and formats', () => {
+  test('a DSN saying 5.2.2 (mailbox full) bounces the message, class `soft`, and does not suppress', async () => {
+    const to = 'quota@example.org';
+    const { emailId, messageId, returnPath } = await sendDelivered(to);
+    const report = dsn({
+      to: returnPath,
+      recipient: to,
+      action: 'failed',
+      status: '5.2.2',
+      diagnostic: '552 5.2.2 mailbox full',
+    });
+    assert.equal((await deliverToListener(report, returnPath)).ok, true);
+    const email = await getEmail(emailId);
+    assert.equal(email.status, 'bounced');
+    assert.equal(await bounceClass(messageId), 'soft');
+    assert.equal(await suppression(to), undefined);
+  });
+
+  test('a DSN saying 5.7.1 (refused as spam down the line) is class `policy` and does not suppress', async () => {
+    const to = 'filtered@example.org';
+    const { emailId, messageId, returnPath } = await sendDelivered(to);
+    const report = dsn({
+      to: returnPath,
+      recipient: to,
+      action: 'failed',
+      status: '5.7.1',
+      diagnostic: '554 5.7.1 rejected as spam',
+    });
+    assert.equal((await deliverToListener(report, returnPath)).ok, true);
+    assert.equal((await getEmail(emailId)).status, 'bounced');
+    assert.equal(await bounceClass(messageId), 'policy');
+    assert.equal(await suppression(to), undefined);
+  });
+
+  /** Plain-text bounces as the MTAs that send no DSN write them, `to` being the failed recipient. */
+  const plainBounces: Record<string, (returnPath: string, to: string) => string> = {
+    'sendmail ("550 user unknown")': (returnPath, to) =>
+      [
+        'From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.net>',
+        `To: ${returnPath}`,
+        'Subject: Returned mail: see transcript for details',
+        '',
+        'The original message was received at Mon, 2 Feb 2026 10:00:00 GMT',
+        '',
+        '   ----- The following addresses had permanent fatal errors -----',
+        `<${to}>`,
+        '',
+        '   ----- Transcript of session follows -----',
+        `... while talking to mx.example.net.:`,
+        `>>> RCPT To:<${to}>`,
+        '<<< 550 user unknown',
+        `550 ${to}... User unknown`,
+        '',
+      ].join('\r\n'),
+    'Exim (X-Failed-Recipients)': (returnPath, to) =>
+      [
+        'From: Mail Delivery System <Mailer-Daemon@mx.example.net>',
+        `To: ${returnPath}`,
+        'Subject: Mail delivery failed: returning message to sender',
+        `X-Failed-Recipients: ${to}`,
+        'Auto-Submitted: auto-replied',
+        '',
+        'This message was created automatically by mail delivery software.',
+        '',
+        'A message that you sent could not be delivered to one or more of its',
+        'recipients. This is a permanent error. The following address(es) failed:',
+        '',
+        `  ${to}`,
+        `    host mx.example.net [192.0.2.25]`,
+        `    SMTP error from remote mail server after RCPT TO:<${to}>:`,
+        `    host mx.example.net [192.0.2.25]: 550 5.1.1 <${to}>: Recipient address rejected: User unknown`,
+        '',
+      ].join('\r\n'),
+    qmail: (returnPath, to) =>
+      [
+        'From: MAILER-DAEMON@mx.example.net',
+        `To: ${returnPath}`,
+        'Subject: failure notice',
+        '',
+        'Hi. This is the qmail-send program at mx.example.net.',
+        "I'm afraid I wasn't able to deliver your message to the following addresses.",
+        "This is a permanent error; I've given up. Sorry it didn't work out.",
+        '',
+        `<${to}>:`,
+        'Sorry, no mailbox here by that name. (#5.1.1)',
+        '',
+      ].join('\r\n'),
+  };
+  for (const [format, bounce] of Object.entries(plainBounces)) {
+    test(`a plain-text bounce from ${format} to a signed return path bounces the message and suppresses the address`, async () => {
+      const to = `plain-${format.split(' ')[0]!.toLowerCase()}@example.org`;
+      const { emailId, messageId, returnPath } = await sendDelivered(to);
+      assert.equal((await deliverToListener(bounce(returnPath, to), returnPath)).ok, true);
+      assert.equal((await getEmail(emailId)).status, 'bounced');
+      assert.equal(await bounceClass(messageId), 'hard');
+      assert.equal(await suppression(to), 'bounce');
+    });
+  }
+
+  test('a DSN for a message that is gone, under a valid tag, is unmatched rather than a duplicate', async () => {
+    const gone = randomUUID();
+    const returnPath = bounceAddress(platform.config.secretKey, gone, 'bounces.example.com');
+    const report = dsn({
+      to: returnPath,
+      recipient: 'gone@example.org',
+      action: 'failed',
+      status: '5.1.1',
+      diagnostic: '550 5.1.1 gone',
+    });
+    const deps = { db: platform.database.db, secretKey: platform.config.secretKey };
+    const outcomes = await handleReport(deps, Buffer.from(report), [
+      { kind: 'return-path', messageId: gone },
+    ]);
+    assert.deepEqual(outcomes, ['unmatched']);
+  });
+});
+
 describe('complaints', () => {
   test('a feedback-loop report at fbl@ suppresses the address and shows as the last event, once', async () => {
     const to = 'grumpy@example.org';
@@ -326,6 +473,16 @@ describe('complaints', () => {
       email.events.filter((e) => e.type === 'complained').map((e) => e.feedback_type),
       ['abuse'],
     );
+    assert.equal(await suppression(to), 'complaint');
+  });
+
+  test('a feedback-loop report whose original has no Return-Path is matched by its Original-Mail-From', async () => {
+    const to = 'grumpier@example.org';
+    const { emailId, returnPath } = await sendDelivered(to);
+    const report = arf({ returnPath, recipient: to, returnPathIn: 'report' });
+    assert.doesNotMatch(report, /^Return-Path:/im);
+    assert.equal((await deliverToListener(report, 'fbl@bounces.example.com')).ok, true);
+    assert.equal((await getEmail(emailId)).last_event, 'complained');
     assert.equal(await suppression(to), 'complaint');
   });
 

@@ -1,12 +1,14 @@
-// The DKIM signer on its own: what it signs verifies with dkimpy and with mailauth for both key
-// types, changes in transit break it, and a rotated key is used at once despite the key cache.
+// The DKIM signer on its own: what it signs verifies with dkimpy, OpenDKIM and mailauth for both
+// key types, whatever line endings and header lengths the content had; changes in transit break
+// it, and a rotated key is used at once despite the key cache.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { dkimTxtValue, encrypt, generateDkimKey, type DkimAlgorithm } from '../lib/crypto.js';
 import { createDkimSigner, type DkimDomainKey } from '../sender/dkim.js';
 import { composeMessage } from '../sender/compose.js';
-import { verifyDkimIndependently, verifyDkimWithMailauth } from './helpers/dkim.js';
+import { headerValue } from '../dev/inbox.js';
+import { verifyDkimIndependently, verifyDkimWithMailauth, verifyDkimWithOpenDkim } from './helpers/dkim.js';
 
 const SECRET = Buffer.alloc(32, 1);
 
@@ -71,6 +73,63 @@ describe('DKIM signatures', () => {
       assert.equal(h.filter((name) => name === 'from').length, 2, 'From is oversigned');
     });
   }
+
+  for (const algorithm of ['rsa-2048', 'ed25519'] as const) {
+    test(`${algorithm}: bare CRs and LFs in bodies, a 998-character subject and a 1,500-character List-Unsubscribe go out as CRLF lines within 998 octets that dkimpy, OpenDKIM and mailauth verify`, async () => {
+      const { signing, records } = domainKey(algorithm);
+      const subject = 'S'.repeat(998);
+      const unsubscribe = `<https://example.com/unsubscribe/${'x'.repeat(1460)}>, <mailto:u@example.com>`;
+      const raw = await composeMessage({
+        from: 'Acme <hello@example.com>',
+        content: {
+          to: ['ada@example.org'],
+          cc: [],
+          bcc: [],
+          reply_to: [],
+          subject,
+          headers: { 'List-Unsubscribe': unsubscribe, 'X-Note': 'a\rBcc: injected@example.net' },
+          attachments: [],
+          tags: [],
+        },
+        rendered: { subject, text: 'line one\rline two\nline three\r\n', html: '<p>a\rb</p>\n' },
+        messageId: 'm-2@example.com',
+        date: new Date('2026-01-02T03:04:05Z'),
+      });
+      const signed = await createDkimSigner(SECRET).sign(raw, signing);
+      const text = signed.toString('latin1');
+      assert.doesNotMatch(text, /\r(?!\n)|(?<!\r)\n/, 'no bare CR or LF');
+      const longest = Math.max(...text.split('\r\n').map((line) => line.length));
+      assert.ok(longest <= 998, `the longest line has ${longest} octets`);
+      const header = text.slice(0, text.indexOf('\r\n\r\n'));
+      assert.doesNotMatch(header, /^bcc:/im, 'a CR in a header value does not start a field');
+      assert.equal(headerValue(text, 'subject'), subject, 'the subject reads the same once decoded');
+      const listUnsubscribe = headerValue(text, 'list-unsubscribe')!.replace(/\s+(?=[^<>]*>)/g, '');
+      assert.equal(
+        listUnsubscribe,
+        unsubscribe,
+        'the URL is whole once its whitespace is ignored (RFC 2369)',
+      );
+
+      for (const [name, verify] of [
+        ['dkimpy', verifyDkimIndependently],
+        ['OpenDKIM', verifyDkimWithOpenDkim],
+      ] as const) {
+        const result = await verify(signed, records);
+        assert.ok(result.ok, `${name}: ${result.output}`);
+      }
+      assert.deepEqual(await verifyDkimWithMailauth(signed, records), ['pass']);
+    });
+  }
+
+  test('OpenDKIM, like dkimpy, fails a changed body and a missing key', async () => {
+    const { signing, records } = domainKey('rsa-2048');
+    const signed = (await createDkimSigner(SECRET).sign(await message(), signing)).toString();
+    assert.ok((await verifyDkimWithOpenDkim(signed, records)).ok);
+    const changed = await verifyDkimWithOpenDkim(signed.replace(/\r\n\r\n/, '\r\n\r\nP.S. '), records);
+    assert.equal(changed.ok, false, changed.output);
+    const noKey = await verifyDkimWithOpenDkim(signed, { 'other._domainkey.example.com': 'v=DKIM1; p=' });
+    assert.equal(noKey.ok, false, noKey.output);
+  });
 
   test('a changed body, a changed subject and an added From header each break the signature', async () => {
     const { signing, records } = domainKey('rsa-2048');

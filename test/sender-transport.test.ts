@@ -1,11 +1,14 @@
-// The SMTP transport against the dev inbox on loopback: relay delivery (with credentials in the
-// URL), direct MX delivery in preference order, and the DNS answers that end a delivery for good.
+// The SMTP transport against the dev inbox and SMTP sinks on loopback: relay delivery (with
+// credentials in the URL, never in clear unless the URL says so), direct MX delivery in preference
+// order, the DNS answers that end a delivery for good, SIZE, and the name given in EHLO.
 
 import assert from 'node:assert/strict';
 import type { MxRecord } from 'node:dns';
 import { after, before, describe, test } from 'node:test';
 import { startInbox, type Inbox } from '../dev/inbox.js';
-import { createTransport, mxHosts } from '../sender/transport.js';
+import { classifyDeliveryError } from '../sender/outcome.js';
+import { createTransport, heloNameFor, INSECURE_AUTH_PARAM, mxHosts } from '../sender/transport.js';
+import { startSmtpSink } from './helpers/smtp-sink.js';
 
 const RAW = Buffer.from('From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nhello\r\n');
 
@@ -20,7 +23,8 @@ const dnsError = (code: string) => Object.assign(new Error(code), { code });
 describe('relay delivery', () => {
   test('delivers through the relay with the credentials of its URL, and returns the reply', async () => {
     const transport = createTransport({
-      relayUrl: `smtp://user%40example.com:p%3Ass@127.0.0.1:${inbox.smtpPort}`,
+      // The inbox offers no STARTTLS: credentials go in clear only because the URL says so.
+      relayUrl: `smtp://user%40example.com:p%3Ass@127.0.0.1:${inbox.smtpPort}?${INSECURE_AUTH_PARAM}=true`,
       heloName: 'sender.test',
     });
     try {
@@ -125,5 +129,70 @@ describe('direct MX delivery', () => {
       'example.org',
     );
     assert.deepEqual(ordered, ['a.example', 'b.example', 'c.example']);
+  });
+});
+
+describe('wire manners', () => {
+  test('a relay without TLS is never sent credentials: the attempt fails with a reason that names the opt-in', async () => {
+    const sink = await startSmtpSink();
+    const transport = createTransport({
+      relayUrl: `smtp://user:secret@127.0.0.1:${sink.port}`,
+      heloName: 'sender.test',
+    });
+    try {
+      const err = await transport.send({ from: 'a@example.com', to: 'clear@example.org' }, RAW).then(
+        () => assert.fail('sent through a relay that offers no STARTTLS'),
+        (e: unknown) => e as Error & { code?: string },
+      );
+      assert.equal(err.code, 'EINSECUREAUTH');
+      assert.match(err.message, /never sent over an unencrypted connection.*insecure_auth=true/);
+      assert.deepEqual(sink.authAttempts(), [], 'no AUTH was sent');
+      assert.equal(sink.messages().length, 0);
+      // Deferred, as a relay refusing our credentials is: the operator fixes the URL, the mail waits.
+      assert.equal(classifyDeliveryError(err).kind, 'defer');
+    } finally {
+      await transport.close();
+      await sink.close();
+    }
+  });
+
+  test('SIZE= is declared on MAIL FROM, and a message over the announced SIZE is refused before DATA as the message’s fault', async () => {
+    const sink = await startSmtpSink({ size: 1000 });
+    const transport = createTransport({ relayUrl: `smtp://127.0.0.1:${sink.port}`, heloName: 'sender.test' });
+    try {
+      await transport.send({ from: 'a@example.com', to: 'small@example.org' }, RAW);
+      assert.equal(sink.transactions()[0]?.mailFromArgs.SIZE, String(RAW.length));
+
+      const big = Buffer.concat([RAW, Buffer.alloc(2000, 'x'), Buffer.from('\r\n')]);
+      const err = await transport.send({ from: 'a@example.com', to: 'big@example.org' }, big).then(
+        () => assert.fail('a message over SIZE was sent'),
+        (e: unknown) => e,
+      );
+      const failure = classifyDeliveryError(err);
+      assert.deepEqual([failure.kind, failure.class, failure.status], ['fail', 'message', '5.3.4']);
+      assert.match(failure.message, /2\d{3} bytes not sent: larger than the server accepts/);
+      assert.ok(!sink.transactions().some((t) => t.to.includes('big@example.org') && t.data), 'no DATA');
+      assert.equal(sink.messages().length, 1);
+    } finally {
+      await transport.close();
+      await sink.close();
+    }
+  });
+
+  test('EHLO gives the configured name when it is an FQDN, otherwise the envelope sender’s domain', async () => {
+    assert.equal(heloNameFor('mta1.mailplane.example', 'a@example.com'), 'mta1.mailplane.example');
+    assert.equal(heloNameFor('mailplane-sender-7d9f5', 'a@example.com'), 'example.com');
+    assert.equal(heloNameFor('localhost', 'bounces+x.y@bounces.example.com'), 'bounces.example.com');
+    assert.equal(heloNameFor('host.local', 'a@example.com'), 'example.com');
+
+    const sink = await startSmtpSink();
+    const transport = createTransport({ heloName: 'pod-name', port: sink.port, resolveMx: async () => [] });
+    try {
+      await transport.send({ from: 'a@sending.example', to: 'x@127.0.0.1' }, RAW);
+      assert.equal(sink.transactions()[0]?.ehlo, 'sending.example');
+    } finally {
+      await transport.close();
+      await sink.close();
+    }
   });
 });

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian, what the tests need beyond node_modules: dkimpy (python3-dkim, which
-# pulls in python3-nacl for ed25519) for the independent DKIM verifier in test/helpers/dkim.ts, and
-# Postfix as the real receiving MTA of test/helpers/postfix.ts.
+# pulls in python3-nacl for ed25519) and OpenDKIM (opendkim, whose `opendkim -t` verifies a file
+# with keys from a TestPublicKeys file) for the independent DKIM verifiers in test/helpers/dkim.ts,
+# and Postfix as the real receiving MTA of test/helpers/postfix.ts. Debian's opendkim package does
+# not start its daemon without a configuration of ours, and the tests never run it as one.
 # Idempotent and silent when everything is present; apt-get runs only when something is missing.
 #
 # Postfix is preseeded to "No configuration": the tests run private instances with a config
@@ -20,6 +22,9 @@ if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
 fi
 if [ ! -x /usr/sbin/postfix ]; then
   missing+=(postfix)
+fi
+if [ ! -x /usr/sbin/opendkim ]; then
+  missing+=(opendkim)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -54,5 +59,9 @@ if ! /usr/bin/python3 -c 'import dkim, nacl' >/dev/null 2>&1; then
 fi
 if [ ! -x /usr/sbin/postfix ]; then
   echo "test/setup-deps.sh: installed ${missing[*]}, but /usr/sbin/postfix is still missing" >&2
+  exit 1
+fi
+if [ ! -x /usr/sbin/opendkim ]; then
+  echo "test/setup-deps.sh: installed ${missing[*]}, but /usr/sbin/opendkim is still missing" >&2
   exit 1
 fi

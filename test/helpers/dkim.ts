@@ -1,9 +1,13 @@
 // A DKIM verifier independent of mailauth, which Mailplane signs with: Debian's dkimpy, run as a
 // child process (dkim_verify.py next to this file). A signature that only mailauth accepts would
 // pass a test that verifies with mailauth and still fail at Gmail; a second implementation
-// catches that. Install it with test/setup-deps.sh.
+// catches that; OpenDKIM (`opendkim -t`, Debian's opendkim, in C with its own canonicalization)
+// is a third. Install both with test/setup-deps.sh.
 
 import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { fileURLToPath } from 'node:url';
 
@@ -72,4 +76,52 @@ export async function verifyDkimWithMailauth(
     },
   });
   return result.results.map((r) => r.status.result);
+}
+
+const OPENDKIM = process.env.MAILPLANE_TEST_OPENDKIM ?? '/usr/sbin/opendkim';
+
+/**
+ * Verifies every DKIM-Signature of `raw` with OpenDKIM in test mode (`opendkim -t`), its keys
+ * read from a TestPublicKeys file made of `records` (no DNS). `ok` is true only when there is a
+ * signature and every one succeeded. opendkim exits 0 whatever the verdict, so the verdict is read
+ * from its one line per signature; like verifyDkimIndependently, it throws when it cannot run.
+ *
+ *   const { ok, output } = await verifyDkimWithOpenDkim(signed, records);
+ *   assert.ok(ok, output);
+ */
+export async function verifyDkimWithOpenDkim(
+  raw: Buffer | string,
+  records: Record<string, string>,
+): Promise<{ ok: boolean; output: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailplane-opendkim-'));
+  try {
+    const keys = Object.entries(records)
+      .map(([name, value]) => `${name.replace(/\.$/, '')} ${value}`)
+      .join('\n');
+    await writeFile(join(dir, 'keys'), keys + '\n');
+    await writeFile(join(dir, 'message.eml'), raw);
+    await writeFile(
+      join(dir, 'opendkim.conf'),
+      ['Mode v', `TestPublicKeys ${join(dir, 'keys')}`, 'Syslog no', 'MinimumKeyBits 1024', ''].join('\n'),
+    );
+    const child = spawn(OPENDKIM, ['-x', join(dir, 'opendkim.conf'), '-t', join(dir, 'message.eml')]);
+    const chunks: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => chunks.push(chunk));
+    const code = await new Promise<number | null>((resolve, reject) => {
+      child.on('error', (err) =>
+        reject(new Error(`cannot run ${OPENDKIM} (run test/setup-deps.sh): ${err.message}`)),
+      );
+      child.on('close', resolve);
+    });
+    const output = Buffer.concat(chunks).toString('utf8');
+    const verdicts = output.split('\n').filter((line) => /verification \(/.test(line));
+    if (code !== 0 || (verdicts.length === 0 && !/no signature/i.test(output))) {
+      throw new Error(`opendkim did not run (exit code ${code}):\n${output}`);
+    }
+    const ok = verdicts.length > 0 && verdicts.every((line) => /\) succeeded$/.test(line.trim()));
+    return { ok, output };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
