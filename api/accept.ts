@@ -124,11 +124,16 @@ async function insert(pool: pg.Pool, items: Accepted[]): Promise<void> {
       run_at: e.scheduledAt,
     })),
   );
-  await pool.query(INSERT, [
-    JSON.stringify(emailRows),
-    JSON.stringify(messageRows),
-    SEND_MESSAGE,
-    SEND_MESSAGE_MAX_ATTEMPTS,
-    JSON.stringify(receipts),
-  ]);
+  // Named, so that each connection parses and plans this long statement once, not per group.
+  await pool.query({
+    name: 'mailplane_accept',
+    text: INSERT,
+    values: [
+      JSON.stringify(emailRows),
+      JSON.stringify(messageRows),
+      SEND_MESSAGE,
+      SEND_MESSAGE_MAX_ATTEMPTS,
+      JSON.stringify(receipts),
+    ],
+  });
 }
