@@ -289,5 +289,5 @@ test('a cleanup RBAC forbids is said in a condition and an Event, and the deleti
   });
   await k.kubectl(['-n', 'locked', 'delete', 'tenant', 'locked', '--wait=true', '--timeout=30s']);
   const cleanup = await k.waitEvent('locked', 'locked', 'CleanupForbidden');
-  assert.match(cleanup.message, /the key in it is revoked, and the garbage collector deletes it/);
+  assert.match(cleanup.message, /what it holds is revoked .* and the garbage collector deletes it/);
 });
