@@ -16,7 +16,7 @@ import { auditLogRouter } from './audit-log.js';
 import { statsRouter } from './stats.js';
 import { emailsRouter } from './emails.js';
 import { jsonBody } from './json-body.js';
-import { openApiDocument } from './openapi.js';
+import { buildOpenApiDocument } from './openapi.js';
 import { postmarkRouter } from './postmark.js';
 import { databaseUnavailable, problemHandler, sendProblem } from './problems.js';
 import { requestContext } from './request-context.js';
@@ -69,7 +69,9 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
-  app.get('/v1/openapi.json', (_req, res) => void res.json(openApiDocument));
+  // Built once, stating this installation's recipient limit.
+  const document = buildOpenApiDocument({ maxRecipients: deps.limits.maxRecipients });
+  app.get('/v1/openapi.json', (_req, res) => void res.json(document));
 
   const jsonLimit = Math.ceil(deps.limits.maxMessageBytes * BASE64_OVERHEAD) + JSON_ENVELOPE_BYTES;
   const v1 = express.Router();

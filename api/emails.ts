@@ -1,6 +1,7 @@
-// /v1/emails in Resend's shapes: send one, send a batch, read one with its per-recipient status
-// and event timeline, cancel one that has not gone out. Each answer is built by a view function
-// whose type is its schema's in api/schemas.ts, the one the OpenAPI document describes.
+// /v1/emails in Resend's shapes: send one, send a batch, list them a page at a time with filters,
+// read one with its per-recipient status and event timeline, reschedule one that is scheduled,
+// cancel one that has not gone out. Each answer is built by a view function whose type is its
+// schema's in api/schemas.ts, the one the OpenAPI document describes.
 
 import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
@@ -12,15 +13,24 @@ import {
   completeIdempotent,
   type Receipt,
 } from '../lib/db/idempotency.js';
+import { listEmails, type EmailSummaryRow } from '../lib/db/email-list.js';
 import { withCurrentVersion } from '../lib/db/templates.js';
-import { cancelEmail } from '../lib/db/transitions.js';
+import { cancelEmail, rescheduleEmail, type RescheduleRefusal } from '../lib/db/transitions.js';
 import type { Db } from '../lib/db/index.js';
-import type { Email as EmailRow, Message, MessageStatus } from '../lib/db/schema.js';
+import type { PageOf } from '../lib/db/webhooks.js';
+import {
+  EMAIL_STATUS_ORDER,
+  type Email as EmailRow,
+  type Message,
+  type MessageStatus,
+} from '../lib/db/schema.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from './accept.js';
 import { principalOf, requireScope, type Principal } from './auth.js';
+import { parseListQuery, parseUpdate } from './email-requests.js';
 import { idempotentRequest } from './idempotency.js';
+import { hasNoBody } from './json-body.js';
 import {
   EventDetail,
   type Accepted,
@@ -28,7 +38,10 @@ import {
   type CanceledEmail,
   type Email,
   type EmailEvent,
+  type EmailList,
+  type EmailSummary,
   type EventType,
+  type UpdatedEmail,
 } from './schemas.js';
 import { BatchValidation, batchOf, MAX_BATCH } from './schemas-send.js';
 import { TtlCache } from './ttl-cache.js';
@@ -46,6 +59,13 @@ const BATCH = batchOf(z.unknown());
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
 const DOMAIN_CACHE_MS = 1000;
+/** Why a reschedule was refused, in the words of its 409. */
+const NOT_RESCHEDULABLE: Record<RescheduleRefusal, string> = {
+  'not-scheduled': 'This email is not scheduled: it was queued to be sent as soon as it was accepted.',
+  due: 'Its scheduled time has come: it is being sent.',
+  'not-pending': 'Some of its recipients have already been sent to or canceled.',
+  sending: 'It is being sent.',
+};
 
 export function emailsRouter(deps: EmailsDeps): Router {
   const { db, acceptor, metrics } = deps;
@@ -202,6 +222,20 @@ export function emailsRouter(deps: EmailsDeps): Router {
     }),
   );
 
+  router.get('/emails', requireScope('read'), async (req, res) => {
+    const principal = principalOf(req);
+    const { page, filter } = parseListQuery(req.query);
+    const listed = await listEmails(db, principal.tenantId, filter, page);
+    if (!listed) {
+      // Another tenant's email is as absent here as anywhere.
+      const field = page.after !== undefined ? 'after' : 'before';
+      throw new Problem(422, 'validation-error', `${field}: names no email of this tenant`, [
+        { field, message: 'names no email of this tenant' },
+      ]);
+    }
+    res.json(emailListView(listed));
+  });
+
   router.get('/emails/:id', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
     const id = String(req.params.id);
@@ -231,6 +265,24 @@ export function emailsRouter(deps: EmailsDeps): Router {
       );
     }
     res.json(canceledView(id));
+  });
+
+  // Resend's emails.update: a scheduled email's new time.
+  router.patch('/emails/:id', requireScope('send'), async (req, res) => {
+    const principal = principalOf(req);
+    const id = String(req.params.id);
+    // PATCH is not among the verbs jsonBody reads as {} without a body; one that is not JSON is a 415.
+    if (req.body === undefined && !hasNoBody(req)) {
+      throw new Problem(415, 'unsupported-media-type', 'Send the body as application/json.');
+    }
+    if (!UUID.test(id)) throw new Problem(404, 'not-found', `No email ${id}.`);
+    const at = parseUpdate(req.body, Date.now());
+    const moved = await rescheduleEmail(db, { emailId: id, tenantId: principal.tenantId, at });
+    if (moved.outcome === 'not-found') throw new Problem(404, 'not-found', `No email ${id}.`);
+    if (moved.outcome !== 'rescheduled') {
+      throw new Problem(409, 'not-reschedulable', NOT_RESCHEDULABLE[moved.outcome]);
+    }
+    res.json(updatedView(id));
   });
 
   return router;
@@ -290,6 +342,35 @@ export function batchView(
 
 export function canceledView(id: string): CanceledEmail {
   return { object: 'email', id };
+}
+
+export function updatedView(id: string): UpdatedEmail {
+  return { object: 'email', id };
+}
+
+/** GET /v1/emails: Resend's list envelope around each email's summary. */
+export function emailListView(page: PageOf<EmailSummaryRow>): EmailList {
+  return { object: 'list', has_more: page.hasMore, data: page.rows.map(emailSummaryView) };
+}
+
+/** One email of the list: what Resend's ListEmail shows, with the status as GET shows it. */
+export function emailSummaryView(row: EmailSummaryRow): EmailSummary {
+  const status = overallStatus(row.statuses);
+  const c = row.summary;
+  return {
+    id: row.id,
+    from: row.from_address,
+    to: c.to,
+    cc: c.cc,
+    bcc: c.bcc,
+    reply_to: c.reply_to,
+    subject: c.template ? null : row.subject,
+    tags: c.tags,
+    created_at: row.created_at.toISOString(),
+    scheduled_at: row.scheduled_at?.toISOString() ?? null,
+    last_event: row.complained ? 'complained' : status,
+    status,
+  };
 }
 
 /** GET /v1/emails/:id in Resend's shape, with the recipients and their timeline. */
@@ -353,11 +434,10 @@ function documentedDetail(detail: Record<string, unknown>): EventDetail {
   return out as EventDetail;
 }
 
-/** One status for the whole email: the least advanced recipient while any is pending, else the worst outcome. */
+/**
+ * One status for the whole email: the least advanced recipient while any is pending, else the
+ * worst outcome (EMAIL_STATUS_ORDER, which GET /v1/emails?status= filters by too).
+ */
 export function overallStatus(statuses: MessageStatus[]): MessageStatus {
-  for (const pending of ['sending', 'deferred', 'queued'] as const)
-    if (statuses.includes(pending)) return pending;
-  for (const final of ['bounced', 'failed', 'suppressed', 'canceled'] as const)
-    if (statuses.includes(final)) return final;
-  return 'delivered';
+  return EMAIL_STATUS_ORDER.find((status) => statuses.includes(status)) ?? 'delivered';
 }

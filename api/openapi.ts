@@ -6,28 +6,54 @@
 // test/openapi.test.ts holds the real answers of every route to this document.
 
 import { z } from 'zod';
+import { MAX_ENDPOINTS_PER_TENANT, REPLAY_MAX_EVENTS } from '../lib/db/webhooks.js';
 import type { ProblemType } from '../lib/problem.js';
+import { ListEmailsQuery, UpdateEmail } from './email-requests.js';
 import {
   Accepted,
+  AuditLog,
   BatchAccepted,
   CanceledEmail,
+  DeletedWebhook,
   DnsRecord,
   Domain,
   DomainList,
   Email,
   EmailEvent,
+  EmailList,
   EmailRecipient,
   EmailStatus,
+  EmailSummary,
   EmailTemplate,
   FieldError,
   Health,
   OpenApiDocument,
   Problem,
+  ReplayedDelivery,
+  Stats,
+  UpdatedEmail,
+  Webhook,
+  WebhookDelivery,
+  WebhookDeliveryList,
+  WebhookDeliveryWithPayload,
+  WebhookList,
+  WebhookPayload,
+  WebhookReplay,
+  WebhookWithSecret,
 } from './schemas.js';
-import { BatchValidation, batchOf, DEFAULT_MAX_RECIPIENTS, sendEmailSchema } from './schemas-send.js';
+import { BatchValidation, batchOf, sendEmailSchema } from './schemas-send.js';
+import { StatsQuery } from './stats.js';
+import {
+  CreateWebhook,
+  DeliveryListQuery,
+  REPLAY_MAX_RANGE_DAYS,
+  ReplayWebhook,
+  UpdateWebhook,
+  WebhookListQuery,
+} from './webhook-requests.js';
 
-type Method = 'get' | 'post';
-type Tag = 'Emails' | 'Domains' | 'Service';
+type Method = 'get' | 'post' | 'patch' | 'delete';
+type Tag = 'Emails' | 'Domains' | 'Webhooks' | 'Statistics' | 'Audit log' | 'Service';
 
 /** A problem an operation can answer with: its status and the types it takes there. */
 interface ProblemAnswer {
@@ -43,9 +69,11 @@ interface Operation {
   /** Answers without an API key. */
   public?: true;
   parameters?: Parameter[];
+  /** Query parameters: each member of the schema, its description and whether it is optional. */
+  query?: z.ZodObject;
   body?: { schema: z.ZodType; description: string };
   ok: {
-    status: 200 | 202;
+    status: 200 | 201 | 202;
     description: string;
     schema: z.ZodType;
     /** application/json unless said. */
@@ -58,7 +86,7 @@ interface Operation {
 
 interface Parameter {
   name: string;
-  in: 'path' | 'header';
+  in: 'path' | 'header' | 'query';
   required: boolean;
   description: string;
   schema: z.ZodType;
@@ -75,7 +103,7 @@ const HEADERS = {
     description: 'The request’s id: the caller’s X-Request-Id, or one made for it.',
     schema: { type: 'string' },
   },
-  Location: { description: 'Where to read the email.', schema: { type: 'string' } },
+  Location: { description: 'Where to read what was sent or made.', schema: { type: 'string' } },
   'Idempotent-Replayed': {
     description: '`true` when this is the first answer to the same Idempotency-Key, again.',
     schema: { type: 'string', enum: ['true'] },
@@ -93,7 +121,7 @@ const PROBLEM_WHY: Record<ProblemType, string> = {
   'missing-api-key': 'no `Authorization: Bearer` API key was sent',
   'invalid-api-key': 'the API key is not valid or has been revoked',
   'restricted-api-key': 'the API key lacks the scope the route needs',
-  'not-found': 'no such email in this tenant (another tenant’s is as absent)',
+  'not-found': 'no such email, webhook or event in this tenant (another tenant’s is as absent)',
   'domain-not-owned': 'the from domain is not a SendingDomain of the tenant',
   'message-too-large': 'the body and attachments are over the size limit',
   'body-too-large': 'the request body is over the size limit',
@@ -105,6 +133,8 @@ const PROBLEM_WHY: Record<ProblemType, string> = {
   'invalid-idempotent-request': 'the Idempotency-Key was used for another request',
   'concurrent-idempotent-requests': 'a request with the same Idempotency-Key is still in flight',
   'not-cancelable': 'every recipient has already been sent to or settled',
+  'not-reschedulable':
+    'the email is not scheduled, or no longer: its time has come, or a recipient has been sent to or canceled',
   'webhook-read-only': 'the webhook is declared in the Tenant resource; change it there',
   'webhook-disabled': 'the webhook is disabled; enable it before replaying events to it',
   'rate-limit-exceeded': 'too many requests; retry after Retry-After seconds',
@@ -118,7 +148,9 @@ const AUTHENTICATED: ProblemAnswer[] = [
   { status: 500, types: ['internal-server-error'] },
   { status: 503, types: ['service-unavailable'] },
 ];
-/** What any POST under /v1 can meet before its route runs: the body parser's refusals. */
+/** Refused by an API key that may only read or only send: changing webhooks needs both. */
+const MANAGES: ProblemAnswer[] = [...AUTHENTICATED, { status: 403, types: ['restricted-api-key'] }];
+/** What any POST or PATCH under /v1 can meet before its route runs: the body parser's refusals. */
 const WITH_BODY: ProblemAnswer[] = [
   { status: 400, types: ['malformed-json', 'bad-request'] },
   { status: 413, types: ['body-too-large'] },
@@ -140,6 +172,20 @@ const emailId: Parameter = {
   required: true,
   description: 'The id the send answered with.',
   schema: z.guid(),
+};
+const webhookId: Parameter = {
+  name: 'id',
+  in: 'path',
+  required: true,
+  description: 'The webhook’s id.',
+  schema: z.guid(),
+};
+const eventId: Parameter = {
+  name: 'eventId',
+  in: 'path',
+  required: true,
+  description: 'The id of one delivery in the webhook’s log.',
+  schema: z.string().regex(/^[0-9]{1,18}$/),
 };
 const idempotencyKey: Parameter = {
   name: 'Idempotency-Key',
@@ -171,7 +217,14 @@ const requestId: Parameter = {
 /** The request bodies, by their names as components. */
 function requestBodies(maxRecipients: number) {
   const SendEmail = sendEmailSchema(maxRecipients);
-  return { SendEmail, SendBatch: batchOf(SendEmail) };
+  return {
+    SendEmail,
+    SendBatch: batchOf(SendEmail),
+    UpdateEmail,
+    CreateWebhook,
+    UpdateWebhook,
+    ReplayWebhook,
+  };
 }
 type RequestBodies = ReturnType<typeof requestBodies>;
 
@@ -198,6 +251,18 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
           headers: ['Location', 'Idempotent-Replayed'],
         },
         problems: SENDS,
+      },
+      get: {
+        operationId: 'listEmails',
+        tag: 'Emails',
+        summary: 'List emails, newest first, a page at a time, with filters',
+        description:
+          'Resend’s emails.list: `limit`, and `after` (or `before`) the id of an email of the previous ' +
+          'page; the filters apply together. Every filter follows an index in the list’s order, so a ' +
+          'deep page costs what the first does. Needs the `read` scope.',
+        query: ListEmailsQuery,
+        ok: { status: 200, description: 'A page of emails.', schema: EmailList },
+        problems: [...AUTHENTICATED, { status: 422, types: ['validation-error'] }],
       },
     },
     '/v1/emails/batch': {
@@ -234,6 +299,26 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
         ok: { status: 200, description: 'The email.', schema: Email },
         problems: [...AUTHENTICATED, { status: 404, types: ['not-found'] }],
       },
+      patch: {
+        operationId: 'updateEmail',
+        tag: 'Emails',
+        summary: 'Reschedule a scheduled email',
+        description:
+          'Resend’s emails.update: moves a scheduled email that is not yet due, none of whose ' +
+          'recipients has been tried, to `scheduled_at` (checked as on a send; a time already past ' +
+          'sends now), with its queued jobs, and records a `scheduled` event on each recipient’s ' +
+          'timeline. Needs the `send` scope.',
+        parameters: [emailId],
+        body: { schema: UpdateEmail, description: 'The new time.' },
+        ok: { status: 200, description: 'Rescheduled.', schema: UpdatedEmail },
+        problems: [
+          ...AUTHENTICATED,
+          ...WITH_BODY,
+          { status: 404, types: ['not-found'] },
+          { status: 409, types: ['not-reschedulable'] },
+          { status: 422, types: ['validation-error'] },
+        ],
+      },
     },
     '/v1/emails/{id}/cancel': {
       post: {
@@ -259,6 +344,32 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
         description: 'Needs the `read` scope.',
         ok: { status: 200, description: 'The domains.', schema: DomainList },
         problems: AUTHENTICATED,
+      },
+    },
+    ...webhookOperations(),
+    '/v1/stats': {
+      get: {
+        operationId: 'getStats',
+        tag: 'Statistics',
+        summary: 'Counts and rates of the tenant’s mail, per hour or day, overall, per domain or per tag',
+        description:
+          'Read from rollups that each event updates, never by counting messages. Needs the `read` scope.',
+        query: StatsQuery,
+        ok: { status: 200, description: 'The statistics.', schema: Stats },
+        problems: [...AUTHENTICATED, { status: 422, types: ['validation-error'] }],
+      },
+    },
+    '/v1/audit-log': {
+      get: {
+        operationId: 'listAuditLog',
+        tag: 'Audit log',
+        summary: 'Who changed what for the tenant, newest first',
+        description:
+          'Keys issued and revoked, domains, templates and webhooks changed, suppressions added and ' +
+          'lifted, with who did it. Needs the `read` scope.',
+        query: AuditLogQuery,
+        ok: { status: 200, description: 'A page of entries.', schema: AuditLog },
+        problems: [...AUTHENTICATED, { status: 422, types: ['validation-error'] }],
       },
     },
     '/v1/openapi.json': {
@@ -313,9 +424,179 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
   };
 }
 
+/**
+ * GET /v1/audit-log's query, as api/audit-log.ts reads it: `limit` (1 to 100, 50 when not given),
+ * `before` an entry's id, `action` an action or its prefix.
+ */
+const AuditLogQuery = z.object({
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(100)
+    .optional()
+    .describe('Entries on the page: 1 to 100, 50 when not given.'),
+  before: z
+    .string()
+    .regex(/^\d{1,19}$/)
+    .optional()
+    .describe('The id of the last entry of the previous page: the older entries.'),
+  action: z
+    .string()
+    .regex(/^[a-z_.]{1,64}$/)
+    .optional()
+    .describe('An action, or its prefix: `webhook.` for every change of a webhook.'),
+});
+
+/** /v1/webhooks, in Resend's shapes (api/webhooks.ts). */
+function webhookOperations(): Record<string, Partial<Record<Method, Operation>>> {
+  const manage =
+    'Needs both the `send` and the `read` scope: a key that decides where events go can read every ' +
+    'recipient and subject of the tenant’s.';
+  const readOnly: ProblemAnswer = { status: 403, types: ['webhook-read-only'] };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  const invalid: ProblemAnswer = { status: 422, types: ['validation-error'] };
+  const disabled: ProblemAnswer = { status: 409, types: ['webhook-disabled'] };
+  return {
+    '/v1/webhooks': {
+      post: {
+        operationId: 'createWebhook',
+        tag: 'Webhooks',
+        summary: 'Register a webhook endpoint',
+        description:
+          `Resend’s webhooks.create. Answers with the signing secret, shown only here. A tenant has at ` +
+          `most ${MAX_ENDPOINTS_PER_TENANT} webhooks. ${manage}`,
+        body: { schema: CreateWebhook, description: 'The endpoint and the events it receives.' },
+        ok: { status: 201, description: 'Registered.', schema: WebhookWithSecret, headers: ['Location'] },
+        problems: [...MANAGES, ...WITH_BODY, invalid],
+      },
+      get: {
+        operationId: 'listWebhooks',
+        tag: 'Webhooks',
+        summary: 'List the tenant’s webhooks, newest first',
+        description: 'Resend’s webhooks.list, those declared in the Tenant included. Needs the `read` scope.',
+        query: WebhookListQuery,
+        ok: { status: 200, description: 'A page of webhooks.', schema: WebhookList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/webhooks/{id}': {
+      get: {
+        operationId: 'getWebhook',
+        tag: 'Webhooks',
+        summary: 'Read a webhook',
+        description: 'Resend’s webhooks.get; never the secret. Needs the `read` scope.',
+        parameters: [webhookId],
+        ok: { status: 200, description: 'The webhook.', schema: Webhook },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateWebhook',
+        tag: 'Webhooks',
+        summary: 'Change a webhook’s endpoint, events or status',
+        description:
+          `Resend’s webhooks.update; enabling one clears why it was disabled. One declared in the ` +
+          `Tenant is changed there. ${manage}`,
+        parameters: [webhookId],
+        body: { schema: UpdateWebhook, description: 'What to change.' },
+        ok: { status: 200, description: 'The webhook, changed.', schema: Webhook },
+        problems: [...MANAGES, ...WITH_BODY, readOnly, notFound, invalid],
+      },
+      delete: {
+        operationId: 'deleteWebhook',
+        tag: 'Webhooks',
+        summary: 'Remove a webhook and its log of deliveries',
+        description: `Resend’s webhooks.remove. ${manage}`,
+        parameters: [webhookId],
+        ok: { status: 200, description: 'Removed.', schema: DeletedWebhook },
+        problems: [...MANAGES, readOnly, notFound],
+      },
+    },
+    '/v1/webhooks/{id}/signing-secret/rotate': {
+      post: {
+        operationId: 'rotateWebhookSecret',
+        tag: 'Webhooks',
+        summary: 'Give a webhook a new signing secret',
+        description:
+          'Resend’s webhooks.rotateSigningSecret. The new secret is shown only here; the previous one ' +
+          `keeps signing too for 24 hours, so that a receiver can switch without a gap. Takes no body. ${manage}`,
+        parameters: [webhookId],
+        ok: { status: 200, description: 'The webhook and its new secret.', schema: WebhookWithSecret },
+        problems: [...MANAGES, ...WITH_BODY, readOnly, notFound],
+      },
+    },
+    ...Object.fromEntries(
+      (['deliveries', 'events'] as const).map((path) => [
+        `/v1/webhooks/{id}/${path}`,
+        {
+          get: {
+            operationId: path === 'deliveries' ? 'listWebhookDeliveries' : 'listWebhookEvents',
+            tag: 'Webhooks',
+            summary: 'The webhook’s log: each event sent, newest first',
+            description:
+              (path === 'events' ? 'Resend’s webhooks.events.list; the same as …/deliveries. ' : '') +
+              'Each delivery with its attempts and the receiver’s last answer. Needs the `read` scope.',
+            parameters: [webhookId],
+            query: DeliveryListQuery,
+            ok: { status: 200, description: 'A page of deliveries.', schema: WebhookDeliveryList },
+            problems: [...AUTHENTICATED, notFound, invalid],
+          } satisfies Operation,
+        },
+      ]),
+    ),
+    '/v1/webhooks/{id}/events/{eventId}': {
+      get: {
+        operationId: 'getWebhookEvent',
+        tag: 'Webhooks',
+        summary: 'One delivery, with the body it sends',
+        description: 'Resend’s webhooks.events.get. Needs the `read` scope.',
+        parameters: [webhookId, eventId],
+        ok: { status: 200, description: 'The delivery.', schema: WebhookDeliveryWithPayload },
+        problems: [...AUTHENTICATED, notFound],
+      },
+    },
+    '/v1/webhooks/{id}/events/{eventId}/replay': {
+      post: {
+        operationId: 'replayWebhookEvent',
+        tag: 'Webhooks',
+        summary: 'Send one event again',
+        description:
+          'Resend’s webhooks.events.replay: the event, as a new delivery (a new webhook-id). A webhook ' +
+          `declared in the Tenant takes it too. Takes no body. ${manage}`,
+        parameters: [webhookId, eventId],
+        ok: { status: 202, description: 'Queued again.', schema: ReplayedDelivery },
+        problems: [...MANAGES, ...WITH_BODY, notFound, disabled, invalid],
+      },
+    },
+    '/v1/webhooks/{id}/replay': {
+      post: {
+        operationId: 'replayWebhook',
+        tag: 'Webhooks',
+        summary: 'Send the events of one email or of a time range again',
+        description:
+          'The recovery after the receiver’s own outage: each matching event of a type the webhook ' +
+          'receives, oldest first, as a new delivery. A range is at most ' +
+          `${REPLAY_MAX_RANGE_DAYS} days and ${REPLAY_MAX_EVENTS} events. ${manage}`,
+        parameters: [webhookId],
+        body: { schema: ReplayWebhook, description: '`{email_id}`, or `{from, to}`.' },
+        ok: { status: 202, description: 'Queued again.', schema: WebhookReplay },
+        problems: [...MANAGES, ...WITH_BODY, notFound, disabled, invalid],
+      },
+    },
+  };
+}
+
 const TAGS: { name: Tag; description: string }[] = [
-  { name: 'Emails', description: "Send, read and cancel emails, in Resend's shapes." },
+  { name: 'Emails', description: "Send, list, read, reschedule and cancel emails, in Resend's shapes." },
   { name: 'Domains', description: 'The sending domains of the tenant and their DNS records.' },
+  {
+    name: 'Webhooks',
+    description:
+      'Endpoints that receive every event, signed by the Standard Webhooks scheme, in Resend’s shapes; ' +
+      'their log of deliveries, and replay.',
+  },
+  { name: 'Statistics', description: 'How the tenant’s mail fared.' },
+  { name: 'Audit log', description: 'Who changed what for the tenant.' },
   { name: 'Service', description: 'Probes, metrics and this document; no API key needed.' },
 ];
 
@@ -329,9 +610,24 @@ const RESPONSE_SCHEMAS = {
   EmailEvent,
   EmailTemplate,
   CanceledEmail,
+  UpdatedEmail,
+  EmailList,
+  EmailSummary,
   DomainList,
   Domain,
   DnsRecord,
+  Stats,
+  Webhook,
+  WebhookWithSecret,
+  DeletedWebhook,
+  WebhookList,
+  WebhookDelivery,
+  WebhookDeliveryWithPayload,
+  WebhookDeliveryList,
+  WebhookPayload,
+  ReplayedDelivery,
+  WebhookReplay,
+  AuditLog,
   Health,
   OpenApiDocument,
   Problem,
@@ -339,9 +635,10 @@ const RESPONSE_SCHEMAS = {
 };
 
 /**
- * Builds the document for an installation whose recipient limit is `maxRecipients`.
+ * Builds the document for an installation whose recipient limit is `maxRecipients` (createApp
+ * builds it once, with the installation's limits).
  *
- *   res.json(buildOpenApiDocument({ maxRecipients: config.maxRecipients }));
+ *   const document = buildOpenApiDocument({ maxRecipients: config.maxRecipients });
  */
 export function buildOpenApiDocument(limits: { maxRecipients: number }) {
   const bodies = requestBodies(limits.maxRecipients);
@@ -416,8 +713,26 @@ function inlineSchema(schema: z.ZodType, io: 'input' | 'output', refOf: RefOf) {
 
 type RefOf = (schema: z.ZodType) => { $ref: string } | undefined;
 
+/** A query schema's members as query parameters, each with its own description. */
+function queryParameters(query: z.ZodObject): Parameter[] {
+  return Object.entries(query.shape).map(([name, member]) => {
+    const schema = member as z.ZodType;
+    return {
+      name,
+      in: 'query',
+      required: !schema.safeParse(undefined).success,
+      description: schema.description ?? '',
+      schema,
+    };
+  });
+}
+
 function operationObject(op: Operation, refOf: RefOf) {
-  const parameters = [...(op.parameters ?? []), requestId].map((p) => ({
+  const parameters = [
+    ...(op.parameters ?? []),
+    ...(op.query ? queryParameters(op.query) : []),
+    requestId,
+  ].map((p) => ({
     name: p.name,
     in: p.in,
     required: p.required,
@@ -464,6 +779,3 @@ function problemResponses(problems: ProblemAnswer[]) {
   }
   return responses;
 }
-
-/** The document served at /v1/openapi.json, for the default recipient limit. */
-export const openApiDocument = buildOpenApiDocument({ maxRecipients: DEFAULT_MAX_RECIPIENTS });

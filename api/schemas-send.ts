@@ -37,7 +37,7 @@ const MAX_HEADERS = 100;
  */
 const MAX_TAGS = 50;
 /** Resend's bound on a tag's name and value. */
-const MAX_TAG = 256;
+export const MAX_TAG = 256;
 /** Attachments of one email: their bytes are bounded by maxMessageBytes, their count by this. */
 const MAX_ATTACHMENTS = 100;
 /** A file name, as most file systems allow it. */
@@ -68,7 +68,9 @@ export const MAX_SCHEDULE_AHEAD_DAYS = 30;
 export const DEFAULT_MAX_RECIPIENTS = 50;
 
 const MEDIA_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
-const TAG_CHARS = /^[A-Za-z0-9_-]+$/;
+/** One character of a tag's name or value (Resend's rule). */
+export const TAG_CHAR = '[A-Za-z0-9_-]';
+const TAG_CHARS = new RegExp(`^${TAG_CHAR}+$`);
 /** Visible ASCII but the angle brackets that enclose a Content-ID in its header. */
 const CONTENT_ID = /^[!-;=?-~]+$/;
 
@@ -353,10 +355,11 @@ const html = text().describe('html, text or template is required.').nullish();
 const plainText = text().nullish();
 
 /**
- * scheduled_at: read here as the instant it names; whether it is within the window, or already past
- * (sent now), depends on when the request arrives (api/validate.ts).
+ * scheduled_at, on a send and on PATCH /v1/emails/{id}: read here as the instant it names, in
+ * milliseconds; whether it is within the window, or already past (sent now), depends on when the
+ * request arrives (scheduleWindowFault).
  */
-const scheduledAt = z
+export const scheduledAtInstant = z
   .string({ error: DATE_TIME_FAULT })
   .meta({ format: 'date-time' })
   .transform((value, ctx) => {
@@ -368,8 +371,23 @@ const scheduledAt = z
   .describe(
     `When to send: an RFC 3339 date-time with a time zone, at most ${MAX_SCHEDULE_AHEAD_DAYS} days ` +
       'ahead; a time already past sends now.',
-  )
-  .nullish();
+  );
+
+const scheduledAt = scheduledAtInstant.nullish();
+
+const MAX_SCHEDULE_AHEAD_MS = MAX_SCHEDULE_AHEAD_DAYS * 24 * 60 * 60 * 1000;
+
+/**
+ * Why an instant cannot be a scheduled_at at `now`, or undefined: more than
+ * MAX_SCHEDULE_AHEAD_DAYS ahead. (A time already past is taken: it sends now.)
+ *
+ *   scheduleWindowFault(Date.parse('2099-01-01T00:00:00Z'), Date.now())  // 'must be at most 30 days ahead (…)'
+ */
+export function scheduleWindowFault(at: number, now: number): string | undefined {
+  if (at <= now + MAX_SCHEDULE_AHEAD_MS) return undefined;
+  const limit = new Date(now + MAX_SCHEDULE_AHEAD_MS).toISOString();
+  return `must be at most ${MAX_SCHEDULE_AHEAD_DAYS} days ahead (before ${limit})`;
+}
 
 /**
  * The schema of one send for a tenant whose recipient limit is `maxRecipients`. The members are in

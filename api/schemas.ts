@@ -1,13 +1,17 @@
 // What the API answers, defined once: each route builds its body with a view function whose
-// return type is one of these schemas' (api/emails.ts, api/domains.ts), api/openapi.ts generates
-// the document's responses from them, and test/openapi.test.ts holds every real answer to the
-// document, where an object allows no member it does not name. The request schemas are in
-// api/schemas-send.ts.
+// return type is one of these schemas' (api/emails.ts, api/domains.ts, api/stats.ts,
+// api/webhooks.ts), api/openapi.ts generates the document's responses from them, and
+// test/openapi.test.ts holds every real answer to the document, where an object allows no member
+// it does not name. The request schemas are in api/schemas-send.ts, api/email-requests.ts and
+// api/webhook-requests.ts.
 
 import { z } from 'zod';
+import type { BounceClass } from '../lib/bounce-class.js';
 import { MESSAGE_STATUSES } from '../lib/db/schema.js';
+import { STAT_TYPES } from '../lib/db/stats.js';
 import { EVENT_TYPES } from '../lib/db/transitions.js';
 import type { ProblemType } from '../lib/problem.js';
+import { WEBHOOK_EVENT_TYPES } from '../lib/webhooks.js';
 
 const id = z.guid();
 const dateTime = z.string().meta({ format: 'date-time' });
@@ -41,8 +45,10 @@ export const EmailStatus = z
 export const EventType = z
   .enum(['queued', ...EVENT_TYPES])
   .describe(
-    'queued is each message’s creation; the sender writes sending to canceled, and the inbound ' +
-      'listener adds bounced (with `async`), delayed and complained from the reports that come back.',
+    'queued is each message’s creation; scheduled, when it is due later (again, with ' +
+      '`previous_scheduled_at`, when it is rescheduled); the sender writes sending to canceled, and ' +
+      'the inbound listener adds bounced (with `async`), delayed and complained from the reports ' +
+      'that come back.',
   );
 
 /**
@@ -56,6 +62,13 @@ export const EventDetail = z.object({
   code: z.string().optional().describe('Why an attempt failed, as a code: ECONNECTION, ETEMPLATE_RUNTIME, …'),
   command: z.string().optional().describe('The SMTP command that failed.'),
   reason: z.string().optional(),
+  class: z
+    .enum(['hard', 'soft', 'message', 'policy'] as const satisfies readonly BounceClass[])
+    .optional()
+    .describe(
+      'Whose fault a refusal was (RFC 3463): hard (the address), soft (for now), message (its ' +
+        'content), policy (the sender); only hard suppresses the address.',
+    ),
   part: z.enum(['subject', 'html', 'text']).optional().describe('The template part that failed.'),
   line: z.int().optional().describe('The line of the template part that failed.'),
   expired: z.boolean().optional().describe('The message’s lifetime ended before it was delivered.'),
@@ -70,6 +83,10 @@ export const EventDetail = z.object({
   feedback_type: z.string().optional().describe('The complaint’s Feedback-Type, such as abuse.'),
   user_agent: z.string().optional(),
   original_recipient: z.string().optional(),
+  scheduled_at: dateTime.optional().describe('When a scheduled message is due.'),
+  previous_scheduled_at: dateTime
+    .optional()
+    .describe('When it was due before it was rescheduled (PATCH /v1/emails/{id}).'),
 });
 
 export const EmailEvent = z
@@ -99,6 +116,10 @@ export const EmailTemplate = z
 
 const addresses = z.array(z.string());
 
+const lastEvent = z
+  .union([EmailStatus, z.literal('complained')])
+  .describe('The status, or complained once a recipient has reported the email as spam.');
+
 /** GET /v1/emails/{id}. */
 export const Email = z
   .object({
@@ -116,9 +137,7 @@ export const Email = z
     tags: z.array(z.object({ name: z.string(), value: z.string() })),
     created_at: dateTime,
     scheduled_at: dateTime.nullable(),
-    last_event: z
-      .union([EmailStatus, z.literal('complained')])
-      .describe('The status, or complained once a recipient has reported the email as spam.'),
+    last_event: lastEvent,
     status: EmailStatus.describe(
       'The least advanced recipient’s while any is pending, else the worst outcome.',
     ),
@@ -138,6 +157,41 @@ export const Email = z
 export const CanceledEmail = z
   .object({ object: z.literal('email'), id })
   .describe('The recipients not sent to yet are canceled.');
+
+/** PATCH /v1/emails/{id}: Resend's UpdateEmailResponseSuccess. */
+export const UpdatedEmail = z
+  .object({ object: z.literal('email'), id })
+  .describe('The email is due at its new scheduled_at.');
+
+/** One email of GET /v1/emails: Resend's ListEmail, with Mailplane's status and tags. */
+export const EmailSummary = z
+  .object({
+    id,
+    from: z.string(),
+    to: addresses,
+    cc: addresses,
+    bcc: addresses,
+    reply_to: addresses,
+    subject: z.string().nullable().describe('Null for a template email, rendered as it is sent.'),
+    tags: z.array(z.object({ name: z.string(), value: z.string() })),
+    created_at: dateTime,
+    scheduled_at: dateTime.nullable(),
+    last_event: lastEvent,
+    status: EmailStatus,
+  })
+  .describe('An email as the list shows it; GET /v1/emails/{id} has its recipients and timeline.');
+
+/** GET /v1/emails. */
+export const EmailList = z
+  .object({
+    object: z.literal('list'),
+    has_more: z.boolean().describe('More emails lie beyond this page, in the direction it was read.'),
+    data: z.array(EmailSummary).describe('Newest first.'),
+  })
+  .describe(
+    'A page of the tenant’s emails, newest first. The next page is `after` the last email’s id, ' +
+      'the one before `before` the first’s; a page stays where it is while new emails arrive.',
+  );
 
 export const DnsRecord = z.object({
   record: z.enum(['DKIM', 'SPF', 'DMARC', 'RETURN-PATH']),
@@ -161,6 +215,179 @@ export const Domain = z.object({
 export const DomainList = z
   .object({ object: z.literal('list'), data: z.array(Domain) })
   .describe('The tenant’s sending domains, by name.');
+
+const count = z.int().min(0);
+const rate = z.number().min(0).max(1);
+const counts = Object.fromEntries(STAT_TYPES.map((t) => [t, count])) as Record<
+  (typeof STAT_TYPES)[number],
+  typeof count
+>;
+const rates = {
+  delivery_rate: rate.describe('delivered of sent.'),
+  bounce_rate: rate.describe('bounced of sent.'),
+  complaint_rate: rate.describe('complained of delivered.'),
+};
+
+export const StatsInterval = z.enum(['hour', 'day']);
+export const StatsGroup = z.enum(['none', 'domain', 'tag']);
+
+/** GET /v1/stats. */
+export const Stats = z
+  .object({
+    object: z.literal('stats'),
+    from: dateTime,
+    to: dateTime,
+    interval: StatsInterval,
+    group_by: StatsGroup,
+    totals: z.object({ ...counts, ...rates }).describe('The whole window.'),
+    data: z
+      .array(
+        z.object({
+          start: dateTime.describe('The hour or day, in UTC.'),
+          domain: z.string().optional().describe('With group_by=domain: the sending domain.'),
+          tag: z.string().optional().describe('With group_by=tag: the tag, as name:value.'),
+          ...counts,
+          ...rates,
+        }),
+      )
+      .describe('One entry per interval (and domain or tag) with any event, oldest first.'),
+  })
+  .describe(
+    'Counts of each message’s events in the window: sent is the first attempt, deferred each ' +
+      'deferral, and the rest each outcome.',
+  );
+
+const webhookEventType = z.enum(WEBHOOK_EVENT_TYPES);
+
+/** A webhook in Resend's shape (GetWebhookResponseSuccess), its secrets left out. */
+export const Webhook = z.object({
+  object: z.literal('webhook'),
+  id,
+  endpoint: z.string().describe('Where events are POSTed.'),
+  events: z.array(webhookEventType).nullable().describe('The events it receives; null: every one.'),
+  status: z.enum(['enabled', 'disabled']),
+  disabled_reason: z
+    .string()
+    .nullable()
+    .describe('Why it is disabled: by the API, a 410 Gone, or days of failed deliveries.'),
+  source: z
+    .enum(['api', 'tenant'])
+    .describe('tenant: declared in the Tenant resource (spec.webhooks), and read-only here.'),
+  name: z.string().nullable().describe('The Tenant’s name for it; null for one registered through the API.'),
+  previous_secret_expires_at: dateTime
+    .nullable()
+    .describe('Until when the secret before the last rotation signs too.'),
+  created_at: dateTime,
+  updated_at: dateTime,
+});
+
+/** POST /v1/webhooks and .../signing-secret/rotate: the webhook with its new secret, shown once. */
+export const WebhookWithSecret = Webhook.extend({
+  signing_secret: z
+    .string()
+    .describe('whsec_…: the Standard Webhooks secret that signs every event. It is not shown again.'),
+});
+
+/** DELETE /v1/webhooks/{id}. */
+export const DeletedWebhook = z.object({ object: z.literal('webhook'), id, deleted: z.literal(true) });
+
+const listOf = <T extends z.ZodType>(item: T, what: string) =>
+  z.object({
+    object: z.literal('list'),
+    has_more: z.boolean().describe('More items lie beyond this page, in the direction it was read.'),
+    data: z.array(item).describe(`${what}, newest first.`),
+  });
+
+/** GET /v1/webhooks. */
+export const WebhookList = listOf(Webhook, 'The tenant’s webhooks');
+
+/**
+ * One event sent (or being sent) to one webhook, as Resend's WebhookEventLog. `status` is in
+ * Resend's words: pending (not tried yet), attempting (failed, to be retried), success, failed
+ * (retries spent, or the webhook disabled).
+ */
+export const WebhookDelivery = z.object({
+  object: z.literal('webhook_event'),
+  id: z.string().describe('The delivery’s id, a whole number.'),
+  type: webhookEventType,
+  status: z.enum(['pending', 'attempting', 'success', 'failed']),
+  email_id: id,
+  attempts: z.int().min(0),
+  next_attempt_at: dateTime.nullable(),
+  response_status: z.int().nullable().describe('The receiver’s last HTTP status.'),
+  response_excerpt: z.string().nullable().describe('The start of the receiver’s last answer.'),
+  latency_ms: z.int().min(0).nullable(),
+  error: z.string().nullable().describe('Why the last attempt failed without an answer.'),
+  replay: z.boolean().describe('Queued by a replay.'),
+  created_at: dateTime,
+  delivered_at: dateTime.nullable(),
+});
+
+/** GET /v1/webhooks/{id}/deliveries and /events. */
+export const WebhookDeliveryList = listOf(WebhookDelivery, 'The events sent to the webhook');
+
+/** The body POSTed for an event, in Resend's shape (lib/webhooks.ts webhookPayload). */
+export const WebhookPayload = z
+  .object({
+    type: webhookEventType,
+    created_at: dateTime,
+    data: z.object({
+      created_at: dateTime,
+      email_id: id,
+      from: z.string(),
+      to: addresses,
+      subject: z.string(),
+      recipient: z.string().optional().describe('The recipient whose message this is about.'),
+      tags: z.record(z.string(), z.string()).describe('The email’s tags, name to value.'),
+      bounce: z
+        .object({
+          type: z.enum(['Permanent', 'Transient']),
+          subType: z.string(),
+          message: z.string(),
+        })
+        .optional()
+        .describe('email.bounced: Permanent only for an address that will never take mail.'),
+      failed: z
+        .object({ reason: z.string() })
+        .optional()
+        .describe('email.failed and email.delivery_delayed.'),
+      complaint: z.object({ type: z.string() }).optional().describe('email.complained: its Feedback-Type.'),
+      reply: z.string().optional().describe('email.delivered: the receiving server’s reply.'),
+    }),
+  })
+  .describe('The body of the event, as the webhook receives it.');
+
+/** GET /v1/webhooks/{id}/events/{eventId}: one delivery with the body it sends. */
+export const WebhookDeliveryWithPayload = WebhookDelivery.extend({ payload: WebhookPayload });
+
+/** POST /v1/webhooks/{id}/events/{eventId}/replay: the new delivery of the event. */
+export const ReplayedDelivery = z
+  .object({ object: z.literal('webhook_event'), id: z.string() })
+  .describe('The event, queued again as a new delivery (a new webhook-id).');
+
+/** POST /v1/webhooks/{id}/replay. */
+export const WebhookReplay = z
+  .object({
+    object: z.literal('webhook_replay'),
+    webhook_id: id,
+    queued: z.int().min(0).describe('The events queued again, oldest first.'),
+  })
+  .describe('The events queued again, each as a new delivery.');
+
+/** GET /v1/audit-log: one change, by whom (lib/db/audit.ts). */
+export const AuditEntry = z.object({
+  object: z.literal('audit_entry'),
+  id: z.string().describe('A whole number; later entries have larger ones.'),
+  at: dateTime,
+  actor: z.string().describe('`api_key:<prefix>`, the controller, or the process that made the change.'),
+  action: z.string().describe('What was done, as `<kind>.<verb>`: api_key.issued, webhook.updated, …'),
+  target: z.string().describe('What it was done to.'),
+  detail: z.record(z.string(), z.unknown()),
+  request_id: z.string().nullable().describe('The X-Request-Id of the request that made it, if one did.'),
+});
+
+/** GET /v1/audit-log. */
+export const AuditLog = listOf(AuditEntry, 'The entries');
 
 /** /healthz and /readyz. */
 export const Health = z.object({ status: z.literal('ok') });
@@ -188,6 +415,7 @@ export const PROBLEM_TYPES = [
   'invalid-idempotent-request',
   'concurrent-idempotent-requests',
   'not-cancelable',
+  'not-reschedulable',
   'webhook-read-only',
   'webhook-disabled',
   'rate-limit-exceeded',
@@ -234,3 +462,15 @@ export type EventType = z.infer<typeof EventType>;
 export type CanceledEmail = z.infer<typeof CanceledEmail>;
 export type Domain = z.infer<typeof Domain>;
 export type DomainList = z.infer<typeof DomainList>;
+export type UpdatedEmail = z.infer<typeof UpdatedEmail>;
+export type EmailSummary = z.infer<typeof EmailSummary>;
+export type EmailList = z.infer<typeof EmailList>;
+export type Stats = z.infer<typeof Stats>;
+export type Webhook = z.infer<typeof Webhook>;
+export type WebhookWithSecret = z.infer<typeof WebhookWithSecret>;
+export type DeletedWebhook = z.infer<typeof DeletedWebhook>;
+export type WebhookDelivery = z.infer<typeof WebhookDelivery>;
+export type WebhookDeliveryWithPayload = z.infer<typeof WebhookDeliveryWithPayload>;
+export type WebhookPayload = z.infer<typeof WebhookPayload>;
+export type WebhookReplay = z.infer<typeof WebhookReplay>;
+export type ReplayedDelivery = z.infer<typeof ReplayedDelivery>;

@@ -1,27 +1,55 @@
 // GET /v1/stats: how the tenant's mail fared, per hour or day, overall, per sending domain or per
 // tag, read from the rollups every event updates (lib/db/stats.ts) — never by scanning messages,
-// so it answers as fast for a billion messages as for ten.
+// so it answers as fast for a billion messages as for ten. The query is StatsQuery and the answer
+// api/schemas.ts's Stats, which the OpenAPI document describes.
 
 import { Router } from 'express';
+import { z } from 'zod';
 import type { Db } from '../lib/db/index.js';
-import {
-  readStats,
-  STAT_TYPES,
-  type StatsGroup,
-  type StatsInterval,
-  type StatType,
-} from '../lib/db/stats.js';
-import { Problem, type FieldError } from '../lib/problem.js';
+import { readStats, STAT_TYPES, type StatsRow, type StatType } from '../lib/db/stats.js';
+import type { FieldError } from '../lib/problem.js';
 import { principalOf, requireScope } from './auth.js';
+import { parseRequest } from './requests.js';
+import { parseDateTime } from './schemas-checks.js';
+import { StatsGroup, StatsInterval, type Stats } from './schemas.js';
 
 /** The default window: the last 7 days. */
 const DEFAULT_DAYS = 7;
 /** Longest window per interval, so that one answer stays a few thousand rows at most. */
-const MAX_SPAN_DAYS: Record<StatsInterval, number> = { hour: 31, day: 400 };
+const MAX_SPAN_DAYS: Record<Stats['interval'], number> = { hour: 31, day: 400 };
 const DAY_MS = 86_400_000;
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const NOT_RFC_3339 = 'must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z';
 
 type Counts = Record<StatType, number>;
+
+const instant = z
+  .string({ error: NOT_RFC_3339 })
+  .meta({ format: 'date-time' })
+  .transform((value, ctx) => {
+    const at = parseDateTime(value);
+    if (typeof at === 'number') return new Date(at);
+    ctx.addIssue({ code: 'custom', message: NOT_RFC_3339 });
+    return z.NEVER;
+  });
+
+/** GET /v1/stats's query. Parameters it does not name are ignored. */
+export const StatsQuery = z.object({
+  from: instant
+    .optional()
+    .describe(`The window’s start, included; ${DEFAULT_DAYS} days before to when not given.`),
+  to: instant.optional().describe('The window’s end, not included; now when not given.'),
+  interval: z
+    .enum(StatsInterval.options, { error: 'must be hour or day' })
+    .optional()
+    .describe(
+      `hour or day (the default): a window spans at most ${MAX_SPAN_DAYS.hour} days by the hour, ` +
+        `${MAX_SPAN_DAYS.day} by the day.`,
+    ),
+  group_by: z
+    .enum(StatsGroup.options, { error: 'must be none, domain or tag' })
+    .optional()
+    .describe('none (the default), domain (the sending domain) or tag (name:value).'),
+});
 
 /** Rates as Resend and ESPs report them: of what was sent, and complaints of what was delivered. */
 function rates(c: Counts) {
@@ -33,66 +61,64 @@ function rates(c: Counts) {
   };
 }
 
-function parseQuery(query: Record<string, unknown>, now: Date) {
-  const errors: FieldError[] = [];
-  const time = (field: 'from' | 'to', fallback: Date): Date => {
-    const raw = query[field];
-    if (raw === undefined) return fallback;
-    const when = typeof raw === 'string' && RFC3339.test(raw) ? new Date(raw) : new Date(NaN);
-    if (Number.isNaN(when.getTime())) {
-      errors.push({ field, message: 'must be an RFC 3339 date-time such as 2030-01-01T00:00:00Z' });
-      return fallback;
-    }
-    return when;
+function parseQuery(query: unknown, now: Date) {
+  const q = parseRequest(StatsQuery, query, {
+    more: (q): FieldError[] => {
+      const to = q.to ?? now;
+      const from = q.from ?? new Date(to.getTime() - DEFAULT_DAYS * DAY_MS);
+      const max = MAX_SPAN_DAYS[q.interval ?? 'day'];
+      if (from >= to) return [{ field: 'from', message: 'must be before to' }];
+      if (to.getTime() - from.getTime() > max * DAY_MS) {
+        return [
+          {
+            field: 'from',
+            message: `the window may span at most ${max} days at interval ${q.interval ?? 'day'}`,
+          },
+        ];
+      }
+      return [];
+    },
+  });
+  const to = q.to ?? now;
+  return {
+    from: q.from ?? new Date(to.getTime() - DEFAULT_DAYS * DAY_MS),
+    to,
+    interval: q.interval ?? 'day',
+    groupBy: q.group_by ?? 'none',
   };
-  const interval = (query.interval ?? 'day') as StatsInterval;
-  if (interval !== 'day' && interval !== 'hour')
-    errors.push({ field: 'interval', message: 'must be hour or day' });
-  const groupBy = (query.group_by ?? 'none') as StatsGroup;
-  if (!['none', 'domain', 'tag'].includes(groupBy)) {
-    errors.push({ field: 'group_by', message: 'must be none, domain or tag' });
-  }
-  const to = time('to', now);
-  const from = time('from', new Date(to.getTime() - DEFAULT_DAYS * DAY_MS));
-  if (errors.length === 0) {
-    const max = MAX_SPAN_DAYS[interval];
-    if (from >= to) errors.push({ field: 'from', message: 'must be before to' });
-    else if (to.getTime() - from.getTime() > max * DAY_MS) {
-      errors.push({
-        field: 'from',
-        message: `the window may span at most ${max} days at interval ${interval}`,
-      });
-    }
-  }
-  if (errors.length > 0) {
-    throw new Problem(422, 'validation-error', `${errors[0]!.field}: ${errors[0]!.message}`, errors);
-  }
-  return { from, to, interval, groupBy };
 }
 
 export function statsRouter(db: Db): Router {
   const router = Router();
   router.get('/stats', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
-    const q = parseQuery(req.query as Record<string, unknown>, new Date());
+    const q = parseQuery(req.query, new Date());
     const rows = await readStats(db, { tenantId: principal.tenantId, ...q });
-    const totals = Object.fromEntries(STAT_TYPES.map((t) => [t, 0])) as Counts;
-    for (const row of rows) for (const t of STAT_TYPES) totals[t] += row.counts[t];
-    const groupKey = q.groupBy === 'domain' ? 'domain' : 'tag';
-    res.json({
-      object: 'stats',
-      from: q.from.toISOString(),
-      to: q.to.toISOString(),
-      interval: q.interval,
-      group_by: q.groupBy,
-      totals: { ...totals, ...rates(totals) },
-      data: rows.map((row) => ({
-        start: row.bucket.toISOString(),
-        ...(row.group !== undefined ? { [groupKey]: row.group } : {}),
-        ...row.counts,
-        ...rates(row.counts),
-      })),
-    });
+    res.json(statsView(q, rows));
   });
   return router;
+}
+
+/** The window's totals and one entry per bucket (and group), each with its rates. */
+export function statsView(
+  q: { from: Date; to: Date; interval: Stats['interval']; groupBy: Stats['group_by'] },
+  rows: StatsRow[],
+): Stats {
+  const totals = Object.fromEntries(STAT_TYPES.map((t) => [t, 0])) as Counts;
+  for (const row of rows) for (const t of STAT_TYPES) totals[t] += row.counts[t];
+  const groupKey = q.groupBy === 'domain' ? 'domain' : 'tag';
+  return {
+    object: 'stats',
+    from: q.from.toISOString(),
+    to: q.to.toISOString(),
+    interval: q.interval,
+    group_by: q.groupBy,
+    totals: { ...totals, ...rates(totals) },
+    data: rows.map((row) => ({
+      start: row.bucket.toISOString(),
+      ...(row.group !== undefined ? { [groupKey]: row.group } : {}),
+      ...row.counts,
+      ...rates(row.counts),
+    })),
+  };
 }

@@ -16,7 +16,7 @@ import {
   addressEntry,
   headerName,
   headerValue,
-  MAX_SCHEDULE_AHEAD_DAYS,
+  scheduleWindowFault,
   sendEmailSchema,
   type SendEmailFields,
   type SendEmailSchema,
@@ -42,7 +42,6 @@ export type StoredAttachment = Attachment & { content_id?: string };
 
 /** Faults listed in one 422: enough to fix a request, few enough to keep the answer small. */
 const MAX_REPORTED_FAULTS = 100;
-const MAX_SCHEDULE_AHEAD_MS = MAX_SCHEDULE_AHEAD_DAYS * 24 * 60 * 60 * 1000;
 /** A header name in a field path, cut short: it may be as long as the body allows. */
 const MAX_KEY_IN_PATH = 80;
 
@@ -309,10 +308,9 @@ function withProtoHeader(value: unknown, issues: Issues): Issues {
 function scheduleWindow(c: Checked): void {
   const at = c.fields.scheduled_at;
   if (typeof at !== 'number') return;
-  if (at > c.now + MAX_SCHEDULE_AHEAD_MS) {
-    const limit = new Date(c.now + MAX_SCHEDULE_AHEAD_MS).toISOString();
-    c.fail('scheduled_at', `must be at most ${MAX_SCHEDULE_AHEAD_DAYS} days ahead (before ${limit})`);
-  } else if (at > c.now) c.scheduledAt = new Date(at);
+  const fault = scheduleWindowFault(at, c.now);
+  if (fault) c.fail('scheduled_at', fault);
+  else if (at > c.now) c.scheduledAt = new Date(at);
 }
 
 /** The accepted send, once every member passed; 413 when the message is over the size limit. */

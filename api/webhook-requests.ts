@@ -7,14 +7,10 @@
 import { z } from 'zod';
 import type { Page, ReplayFilter } from '../lib/db/webhooks.js';
 import { MAX_WEBHOOK_URL_LENGTH, webhookUrlFault } from '../lib/net-policy.js';
-import { Problem, type FieldError } from '../lib/problem.js';
+import type { FieldError } from '../lib/problem.js';
 import { WEBHOOK_EVENT_TYPES, type WebhookEventType } from '../lib/webhooks.js';
+import { pageFaults, pageOf, pageParams, parseRequest, refuse } from './requests.js';
 import { parseDateTime } from './schemas-checks.js';
-import { describeFaults } from './validate.js';
-
-/** Resend's page sizes: 1 to 100 items, 20 when not asked. */
-export const MAX_PAGE = 100;
-const DEFAULT_PAGE = 20;
 /**
  * The longest time range one replay covers: an application's outage over a long weekend, and a
  * bound on what one request writes (REPLAY_MAX_EVENTS bounds it by count).
@@ -80,26 +76,17 @@ export const ReplayWebhook = z.strictObject({
 
 /** How a list's cursors are written: endpoint ids are UUIDs, delivery ids whole numbers. */
 const CURSORS = {
-  uuid: { pattern: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, what: 'a webhook id' },
+  uuid: {
+    pattern: /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/,
+    what: 'a webhook id',
+  },
   // Eighteen digits keep within Postgres' bigint, whose overflow would be an error, not a miss.
   serial: { pattern: /^[0-9]{1,18}$/, what: 'a delivery id' },
 } as const;
 
 /** The query of a list whose ids are written as `ids` are: Resend's PaginationOptions. */
 function listQuery(ids: keyof typeof CURSORS) {
-  const cursor = z
-    .string({ error: `must be ${CURSORS[ids].what}` })
-    .regex(CURSORS[ids].pattern, { error: `must be ${CURSORS[ids].what}` });
-  return z.object({
-    limit: z.coerce
-      .number({ error: `must be a number from 1 to ${MAX_PAGE}` })
-      .int({ error: `must be a whole number from 1 to ${MAX_PAGE}` })
-      .min(1, { error: `must be from 1 to ${MAX_PAGE}` })
-      .max(MAX_PAGE, { error: `must be from 1 to ${MAX_PAGE}` })
-      .optional(),
-    after: cursor.optional().describe('The id of the last item of the previous page: the next, older items.'),
-    before: cursor.optional().describe('The id of the first item of a page: the newer items before it.'),
-  });
+  return z.object(pageParams(CURSORS[ids].what, CURSORS[ids].pattern));
 }
 
 /** GET /v1/webhooks. */
@@ -108,29 +95,8 @@ export const WebhookListQuery = listQuery('uuid');
 export const DeliveryListQuery = listQuery('serial');
 const LIST_QUERIES = { uuid: WebhookListQuery, serial: DeliveryListQuery };
 
-/** The field a zod path names, as api/validate.ts spells fields: `events[2]`, `(body)` for the whole. */
-function fieldOf(path: readonly PropertyKey[]): string {
-  let field = '';
-  for (const key of path)
-    field += typeof key === 'number' ? `[${key}]` : field ? `.${String(key)}` : String(key);
-  return field || '(body)';
-}
-
-function faultsOf(error: z.ZodError): FieldError[] {
-  return error.issues.flatMap((issue): FieldError[] => {
-    if (issue.code !== 'unrecognized_keys') return [{ field: fieldOf(issue.path), message: issue.message }];
-    return issue.keys.map((key) => ({
-      field: fieldOf([...issue.path, key]),
-      // Resend calls the URL `endpoint`; a caller who guesses `url` is told so.
-      message:
-        key === 'url' ? 'is not a member: the URL goes in `endpoint`' : 'is not a member of this request',
-    }));
-  });
-}
-
-function refuse(errors: FieldError[]): never {
-  throw new Problem(422, 'validation-error', describeFaults(errors), errors);
-}
+// Resend calls the URL `endpoint`; a caller who guesses `url` is told so.
+const hint = (key: string) => (key === 'url' ? 'is not a member: the URL goes in `endpoint`' : undefined);
 
 /** A body parsed by `schema`, or a 422 listing its faults and those `more` finds in what parsed. */
 function parseBody<T extends z.ZodType>(
@@ -138,16 +104,7 @@ function parseBody<T extends z.ZodType>(
   body: unknown,
   more: (value: z.output<T>) => FieldError[] = () => [],
 ): z.output<T> {
-  const parsed = schema.safeParse(body ?? {}, { reportInput: false });
-  if (!parsed.success) {
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-      refuse([{ field: '(body)', message: 'must be a JSON object' }]);
-    }
-    refuse(faultsOf(parsed.error));
-  }
-  const errors = more(parsed.data);
-  if (errors.length > 0) refuse(errors);
-  return parsed.data;
+  return parseRequest(schema, body, { more, hint });
 }
 
 function urlFaults(url: string | undefined, allowPrivate: boolean): FieldError[] {
@@ -235,14 +192,5 @@ function replayFilterOf(r: z.output<typeof ReplayWebhook>): ReplayFilter | Field
  *   parsePage({ limit: '10', after: '42' }, 'serial')   // { limit: 10, after: '42' }
  */
 export function parsePage(query: unknown, ids: keyof typeof CURSORS): Page {
-  const page = parseBody(LIST_QUERIES[ids], query, (q) =>
-    q.after !== undefined && q.before !== undefined
-      ? [{ field: 'before', message: 'cannot be given with after' }]
-      : [],
-  );
-  return {
-    limit: page.limit ?? DEFAULT_PAGE,
-    ...(page.after === undefined ? {} : { after: page.after }),
-    ...(page.before === undefined ? {} : { before: page.before }),
-  };
+  return pageOf(parseBody(LIST_QUERIES[ids], query, pageFaults));
 }

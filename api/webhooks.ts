@@ -32,6 +32,16 @@ import {
 import { Problem } from '../lib/problem.js';
 import { newWebhookSecret, webhookPayload, type WebhookEventType } from '../lib/webhooks.js';
 import { principalOf, requireScope } from './auth.js';
+import type {
+  DeletedWebhook,
+  ReplayedDelivery,
+  Webhook,
+  WebhookDelivery,
+  WebhookDeliveryWithPayload,
+  WebhookPayload,
+  WebhookReplay,
+  WebhookWithSecret,
+} from './schemas.js';
 import { withAuditContext } from '../lib/db/audit.js';
 import { hasNoBody } from './json-body.js';
 import { parseCreate, parsePage, parseReplay, parseUpdate } from './webhook-requests.js';
@@ -175,10 +185,7 @@ export function webhooksRouter(deps: WebhooksDeps): Router {
     const delivery = await deliveryOf(req, endpoint.key);
     const sent = await loadDelivery(db, delivery.id);
     if (!sent) throw new Problem(404, 'not-found', `No event ${delivery.id} of webhook ${endpoint.id}.`);
-    res.json({
-      ...deliveryView(delivery),
-      payload: webhookPayload({ ...sent, createdAt: sent.eventCreatedAt }),
-    });
+    res.json(deliveryWithPayloadView(delivery, webhookPayload({ ...sent, createdAt: sent.eventCreatedAt })));
   });
 
   /** Replay is recovery, not a change of the endpoint: a Tenant's endpoints take it too. */
@@ -208,7 +215,7 @@ export function webhooksRouter(deps: WebhooksDeps): Router {
         [{ field: 'eventId', message: `${delivery.type} is not among the webhook's events` }],
       );
     }
-    res.status(202).json({ object: 'webhook_event', id: replayed.lastDeliveryId });
+    res.status(202).json(replayedView(replayed.lastDeliveryId));
   });
 
   // The events of one email or of a time range, again: the recovery after an application's outage.
@@ -243,26 +250,7 @@ export function webhooksRouter(deps: WebhooksDeps): Router {
   return router;
 }
 
-/** A webhook in Resend's shape (GetWebhookResponseSuccess), its secrets left out. */
-export interface Webhook {
-  object: 'webhook';
-  id: string;
-  endpoint: string;
-  /** Null: every event, as a Tenant may declare. */
-  events: WebhookEventType[] | null;
-  status: 'enabled' | 'disabled';
-  /** Why it is disabled: by the API, a 410 Gone, or days of failed deliveries. */
-  disabled_reason: string | null;
-  /** `api`, or `tenant`: declared in the Tenant resource, and read-only here. */
-  source: 'api' | 'tenant';
-  /** The Tenant's name for it; null for one registered through the API. */
-  name: string | null;
-  /** Until when the secret before the last rotation signs too; null when it no longer does. */
-  previous_secret_expires_at: string | null;
-  created_at: string;
-  updated_at: string;
-}
-
+/** A webhook in Resend's shape (api/schemas.ts Webhook), its secrets left out. */
 export function webhookView(row: EndpointRow): Webhook {
   const overlap = row.previous_secret_expires_at;
   return {
@@ -281,14 +269,15 @@ export function webhookView(row: EndpointRow): Webhook {
 }
 
 /** Create and rotate: the webhook and its new secret, which is never shown again. */
-export function secretView(row: EndpointRow, secret: string): Webhook & { signing_secret: string } {
+export function secretView(row: EndpointRow, secret: string): WebhookWithSecret {
   return { ...webhookView(row), signing_secret: secret };
 }
 
-export function deletedView(id: string): { object: 'webhook'; id: string; deleted: true } {
+export function deletedView(id: string): DeletedWebhook {
   return { object: 'webhook', id, deleted: true };
 }
 
+/** Resend's list envelope (api/schemas.ts WebhookList, WebhookDeliveryList). */
 export interface List<T> {
   object: 'list';
   has_more: boolean;
@@ -299,34 +288,13 @@ export function listView<R, T>(page: PageOf<R>, view: (row: R) => T): List<T> {
   return { object: 'list', has_more: page.hasMore, data: page.rows.map(view) };
 }
 
-/**
- * One event sent (or being sent) to one webhook, as Resend's WebhookEventLog, with its attempts
- * and the receiver's last answer. `status` is in Resend's words: pending (not tried yet),
- * attempting (failed, to be retried), success, failed (retries spent, or the webhook disabled).
- */
-export interface WebhookDelivery {
-  object: 'webhook_event';
-  id: string;
-  type: string;
-  status: 'pending' | 'attempting' | 'success' | 'failed';
-  email_id: string;
-  attempts: number;
-  next_attempt_at: string | null;
-  response_status: number | null;
-  response_excerpt: string | null;
-  latency_ms: number | null;
-  error: string | null;
-  /** Queued by a replay. */
-  replay: boolean;
-  created_at: string;
-  delivered_at: string | null;
-}
-
+/** One event sent (or being sent) to one webhook, as Resend's WebhookEventLog (api/schemas.ts). */
 export function deliveryView(row: DeliveryRow): WebhookDelivery {
   return {
     object: 'webhook_event',
     id: row.id,
-    type: row.type,
+    // Written only as WEBHOOK_TYPE_SQL maps an event, one of WEBHOOK_EVENT_TYPES.
+    type: row.type as WebhookEventType,
     status:
       row.status === 'delivered'
         ? 'success'
@@ -348,10 +316,22 @@ export function deliveryView(row: DeliveryRow): WebhookDelivery {
   };
 }
 
+/** GET /v1/webhooks/{id}/events/{eventId}: the delivery and the body it sends. */
+export function deliveryWithPayloadView(
+  row: DeliveryRow,
+  payload: Record<string, unknown>,
+): WebhookDeliveryWithPayload {
+  // lib/webhooks.ts builds the body as the schema describes it; test/openapi.test.ts holds the two
+  // together on real deliveries.
+  return { ...deliveryView(row), payload: payload as WebhookPayload };
+}
+
+/** POST /v1/webhooks/{id}/events/{eventId}/replay: the event's new delivery. */
+export function replayedView(deliveryId: string): ReplayedDelivery {
+  return { object: 'webhook_event', id: deliveryId };
+}
+
 /** POST /v1/webhooks/{id}/replay: how many events were queued again. */
-export function replayView(
-  webhookId: string,
-  queued: number,
-): { object: 'webhook_replay'; webhook_id: string; queued: number } {
+export function replayView(webhookId: string, queued: number): WebhookReplay {
   return { object: 'webhook_replay', webhook_id: webhookId, queued };
 }

@@ -33,6 +33,7 @@ export type ProblemType =
   | 'invalid-idempotent-request'
   | 'concurrent-idempotent-requests'
   | 'not-cancelable'
+  | 'not-reschedulable'
   | 'webhook-read-only'
   | 'webhook-disabled'
   | 'rate-limit-exceeded'

@@ -13,6 +13,7 @@ import * as webhooks from './migrations/2026-12-01T03-00-webhooks.js';
 import * as stats from './migrations/2026-12-01T04-00-stats.js';
 import * as eventsByTime from './migrations/2026-12-01T05-00-events-by-time.js';
 import * as tenantRetention from './migrations/2026-12-01T06-00-tenant-retention.js';
+import * as emailSearch from './migrations/2026-12-01T07-00-email-search.js';
 import * as auditLog from './migrations/2026-12-01T08-00-audit-log.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
@@ -24,6 +25,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-01T04-00-stats': stats,
   '2026-12-01T05-00-events-by-time': eventsByTime,
   '2026-12-01T06-00-tenant-retention': tenantRetention,
+  '2026-12-01T07-00-email-search': emailSearch,
   '2026-12-01T08-00-audit-log': auditLog,
 };
 

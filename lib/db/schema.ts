@@ -114,6 +114,20 @@ export const MESSAGE_STATUSES = [
   'canceled',
 ] as const;
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number];
+/**
+ * An email's status is the first of these that one of its messages has: the least advanced while
+ * any is pending, else the worst outcome (api/emails.ts overallStatus, lib/db/email-list.ts).
+ */
+export const EMAIL_STATUS_ORDER: readonly MessageStatus[] = [
+  'sending',
+  'deferred',
+  'queued',
+  'bounced',
+  'failed',
+  'suppressed',
+  'canceled',
+  'delivered',
+];
 /** Statuses nothing moves a message out of, but a bounce that comes back after delivery. */
 export const FINAL_STATUSES: readonly MessageStatus[] = [
   'delivered',

@@ -1,12 +1,14 @@
 // The message state machine: every change of a message's status, and every event on its timeline,
 // goes through this module — the sender's claim and outcomes, the inbound listener's late bounces,
-// delays and complaints, the api's cancel. One statement per transition: a data-modifying CTE
-// changes the message, the same statement appends the event (EVENTS), and then runs what must
-// follow every event (FOLLOW_UPS), so that nothing that happened can be missed downstream.
+// delays and complaints, the api's cancel and reschedule. One statement per transition: a
+// data-modifying CTE changes the message, the same statement appends the event (EVENTS), and then
+// runs what must follow every event (FOLLOW_UPS), so that nothing that happened can be missed
+// downstream.
 //
 //   queued ─claim→ sending ─settle→ delivered | failed | suppressed
 //      │              └──defer→ deferred ─claim→ sending …      └─(late) bounce→ bounced
 //      └─cancel→ canceled       └──bounce→ bounced             complaint, delay: events only
+//   queued and not yet due ─reschedule→ queued, due at another time (a `scheduled` event again)
 //
 // Each transition applies only from the statuses it may leave, and the event is written only when
 // it applied, so a job that runs twice after a crash cannot overwrite an outcome nor duplicate its
@@ -406,4 +408,95 @@ export async function cancelEmail(db: Db, c: { emailId: string; tenantId: string
         returning id, email_id, tenant_id
       ), ${eventsSql('m', 'canceled', sql`'{}'::jsonb`)}${sql.raw(FINISH)}`,
   );
+}
+
+/** Why an email could not be rescheduled; the api answers each with a 409 saying so. */
+export type RescheduleRefusal = 'not-scheduled' | 'due' | 'not-pending' | 'sending';
+
+export type RescheduleOutcome =
+  | { outcome: 'rescheduled'; previous: Date; at: Date }
+  | { outcome: 'not-found' }
+  | { outcome: RescheduleRefusal };
+
+/**
+ * A scheduled email not yet due, every recipient still queued → the same, due at `at` (now when
+ * null): the email's scheduled_at and the run_at of its messages' send_message jobs move together,
+ * and each message gets a `scheduled` event again, with the time it had (`previous_scheduled_at`),
+ * so that its timeline says why it went out when it did and a webhook on email.scheduled hears of
+ * the new time. One statement, all of it or nothing.
+ *
+ * The email, its messages and their jobs are locked in that order. A sender takes a job with
+ * `for update skip locked`, so it passes over them while they are locked here; a job a sender
+ * already holds (locked_at set) is not moved, and then nothing is: the email is being sent. A job
+ * is found by its email's scheduled_at, which the accept statement gives it as run_at, at the
+ * default priority: a seek in graphile-worker's own (priority, run_at) index of available jobs,
+ * where a search by payload would read every queued job. A message whose job is not found so
+ * refuses the change rather than leave a job at the old time; the move itself goes through
+ * graphile-worker's reschedule_jobs.
+ *
+ *   const r = await rescheduleEmail(db, { emailId, tenantId, at: new Date('2030-01-01T09:00:00Z') });
+ *   if (r.outcome === 'rescheduled') …
+ */
+export async function rescheduleEmail(
+  db: Db,
+  r: { emailId: string; tenantId: string; at: Date | null },
+): Promise<RescheduleOutcome> {
+  const { rows } = await sql<{
+    found: boolean;
+    previous: Date | null;
+    at: Date | null;
+    due: boolean | null;
+    pending: boolean | null;
+    free: boolean | null;
+    /** Read, so that the move runs: a CTE that only selects runs when something reads it. */
+    moved: number;
+    events: number;
+  }>`
+    with email as (
+      select e.id, e.scheduled_at from emails e
+      where e.id = ${r.emailId} and e.tenant_id = ${r.tenantId}
+      for update
+    ), msgs as (
+      select m.id, m.email_id, m.tenant_id, m.status from messages m
+      where m.email_id = (select id from email) and m.tenant_id = ${r.tenantId}
+      for update
+    ), jobs as (
+      select j.id from graphile_worker._private_jobs j
+      where j.task_id = (select t.id from graphile_worker._private_tasks t where t.identifier = ${SEND_MESSAGE})
+        and j.priority = 0 and j.run_at = (select scheduled_at from email)
+        and j.locked_at is null
+        and j.payload->>'messageId' in (select id::text from msgs)
+      for update of j
+    ), verdict as (
+      select (select scheduled_at from email) as previous,
+        (select scheduled_at from email) <= now() as due,
+        not exists (select 1 from msgs where status <> 'queued') as pending,
+        (select count(*) from jobs) = (select count(*) from msgs) as free
+    ), go as (
+      select previous, coalesce(${r.at}::timestamptz, now()) as at from verdict
+      where not due and pending and free
+    ), moved_jobs as (
+      select j.id from graphile_worker.reschedule_jobs(
+        (select array_agg(id) from jobs where exists (select 1 from go)), run_at => (select at from go)
+      ) j
+    ), moved as (
+      update emails set scheduled_at = (select at from go)
+      where id = (select id from email) and exists (select 1 from go)
+    ), m as (
+      select msgs.id, msgs.email_id, msgs.tenant_id from msgs where exists (select 1 from go)
+    ), ${eventsSql(
+      'm',
+      'scheduled',
+      sql`jsonb_build_object('scheduled_at', (select at from go), 'previous_scheduled_at', (select previous from go))`,
+    )}${sql.raw(FOLLOW_UPS)}
+    select exists (select 1 from email) as found, v.previous, (select at from go) as at, v.due, v.pending,
+      v.free, (select count(*)::int from moved_jobs) as moved, (select count(*)::int from ev) as events
+    from verdict v`.execute(db);
+  const v = rows[0];
+  if (!v?.found) return { outcome: 'not-found' };
+  if (v.previous === null) return { outcome: 'not-scheduled' };
+  if (v.due) return { outcome: 'due' };
+  if (!v.pending) return { outcome: 'not-pending' };
+  if (!v.free || v.at === null || v.events === 0) return { outcome: 'sending' };
+  return { outcome: 'rescheduled', previous: v.previous, at: v.at };
 }
