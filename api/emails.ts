@@ -3,10 +3,8 @@
 // cancel one that has not gone out. Each answer is built by a view function whose type is its
 // schema's in api/schemas.ts, the one the OpenAPI document describes.
 
-import { randomUUID } from 'node:crypto';
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
-import { formatMailbox } from '../lib/address.js';
 import {
   abandonIdempotent,
   beginIdempotent,
@@ -14,7 +12,6 @@ import {
   type Receipt,
 } from '../lib/db/idempotency.js';
 import { listEmails, type EmailSummaryRow } from '../lib/db/email-list.js';
-import { withCurrentVersion } from '../lib/db/templates.js';
 import { cancelEmail, rescheduleEmail, type RescheduleRefusal } from '../lib/db/transitions.js';
 import type { Db } from '../lib/db/index.js';
 import type { PageOf } from '../lib/db/webhooks.js';
@@ -27,7 +24,7 @@ import {
 import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from './accept.js';
-import { principalOf, requireScope, type Principal } from './auth.js';
+import { principalOf, requireScope } from './auth.js';
 import { parseListQuery, parseUpdate } from './email-requests.js';
 import { idempotentRequest } from './idempotency.js';
 import { hasNoBody } from './json-body.js';
@@ -44,8 +41,8 @@ import {
   type UpdatedEmail,
 } from './schemas.js';
 import { BatchValidation, batchOf, MAX_BATCH } from './schemas-send.js';
-import { TtlCache } from './ttl-cache.js';
-import { checkSendRequest, describeFaults, fromDomain, type Limits } from './validate.js';
+import { describeFaults, type Limits } from './validate.js';
+import { createPreparer } from './send-core.js';
 
 export interface EmailsDeps {
   db: Db;
@@ -57,8 +54,6 @@ export interface EmailsDeps {
 /** A batch's envelope; each email in it is checked on its own, so its faults carry its index. */
 const BATCH = batchOf(z.unknown());
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
-const DOMAIN_CACHE_MS = 1000;
 /** Why a reschedule was refused, in the words of its 409. */
 const NOT_RESCHEDULABLE: Record<RescheduleRefusal, string> = {
   'not-scheduled': 'This email is not scheduled: it was queued to be sent as soon as it was accepted.',
@@ -70,66 +65,9 @@ const NOT_RESCHEDULABLE: Record<RescheduleRefusal, string> = {
 export function emailsRouter(deps: EmailsDeps): Router {
   const { db, acceptor, metrics } = deps;
   const router = Router();
-  const domains = new TtlCache<string, string | null>(DOMAIN_CACHE_MS, 10_000);
 
   /** Checks one request body and resolves the tenant's domain and template; throws a Problem. */
-  const prepare = async (principal: Principal, body: unknown, prefix = ''): Promise<PreparedEmail> => {
-    const limits = {
-      ...deps.limits,
-      maxRecipients: principal.limits.maxRecipients ?? deps.limits.maxRecipients,
-    };
-    const send = checkSendRequest(body, limits, prefix);
-    const domainName = fromDomain(send);
-    const cacheKey = `${principal.tenantId}/${domainName}`;
-    let domainId = domains.get(cacheKey);
-    if (domainId === undefined) {
-      const row = await db
-        .selectFrom('domains')
-        .select('id')
-        .where('tenant_id', '=', principal.tenantId)
-        .where('name', '=', domainName)
-        .executeTakeFirst();
-      domainId = row?.id ?? null;
-      domains.set(cacheKey, domainId);
-    }
-    if (!domainId) {
-      throw new Problem(403, 'domain-not-owned', `${domainName} is not a sending domain of this tenant.`, [
-        { field: `${prefix}from`, message: `add a SendingDomain for ${domainName} first` },
-      ]);
-    }
-    const content = send.content;
-    if (send.template) {
-      const byId = UUID.test(send.template.ref);
-      const template = await withCurrentVersion(db)
-        .select(['templates.id', 'templates.current_version'])
-        .where('templates.tenant_id', '=', principal.tenantId)
-        .where(byId ? 'templates.id' : 'templates.name', '=', send.template.ref)
-        .executeTakeFirst();
-      if (!template) {
-        throw new Problem(422, 'validation-error', `No template "${send.template.ref}" in this tenant.`, [
-          { field: `${prefix}template.id`, message: 'names no Template of this tenant' },
-        ]);
-      }
-      // The version is pinned now: a template edited after acceptance does not change this email.
-      content.template = {
-        id: template.id,
-        version: template.current_version,
-        variables: send.template.variables,
-      };
-    }
-    return {
-      id: randomUUID(),
-      tenantId: principal.tenantId,
-      domainId,
-      from: formatMailbox(send.from),
-      // A template's subject is rendered for each message as it is sent; nothing is stored as
-      // the subject that was not sent as one.
-      subject: send.template ? '' : content.subject,
-      content,
-      recipients: send.recipients,
-      scheduledAt: send.scheduledAt,
-    };
-  };
+  const prepare = createPreparer(deps);
 
   /**
    * Answers a send: runs `handle` (which checks, queues and returns the answer) under the request's

@@ -2,8 +2,8 @@
 // (api/sendgrid.ts, api/postmark.ts): a request translated into Mailplane's send shape is checked
 // by the same checkSendRequest as POST /v1/emails, its From domain and template resolved in the
 // caller's tenant the same way, and queued by the same acceptor under the same Idempotency-Key
-// rules; only the shapes of the answers differ, so each route passes its own renderer. (The
-// preparation is the one api/emails.ts does in its router; that one can move here unchanged.)
+// rules; only the shapes of the answers differ, so each route passes its own renderer. POST
+// /v1/emails prepares with the same createPreparer.
 
 import { randomUUID } from 'node:crypto';
 import type { Request, Response } from 'express';
@@ -38,7 +38,7 @@ export interface Answer {
 }
 
 /** Prepares one send for the accept path, or throws the Problem POST /v1/emails would answer. */
-export type Prepare = (principal: Principal, body: unknown) => Promise<PreparedEmail>;
+export type Prepare = (principal: Principal, body: unknown, prefix?: string) => Promise<PreparedEmail>;
 
 /**
  * The template a send names is not one of the tenant's: a 422 like any fault of the request, of
@@ -51,7 +51,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DOMAIN_CACHE_MS = 1000;
 
 /**
- * The preparation of POST /v1/emails: checkSendRequest under the tenant's recipient limit, 403 for
+ * The preparation of every send: checkSendRequest under the tenant's recipient limit, 403 for
  * a From domain the tenant does not own, the template's current version pinned.
  *
  *   const prepare = createPreparer(deps);
@@ -60,12 +60,12 @@ const DOMAIN_CACHE_MS = 1000;
 export function createPreparer(deps: Pick<SendCoreDeps, 'db' | 'limits'>): Prepare {
   const { db } = deps;
   const domains = new TtlCache<string, string | null>(DOMAIN_CACHE_MS, 10_000);
-  return async (principal, body) => {
+  return async (principal, body, prefix = '') => {
     const limits = {
       ...deps.limits,
       maxRecipients: principal.limits.maxRecipients ?? deps.limits.maxRecipients,
     };
-    const send = checkSendRequest(body, limits);
+    const send = checkSendRequest(body, limits, prefix);
     const domainName = fromDomain(send);
     const cacheKey = `${principal.tenantId}/${domainName}`;
     let domainId = domains.get(cacheKey);
@@ -81,7 +81,7 @@ export function createPreparer(deps: Pick<SendCoreDeps, 'db' | 'limits'>): Prepa
     }
     if (!domainId) {
       throw new Problem(403, 'domain-not-owned', `${domainName} is not a sending domain of this tenant.`, [
-        { field: 'from', message: `add a SendingDomain for ${domainName} first` },
+        { field: `${prefix}from`, message: `add a SendingDomain for ${domainName} first` },
       ]);
     }
     const content = send.content;
@@ -97,7 +97,7 @@ export function createPreparer(deps: Pick<SendCoreDeps, 'db' | 'limits'>): Prepa
           422,
           'validation-error',
           `No template "${send.template.ref}" in this tenant.`,
-          [{ field: 'template.id', message: 'names no Template of this tenant' }],
+          [{ field: `${prefix}template.id`, message: 'names no Template of this tenant' }],
         );
       }
       // The version is pinned now: a template edited after acceptance does not change this email.
