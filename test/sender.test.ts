@@ -691,7 +691,8 @@ describe('crash recovery and health', () => {
         pool: senderDb.pool,
         db: senderDb.db,
         config: ownConfig,
-        log: process.env.DEBUG_OWN
+        // MAILPLANE_TEST_VERBOSE shows this sender's log, as it does the file's main sender's.
+        log: process.env.MAILPLANE_TEST_VERBOSE
           ? createLogger({ level: 'debug', write: (l) => process.stderr.write(l + '\n') })
           : quiet,
         metrics: ownMetrics,
