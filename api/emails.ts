@@ -5,12 +5,6 @@
 
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
-import {
-  abandonIdempotent,
-  beginIdempotent,
-  completeIdempotent,
-  type Receipt,
-} from '../lib/db/idempotency.js';
 import { listEmails, type EmailSummaryRow } from '../lib/db/email-list.js';
 import { cancelEmail, rescheduleEmail, type RescheduleRefusal } from '../lib/db/transitions.js';
 import type { Db } from '../lib/db/index.js';
@@ -26,7 +20,6 @@ import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from './accept.js';
 import { principalOf, requireScope } from './auth.js';
 import { parseListQuery, parseUpdate } from './email-requests.js';
-import { idempotentRequest } from './idempotency.js';
 import { hasNoBody } from './json-body.js';
 import {
   EventDetail,
@@ -42,7 +35,7 @@ import {
 } from './schemas.js';
 import { BatchValidation, batchOf, MAX_BATCH } from './schemas-send.js';
 import { describeFaults, type Limits } from './validate.js';
-import { createPreparer } from './send-core.js';
+import { acceptAll, answerIdempotently, createPreparer } from './send-core.js';
 
 export interface EmailsDeps {
   db: Db;
@@ -63,51 +56,25 @@ const NOT_RESCHEDULABLE: Record<RescheduleRefusal, string> = {
 };
 
 export function emailsRouter(deps: EmailsDeps): Router {
-  const { db, acceptor, metrics } = deps;
+  const { db } = deps;
   const router = Router();
 
   /** Checks one request body and resolves the tenant's domain and template; throws a Problem. */
   const prepare = createPreparer(deps);
 
   /**
-   * Answers a send: runs `handle` (which checks, queues and returns the answer) under the request's
-   * Idempotency-Key, if any. A replay gets the first answer; a refused request releases its key.
+   * Answers a send under the request's Idempotency-Key, if any (send-core's answerIdempotently):
+   * a replay gets the first answer; a refused request releases its key.
    */
-  const idempotent = async (
-    req: Request,
-    res: Response,
-    handle: (
-      receipt?: (status: number, body: unknown) => Receipt,
-    ) => Promise<{ status: number; body: unknown }>,
-  ): Promise<void> => {
-    const principal = principalOf(req);
-    const idem = idempotentRequest(req, principal.tenantId);
-    if (idem) {
-      const begun = await beginIdempotent(db, idem);
-      if (begun.kind === 'replay') {
-        res.set('Idempotent-Replayed', 'true').status(begun.status).json(begun.body);
-        return;
-      }
-    }
-    let answer: { status: number; body: unknown };
-    try {
-      answer = await handle(idem && ((status, body) => ({ ...idem, status, body })));
-    } catch (err) {
-      // Nothing was queued: the key is free for a corrected retry. (If Postgres is away, the claim
-      // stays until its lease ends, and a retry of the same request takes it over.)
-      if (idem) await abandonIdempotent(db, idem).catch(() => {});
-      throw err;
-    }
-    res.status(answer.status).json(answer.body);
-  };
+  const idempotent = (req: Request, res: Response, handle: Parameters<typeof answerIdempotently>[3]) =>
+    answerIdempotently(db, req, res, handle, (r, answer) => void r.status(answer.status).json(answer.body));
 
   router.post('/emails', requireScope('send'), (req, res) =>
     idempotent(req, res, async (receiptFor) => {
       const principal = principalOf(req);
       const email = await prepare(principal, req.body);
       const body = acceptedView(email);
-      await acceptor.accept([email], receiptFor?.(202, body));
-      metrics.accepted.inc({ tenant: principal.tenant }, email.recipients.length);
+      await acceptAll(deps, principal, [email], receiptFor?.({ status: 202, body }));
       res.location(`/v1/emails/${email.id}`);
       return { status: 202, body };
     }),
@@ -149,13 +116,7 @@ export function emailsRouter(deps: EmailsDeps): Router {
         );
       }
       const answer = batchView(prepared, permissive ? refused : undefined);
-      const receipt = receiptFor?.(202, answer);
-      if (prepared.length > 0) await acceptor.accept(prepared, receipt);
-      else if (receipt) await completeIdempotent(db, receipt);
-      metrics.accepted.inc(
-        { tenant: principal.tenant },
-        prepared.reduce((n, e) => n + e.recipients.length, 0),
-      );
+      await acceptAll(deps, principal, prepared, receiptFor?.({ status: 202, body: answer }));
       return { status: 202, body: answer };
     }),
   );
