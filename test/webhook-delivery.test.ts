@@ -94,12 +94,19 @@ describe('webhook delivery', () => {
       assert.equal((bounce.body.data.bounce as { type: string }).type, 'Permanent');
       assert.match((bounce.body.data.bounce as { message: string }).message, /550/);
 
-      const deliveries = await platform.database.db
-        .selectFrom('webhook_deliveries')
-        .select(['status', 'response_status'])
-        .where('endpoint_id', '=', endpoint)
-        .execute();
-      assert.ok(deliveries.every((d) => d.status === 'delivered' && d.response_status === 200));
+      // The receiver records a request before it answers, and the dispatcher records the answer
+      // after it arrives, so the log catches up a moment after the receiver has everything.
+      await eventually('every attempt logged as delivered with its 200', async () => {
+        const deliveries = await platform.database.db
+          .selectFrom('webhook_deliveries')
+          .select(['status', 'response_status'])
+          .where('endpoint_id', '=', endpoint)
+          .execute();
+        return (
+          deliveries.length > 0 &&
+          deliveries.every((d) => d.status === 'delivered' && d.response_status === 200)
+        );
+      });
     } finally {
       await platform.database.db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
       await receiver.close();
