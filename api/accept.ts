@@ -5,7 +5,7 @@
 // message due later gets an event, `scheduled`, through the state machine's own fragment
 // (lib/db/transitions.ts), so that its webhook follows.
 //
-// Concurrent requests are grouped (group-commit.ts): each add_jobs call NOTIFYs once and Postgres
+// Concurrent requests are grouped (lib/group-commit.ts): each add_jobs call NOTIFYs once and Postgres
 // serialises those commits, so one write per request caps near 1,500/s for the whole database
 // while one write per group scales with the group.
 
@@ -15,7 +15,7 @@ import type { Receipt } from '../lib/db/idempotency.js';
 import type { EmailContent } from '../lib/db/schema.js';
 import { scheduledEvents } from '../lib/db/transitions.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
-import { createGroupCommitter } from './group-commit.js';
+import { createGroupCommitter } from '../lib/group-commit.js';
 
 export interface PreparedEmail {
   id: string;

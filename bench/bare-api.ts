@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import express from 'express';
 import pg from 'pg';
-import { createGroupCommitter } from '../api/group-commit.js';
+import { createGroupCommitter } from '../lib/group-commit.js';
 
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 20 });
 await pool.query('create table if not exists bench_rows (id uuid primary key, body jsonb not null)');

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { createGroupCommitter } from '../api/group-commit.js';
+import { createGroupCommitter } from '../lib/group-commit.js';
 
 test('writes arriving while one is in flight go together in the next write', async () => {
   const writes: number[][] = [];
