@@ -7,11 +7,13 @@
 import { decrypt } from '../lib/crypto.js';
 import type { Db } from '../lib/db/index.js';
 import {
+  deliveriesDelivered,
   deliveryAbandoned,
-  deliveryDelivered,
   deliveryFailed,
+  type DeliveredAttempt,
   type DeliveryToSend,
 } from '../lib/db/webhooks.js';
+import { createGroupCommitter } from '../lib/group-commit.js';
 import type { Logger } from '../lib/log.js';
 import { signWebhook, webhookPayload } from '../lib/webhooks.js';
 import { postWebhook, WebhookError } from './webhook-http.js';
@@ -38,6 +40,12 @@ const SECRET_CACHE_ENTRIES = 1_000;
  */
 export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const { db } = deps;
+  // Most attempts succeed, and a busy dispatcher records hundreds a second: attempts finishing
+  // together share one statement (and one commit) instead of a statement each.
+  const delivered = createGroupCommitter<DeliveredAttempt>((attempts) => deliveriesDelivered(db, attempts), {
+    maxInFlight: 2,
+    maxGroup: 500,
+  });
   const secrets = new Map<string, string>();
   const secretOf = (envelope: string): string => {
     let secret = secrets.get(envelope);
@@ -86,7 +94,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
       const res = await postWebhook(delivery.url, headers, body, { allowPrivate: deps.allowPrivate });
       const result = { status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
       if (res.status >= 200 && res.status < 300) {
-        await deliveryDelivered(db, delivery.id, result);
+        await delivered.write([{ id: delivery.id, result }]);
         log.debug('webhook delivered', { status: res.status, latencyMs: res.latencyMs });
         return;
       }

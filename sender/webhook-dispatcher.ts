@@ -5,7 +5,7 @@
 // dispatcher that dies leaves its deliveries to another once the lease ends (at least once; the
 // receiver tells a repeat by its webhook-id).
 
-import { claimDueDeliveries, type DeliveryToSend } from '../lib/db/webhooks.js';
+import { claimDueDeliveries, releaseDeliveries, type DeliveryToSend } from '../lib/db/webhooks.js';
 import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 
@@ -46,6 +46,16 @@ export function startWebhookDispatcher(options: {
   let timer: NodeJS.Timeout | undefined;
   let wake: (() => void) | undefined;
 
+  // Deliveries taken but not yet started. A claim takes up to twice the slots, and claims again
+  // only once half of that is gone, so that a busy dispatcher claims in batches rather than once
+  // per delivery; a waiting delivery is behind at most one attempt per slot, well within its lease.
+  const waiting: DeliveryToSend[] = [];
+  const held = () => waiting.length + inFlight.size;
+
+  const start = () => {
+    while (inFlight.size < concurrency && waiting.length > 0) run(waiting.shift()!);
+  };
+
   const run = (delivery: DeliveryToSend) => {
     const id = delivery.id;
     const attempt = options
@@ -55,28 +65,32 @@ export function startWebhookDispatcher(options: {
       )
       .finally(() => {
         inFlight.delete(attempt);
-        // A free slot: look again at once, there may be more due.
-        wake?.();
+        start();
+        // Room for another claim: look again at once, there may be more due.
+        if (held() <= concurrency) wake?.();
       });
     inFlight.add(attempt);
   };
 
   const loop = async () => {
     while (!closed) {
-      const free = concurrency - inFlight.size;
       let taken = 0;
-      if (free > 0) {
+      if (held() <= concurrency) {
         try {
-          const due = await claimDueDeliveries(db, { limit: free, leaseSeconds: LEASE_SECONDS });
+          const due = await claimDueDeliveries(db, {
+            limit: 2 * concurrency - held(),
+            leaseSeconds: LEASE_SECONDS,
+          });
           lastPollAt = Date.now();
           taken = due.length;
-          for (const delivery of due) run(delivery);
+          waiting.push(...due);
+          start();
         } catch (err) {
           log.warn('could not look for due webhooks', { err: err as Error });
         }
       }
-      // Full, or nothing due: wait for a slot to free or for the next poll.
-      if (taken === 0 || inFlight.size >= concurrency) {
+      // Holding enough, or nothing due: wait for room to free or for the next poll.
+      if (taken === 0 || held() > concurrency) {
         await new Promise<void>((resolve) => {
           wake = resolve;
           timer = setTimeout(resolve, pollMs);
@@ -91,7 +105,7 @@ export function startWebhookDispatcher(options: {
   return {
     readiness() {
       const stalled = Date.now() - lastPollAt;
-      if (inFlight.size < concurrency && stalled > STALL_NOT_READY_MS) {
+      if (held() <= concurrency && stalled > STALL_NOT_READY_MS) {
         return `webhooks: no poll for ${Math.round(stalled / 1000)} s`;
       }
       return undefined;
@@ -100,7 +114,15 @@ export function startWebhookDispatcher(options: {
       closed = true;
       wake?.();
       await looping;
-      await Promise.all(inFlight);
+      // Deliveries not started go back for another dispatcher to take now rather than when their
+      // lease ends; those under way finish.
+      const unstarted = waiting.splice(0).map((d) => d.id);
+      await releaseDeliveries(db, unstarted).catch((err: unknown) =>
+        log.warn('could not give back webhooks not attempted; they are due again when their lease ends', {
+          err: err as Error,
+        }),
+      );
+      while (inFlight.size > 0) await Promise.all(inFlight);
     },
   };
 }

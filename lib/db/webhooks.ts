@@ -47,6 +47,17 @@ export async function claimDueDeliveries(
   return rows.map(deliveryOf);
 }
 
+/** Gives deliveries taken but not attempted back at once (a dispatcher closing), not at lease end. */
+export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .updateTable('webhook_deliveries')
+    .set({ locked_until: null })
+    .where('id', 'in', [...ids])
+    .where('status', '=', 'pending')
+    .execute();
+}
+
 /** The columns of a delivery row joined to what its attempt needs, from a relation named `d`. */
 const DELIVERY_SELECT = `
     select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
@@ -137,20 +148,37 @@ export interface AttemptResult {
   latencyMs?: number;
 }
 
-/** A 2xx: delivered, and the endpoint no longer failing. */
-export async function deliveryDelivered(db: Db, id: string, result: AttemptResult): Promise<void> {
+/** A delivery whose attempt got a 2xx, as deliveriesDelivered records it. */
+export interface DeliveredAttempt {
+  id: string;
+  result: AttemptResult;
+}
+
+/**
+ * 2xx answers: each delivery delivered, and its endpoint no longer failing — for many deliveries
+ * in one statement, since a busy dispatcher records hundreds a second and each is a commit.
+ *
+ *   await deliveriesDelivered(db, [{ id, result: { status: 200, excerpt: '', latencyMs: 3 } }]);
+ */
+export async function deliveriesDelivered(db: Db, attempts: readonly DeliveredAttempt[]): Promise<void> {
+  if (attempts.length === 0) return;
+  const column = <T>(pick: (a: DeliveredAttempt) => T) => attempts.map(pick);
   await sql`
-    with d as (
-      update webhook_deliveries
-      set status = 'delivered', attempts = attempts + 1, delivered_at = now(), next_attempt_at = null,
-          locked_until = null,
-          response_status = ${result.status ?? null}, response_excerpt = ${result.excerpt ?? null},
-          error = null, latency_ms = ${result.latencyMs ?? null}
-      where id = ${id} and status = 'pending'
-      returning endpoint_id
+    with r as (
+      select * from unnest(
+        ${column((a) => a.id)}::bigint[], ${column((a) => a.result.status ?? null)}::int[],
+        ${column((a) => a.result.excerpt ?? null)}::text[], ${column((a) => a.result.latencyMs ?? null)}::int[]
+      ) as r(id, response_status, response_excerpt, latency_ms)
+    ), d as (
+      update webhook_deliveries d
+      set status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), next_attempt_at = null,
+          locked_until = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
+          error = null, latency_ms = r.latency_ms
+      from r where d.id = r.id and d.status = 'pending'
+      returning d.endpoint_id
     )
     update webhook_endpoints w set failing_since = null
-    from d where w.id = d.endpoint_id and w.failing_since is not null`.execute(db);
+    where w.id in (select endpoint_id from d) and w.failing_since is not null`.execute(db);
 }
 
 /**
