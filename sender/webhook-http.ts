@@ -105,7 +105,8 @@ export function postWebhook(
       const done = () =>
         resolve({
           status: res.statusCode ?? 0,
-          excerpt: Buffer.concat(chunks).toString('utf8'),
+          // Postgres text holds no NUL, and a receiver may answer anything.
+          excerpt: Buffer.concat(chunks).toString('utf8').replaceAll('\0', '\uFFFD'),
           latencyMs: Math.round(performance.now() - started),
         });
       res.on('end', done);

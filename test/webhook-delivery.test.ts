@@ -4,6 +4,8 @@
 // through /v1/webhooks.
 
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { encrypt } from '../lib/crypto.js';
@@ -217,6 +219,21 @@ describe('where webhooks may go', () => {
     await assert.rejects(post('https://[::1]/hook'), { code: 'EBLOCKED' });
     // A name that resolves to loopback, as a rebinding name would at delivery time.
     await assert.rejects(post('https://localhost/hook'), { code: 'EBLOCKED' });
+  });
+});
+
+describe('what a receiver answers', () => {
+  test('a body holding NUL bytes is kept in the log without them, so the attempt can be recorded', async () => {
+    const server = createServer((_req, res) => res.writeHead(200).end('ok\0\0done'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const res = await postWebhook(`http://127.0.0.1:${port}/`, {}, '{}', { allowPrivate: true });
+      assert.equal(res.status, 200);
+      assert.equal(res.excerpt, 'ok\uFFFD\uFFFDdone');
+    } finally {
+      server.close();
+    }
   });
 });
 
