@@ -1,5 +1,5 @@
 # One image for every Mailplane process; a Deployment picks the command (`operator`, `api`,
-# `sender`, `smtp`, `migrate`). Build: docker build -t mailplane .
+# `sender`, `smtp`, `submission`, `migrate`). Build: docker build -t mailplane .
 
 # --- build: compile TypeScript (isolated-vm ships prebuilt binaries for Node 24) --------------
 FROM node:24-bookworm-slim AS build
@@ -11,6 +11,7 @@ COPY api api
 COPY sender sender
 COPY operator operator
 COPY smtp smtp
+COPY submission submission
 COPY cmd cmd
 COPY lib lib
 # The CRD schemas: `mailplane apply` validates manifests against them (dist/lib → ../../crds).

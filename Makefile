@@ -25,7 +25,7 @@ node_modules/.installed: package.json package-lock.json
 
 install: node_modules/.installed
 
-dist/.built: node_modules/.installed $(shell find cmd api sender operator smtp dev lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
+dist/.built: node_modules/.installed $(shell find cmd api sender operator smtp submission dev lib -name '*.ts' 2>/dev/null) tsconfig.json tsconfig.build.json
 	$(NPM) run --silent build
 	@touch $@
 

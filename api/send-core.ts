@@ -18,10 +18,10 @@ import type { Db } from '../lib/db/index.js';
 import { withCurrentVersion } from '../lib/db/templates.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem } from '../lib/problem.js';
-import type { Acceptor, PreparedEmail } from './accept.js';
+import type { Acceptor, PreparedEmail } from '../lib/send/accept.js';
+import { createDomainResolver } from '../lib/send/checks.js';
 import { principalOf, type Principal } from './auth.js';
 import { idempotentRequest } from './idempotency.js';
-import { TtlCache } from './ttl-cache.js';
 import { checkSendRequest, fromDomain, type Limits } from './validate.js';
 
 export interface SendCoreDeps {
@@ -47,8 +47,6 @@ export type Prepare = (principal: Principal, body: unknown, prefix?: string) => 
 export class TemplateNotFound extends Problem {}
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-/** Ownership of a domain changes only with a reconcile; a second of staleness is harmless. */
-const DOMAIN_CACHE_MS = 1000;
 
 /**
  * The preparation of every send: checkSendRequest under the tenant's recipient limit, 403 for
@@ -59,7 +57,7 @@ const DOMAIN_CACHE_MS = 1000;
  */
 export function createPreparer(deps: Pick<SendCoreDeps, 'db' | 'limits'>): Prepare {
   const { db } = deps;
-  const domains = new TtlCache<string, string | null>(DOMAIN_CACHE_MS, 10_000);
+  const domainOfTenant = createDomainResolver(db);
   return async (principal, body, prefix = '') => {
     const limits = {
       ...deps.limits,
@@ -67,18 +65,7 @@ export function createPreparer(deps: Pick<SendCoreDeps, 'db' | 'limits'>): Prepa
     };
     const send = checkSendRequest(body, limits, prefix);
     const domainName = fromDomain(send);
-    const cacheKey = `${principal.tenantId}/${domainName}`;
-    let domainId = domains.get(cacheKey);
-    if (domainId === undefined) {
-      const row = await db
-        .selectFrom('domains')
-        .select('id')
-        .where('tenant_id', '=', principal.tenantId)
-        .where('name', '=', domainName)
-        .executeTakeFirst();
-      domainId = row?.id ?? null;
-      domains.set(cacheKey, domainId);
-    }
+    const domainId = await domainOfTenant(principal.tenantId, domainName);
     if (!domainId) {
       throw new Problem(403, 'domain-not-owned', `${domainName} is not a sending domain of this tenant.`, [
         { field: `${prefix}from`, message: `add a SendingDomain for ${domainName} first` },
@@ -170,23 +157,4 @@ export async function answerIdempotently(
     throw err;
   }
   render(res, answer);
-}
-
-/**
- * Which of `addresses` the tenant has suppressed (a hard bounce, a complaint, by hand): the sender
- * skips them; Postmark's API refuses a message to none but them up front.
- */
-export async function suppressedAmong(db: Db, tenantId: string, addresses: string[]): Promise<string[]> {
-  if (addresses.length === 0) return [];
-  const rows = await db
-    .selectFrom('suppressions')
-    .select('address')
-    .where('tenant_id', '=', tenantId)
-    .where(
-      'address',
-      'in',
-      addresses.map((a) => a.toLowerCase()),
-    )
-    .execute();
-  return rows.map((r) => r.address);
 }

@@ -7,6 +7,8 @@
 // whitespace, but leaves a value without whitespace (a long URL, an ASCII subject of one word)
 // on one line of any length, and passes bare CRs in bodies through.
 
+import { normalizeLineEndings, toCrlf } from '../lib/line-endings.js';
+
 /** RFC 5322 §2.1.1: SHOULD be no more than 78 characters, excluding the CRLF. */
 const RECOMMENDED_LINE = 78;
 /** RFC 5322 §2.1.1: MUST be no more than 998 characters, excluding the CRLF. */
@@ -52,26 +54,9 @@ const STRUCTURED = new Set([
  */
 const LIST_FIELD = /^list-(?:unsubscribe|subscribe|help|post|owner|archive)$/i;
 
-/**
- * Converts every bare CR and bare LF to CRLF.
- *
- *   toCrlf('a\rb\nc\r\n')   // 'a\r\nb\r\nc\r\n'
- */
-export function toCrlf(text: string): string {
-  return text.replace(/\r\n|\r|\n/g, '\r\n');
-}
-
-/**
- * A message with CRLF line endings throughout (a copy only when something changes).
- *
- *   const clean = normalizeLineEndings(raw);
- */
-export function normalizeLineEndings(message: Buffer): Buffer {
-  // latin1 maps bytes to characters one to one, so UTF-8 and binary content pass unchanged.
-  const text = message.toString('latin1');
-  if (!/\r(?!\n)|(?<!\r)\n/.test(text)) return message;
-  return Buffer.from(toCrlf(text), 'latin1');
-}
+// Line endings are lib/line-endings.ts's, shared with SMTP submission, which reads a client's
+// message before the sender sends it.
+export { normalizeLineEndings, toCrlf };
 
 /**
  * Refolds the header fields of `message` that have a line over 78 characters, so that none is

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs, from Debian, what the tests need beyond node_modules: dkimpy (python3-dkim, which
+# Installs, from Debian, what the tests need beyond node_modules: swaks (with the Perl TLS modules
+# it needs for STARTTLS and implicit TLS), the SMTP client the submission tests send refusals
+# with; dkimpy (python3-dkim, which
 # pulls in python3-nacl for ed25519) and OpenDKIM (opendkim, whose `opendkim -t` verifies a file
 # with keys from a TestPublicKeys file) for the independent DKIM verifiers in test/helpers/dkim.ts,
 # and Postfix as the real receiving MTA of test/helpers/postfix.ts. Debian's opendkim package does
@@ -25,6 +27,9 @@ if [ ! -x /usr/sbin/postfix ]; then
 fi
 if [ ! -x /usr/sbin/opendkim ]; then
   missing+=(opendkim)
+fi
+if [ ! -x /usr/bin/swaks ] || ! /usr/bin/perl -MNet::SSLeay -MIO::Socket::SSL -e 1 >/dev/null 2>&1; then
+  missing+=(swaks libnet-ssleay-perl libio-socket-ssl-perl)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then
@@ -63,5 +68,9 @@ if [ ! -x /usr/sbin/postfix ]; then
 fi
 if [ ! -x /usr/sbin/opendkim ]; then
   echo "test/setup-deps.sh: installed ${missing[*]}, but /usr/sbin/opendkim is still missing" >&2
+  exit 1
+fi
+if [ ! -x /usr/bin/swaks ]; then
+  echo "test/setup-deps.sh: installed ${missing[*]}, but /usr/bin/swaks is still missing" >&2
   exit 1
 fi

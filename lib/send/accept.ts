@@ -11,11 +11,11 @@
 
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import type { Receipt } from '../lib/db/idempotency.js';
-import type { EmailContent } from '../lib/db/schema.js';
-import { scheduledEvents } from '../lib/db/transitions.js';
-import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../lib/jobs.js';
-import { createGroupCommitter } from '../lib/group-commit.js';
+import type { Receipt } from '../db/idempotency.js';
+import type { EmailContent } from '../db/schema.js';
+import { scheduledEvents } from '../db/transitions.js';
+import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
+import { createGroupCommitter } from '../group-commit.js';
 
 export interface PreparedEmail {
   id: string;
