@@ -2,6 +2,7 @@
 // written (a changed template is a new version), so a bulk send of one template costs one query.
 
 import type { Db } from '../lib/db/index.js';
+import { fallbacksOf } from '../lib/template-check.js';
 import { loadTemplateVersion } from './queries.js';
 
 /** Versions kept in memory; each is a few kilobytes of ejs. */
@@ -11,6 +12,8 @@ export interface TemplateBody {
   subject: string;
   html: string | null;
   text: string | null;
+  /** What the version's declared variables fall back to when an email leaves them out. */
+  fallbacks: Record<string, unknown>;
 }
 
 export interface TemplateVersions {
@@ -30,7 +33,13 @@ export function createTemplateVersions(db: Db, options: { cacheSize?: number } =
       const key = `${tenantId}/${templateId}@${version}`;
       const cached = cache.get(key);
       if (cached) return cached;
-      const body = await loadTemplateVersion(db, tenantId, templateId, version);
+      const row = await loadTemplateVersion(db, tenantId, templateId, version);
+      const body = row && {
+        subject: row.subject,
+        html: row.html,
+        text: row.text,
+        fallbacks: fallbacksOf(row.variables),
+      };
       // A miss is not cached: the version may be written a moment later.
       if (body) {
         if (cache.size >= cacheSize) cache.delete(cache.keys().next().value as string);

@@ -1,20 +1,18 @@
 // Converges a Template into a row and its versions: the ejs must compile in the sandbox and render
-// its sample data before a version is stored; an unchanged template makes no new version.
+// its sample data before a version is stored (lib/template-check.ts, the check the API's templates
+// pass too); an unchanged template makes no new version. A template of the same name made through
+// the API is taken over: from then on the resource is its source of truth, its versions kept.
 
-import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { withCurrentVersion } from '../db/templates.js';
 import type { Db } from '../db/index.js';
 import { RenderError, type Renderer } from '../render/sandbox.js';
 import type { TemplateResource } from '../resources.js';
+import { MAX_SAMPLE_DATA_BYTES, checkTemplate, templateDigest } from '../template-check.js';
 import { ReconcileError } from './errors.js';
 import { findTenantId } from './tenant.js';
 
-/**
- * spec.sampleData as JSON, at most: variables for one message, not a data set. The render of the
- * sample happens in the operator, and the resource lives in etcd, whose objects stay small.
- */
-export const MAX_SAMPLE_DATA_BYTES = 64 * 1024;
+export { MAX_SAMPLE_DATA_BYTES };
 
 export interface TemplateOutcome {
   templateId: string;
@@ -49,13 +47,9 @@ export async function reconcileTemplate(
         `the ${MAX_SAMPLE_DATA_BYTES} a message's variables may be`,
     );
   }
-  const digest = createHash('sha256')
-    .update(JSON.stringify([subject, html, text]))
-    .digest('hex');
-  const source = { key: `check:${digest}`, subject, html, text };
+  const digest = templateDigest({ subject, html, text });
   try {
-    renderer.compile(source);
-    if (sampleData) await renderer.render(source, sampleData);
+    await checkTemplate(renderer, { subject, html, text }, sampleData);
   } catch (err) {
     if (!(err instanceof RenderError)) throw err;
     const where = err.line ? `${err.part}, line ${err.line}` : err.part;
@@ -81,12 +75,17 @@ export async function reconcileTemplate(
       );
     }
     const current = await withCurrentVersion(trx)
-      .select(['templates.id', 'templates.current_version', 'template_versions.digest'])
+      .select(['templates.id', 'templates.current_version', 'templates.source', 'template_versions.digest'])
       .where('templates.tenant_id', '=', tenantId)
       .where('templates.name', '=', ref.name)
       .forUpdate()
       .executeTakeFirst();
+    if (current?.digest === digest && current.source === 'resource') {
+      return { templateId: current.id, version: current.current_version, changed: false };
+    }
     if (current?.digest === digest) {
+      // Made through the API with this very content: taken over without a new version.
+      await trx.updateTable('templates').set({ source: 'resource' }).where('id', '=', current.id).execute();
       return { templateId: current.id, version: current.current_version, changed: false };
     }
     const version = (current?.current_version ?? 0) + 1;
@@ -94,13 +93,24 @@ export async function reconcileTemplate(
       .insertInto('templates')
       .values({ tenant_id: tenantId, name: ref.name, current_version: version })
       .onConflict((oc) =>
-        oc.columns(['tenant_id', 'name']).doUpdateSet({ current_version: version, updated_at: sql`now()` }),
+        oc
+          .columns(['tenant_id', 'name'])
+          .doUpdateSet({ current_version: version, source: 'resource', updated_at: sql`now()` }),
       )
       .returning('id')
       .executeTakeFirstOrThrow();
     await trx
       .insertInto('template_versions')
-      .values({ template_id: row.id, version, subject, html, text, digest })
+      // The sample is kept with the version, for a preview through the API to render with.
+      .values({
+        template_id: row.id,
+        version,
+        subject,
+        html,
+        text,
+        digest,
+        sample_data: sampleData ? JSON.stringify(sampleData) : null,
+      })
       .execute();
     return { templateId: row.id, version, changed: true };
   });
@@ -119,6 +129,8 @@ export async function deleteTemplate(
     .deleteFrom('templates')
     .where('tenant_id', '=', tenantId)
     .where('name', '=', name)
+    // A resource that never reconciled does not take one made through the API with it.
+    .where('source', '=', 'resource')
     .executeTakeFirst();
   return result.numDeletedRows > 0n;
 }
