@@ -5,9 +5,12 @@
 // classifies it `hard` (5.1.x: the address is wrong) — a full mailbox or a content refusal
 // reported later is the same verdict as it would have been at RCPT TO. A complaint suppresses.
 //
+// The mailto address of a one-click unsubscribe (lib/unsubscribe.ts) lands here too: any message
+// to it suppresses the recipient of the message it names, as the link does (RFC 8058 §3.2).
+//
 // A report is answered 250 only once what it says is committed; when Postgres cannot be reached the
 // answer is 451, and the reporting MTA keeps the report and tries again later. Nothing else is
-// accepted for delivery: a recipient that is not a signed return path, the feedback-loop address
+// accepted for delivery: a recipient that is not a signed return path or unsubscribe address, the feedback-loop address
 // or postmaster is refused at RCPT, so the listener is no open relay nor a spam trap.
 
 import type { AddressInfo } from 'node:net';
@@ -17,7 +20,9 @@ import type { Db } from '../lib/db/index.js';
 import { listen } from '../lib/listen.js';
 import type { Logger } from '../lib/log.js';
 import { messageIdOfBounceAddress } from '../lib/verp.js';
-import { bounceMessage, recordComplaint, recordDelay } from '../lib/db/transitions.js';
+import { messageIdOfUnsubscribeAddress } from '../lib/unsubscribe.js';
+import { withAuditContext } from '../lib/db/audit.js';
+import { bounceMessage, recordComplaint, recordDelay, recordUnsubscribes } from '../lib/db/transitions.js';
 import { classifyRefusal, enhancedStatus } from '../lib/bounce-class.js';
 import { compact, parseReport, type DsnRecipient, type InboundReport } from './report.js';
 
@@ -49,11 +54,17 @@ export type InboundOutcome =
   /** A server down the line is still trying: an event, nothing else. */
   | 'delayed'
   | 'complained'
-  /** A report about a message already settled so (the same report again). */
+  /** A mail to a message's unsubscribe address: its recipient is suppressed. */
+  | 'unsubscribed'
+  /** A report about a message that is here and already settled so (the same report again). */
   | 'duplicate'
   /** Not a report (an auto-reply, a person writing back), or one that says nothing went wrong. */
   | 'ignored'
-  /** A report naming no message of this installation, e.g. a complaint without its original. */
+  /**
+   * A report naming no message this installation has: a complaint without its original, or a
+   * return path whose tag is valid for a message that is gone (deleted by retention, or sent from
+   * another database under the same key). Never `duplicate`: nothing here was settled twice.
+   */
   | 'unmatched';
 
 export interface InboundServer {
@@ -73,7 +84,7 @@ export interface InboundDeps {
 
 /** A recipient the listener takes mail for. */
 export interface Recipient {
-  kind: 'return-path' | 'feedback' | 'postmaster';
+  kind: 'return-path' | 'feedback' | 'postmaster' | 'unsubscribe';
   messageId?: string;
 }
 
@@ -169,6 +180,8 @@ export async function startInboundServer(
 function classifyRecipient(secretKey: Buffer, address: string): Recipient | undefined {
   const messageId = messageIdOfBounceAddress(secretKey, address);
   if (messageId) return { kind: 'return-path', messageId };
+  const unsubscribing = messageIdOfUnsubscribeAddress(secretKey, address);
+  if (unsubscribing) return { kind: 'unsubscribe', messageId: unsubscribing };
   const local = address.slice(0, address.lastIndexOf('@')).toLowerCase();
   if (local === FEEDBACK_LOCAL_PART) return { kind: 'feedback' };
   // RFC 5321 §4.5.1: every SMTP server accepts mail for postmaster.
@@ -185,11 +198,17 @@ export async function handleReport(
   raw: Buffer,
   recipients: readonly Recipient[],
 ): Promise<InboundOutcome[]> {
+  // Whatever the message says: mail to the address is the request (RFC 8058 §3.2).
+  const unsubscribing = recipients.filter((r) => r.kind === 'unsubscribe');
+  const reported = recipients.filter((r) => r.kind !== 'unsubscribe');
+  const unsubscribed = await recordMailtoUnsubscribes(deps.db, unsubscribing);
+  if (unsubscribing.length > 0 && reported.length === 0) return unsubscribed;
+
   const report = parseReport(raw);
-  if (report.kind === 'other') return ['ignored'];
+  if (report.kind === 'other') return [...unsubscribed, 'ignored'];
 
   const messageIds = new Set<string>();
-  for (const r of recipients) if (r.messageId) messageIds.add(r.messageId);
+  for (const r of reported) if (r.messageId) messageIds.add(r.messageId);
   // A feedback loop writes to its registered address, not the return path; the original it
   // returns still has the signed return path, which is as good as receiving at it.
   // An ARF report whose attached original lacks Return-Path still names the envelope sender in
@@ -202,11 +221,39 @@ export async function handleReport(
     const id = original && messageIdOfBounceAddress(deps.secretKey, original);
     if (id) messageIds.add(id);
   }
-  if (messageIds.size === 0) return ['unmatched'];
+  if (messageIds.size === 0) return [...unsubscribed, 'unmatched'];
 
-  const outcomes: InboundOutcome[] = [];
+  const outcomes: InboundOutcome[] = [...unsubscribed];
   for (const messageId of messageIds) outcomes.push(await record(deps.db, messageId, report));
   return outcomes;
+}
+
+/**
+ * Suppresses the recipient of each message named by an unsubscribe address, for its tenant, with
+ * an `unsubscribed` event; a message no longer there (trimmed by retention) is unmatched.
+ */
+async function recordMailtoUnsubscribes(db: Db, recipients: readonly Recipient[]): Promise<InboundOutcome[]> {
+  const ids = [...new Set(recipients.flatMap((r) => (r.messageId ? [r.messageId] : [])))];
+  if (ids.length === 0) return [];
+  const messages = await db
+    .selectFrom('messages')
+    .select(['id', 'tenant_id', 'recipient'])
+    .where('id', 'in', ids)
+    .execute();
+  if (messages.length > 0) {
+    await withAuditContext(db, { actor: 'recipient:unsubscribe-mailto' }, (trx) =>
+      recordUnsubscribes(
+        trx,
+        messages.map((m) => ({
+          tenantId: m.tenant_id,
+          messageId: m.id,
+          address: m.recipient.toLowerCase(),
+          detail: { method: 'mailto' },
+        })),
+      ),
+    );
+  }
+  return ids.map((id) => (messages.some((m) => m.id === id) ? 'unsubscribed' : 'unmatched'));
 }
 
 async function record(

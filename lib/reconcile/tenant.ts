@@ -61,6 +61,7 @@ export async function reconcileTenant(
   const { db, keys } = deps;
   const ref = tenant.metadata;
   const limits = JSON.stringify(tenant.spec.limits ?? {});
+  const unsubscribe = tenant.spec.unsubscribe ?? false;
   const before = await db
     .selectFrom('tenants')
     .select(['id', 'deleted_at'])
@@ -69,13 +70,13 @@ export async function reconcileTenant(
     .executeTakeFirst();
   const row = await db
     .insertInto('tenants')
-    .values({ namespace: ref.namespace, name: ref.name, limits })
+    .values({ namespace: ref.namespace, name: ref.name, limits, unsubscribe })
     .onConflict((oc) =>
       oc
         .columns(['namespace', 'name'])
-        .doUpdateSet({ limits, deleted_at: null, updated_at: sql`now()` })
+        .doUpdateSet({ limits, unsubscribe, deleted_at: null, updated_at: sql`now()` })
         .where(
-          sql<boolean>`tenants.limits is distinct from excluded.limits or tenants.deleted_at is not null`,
+          sql<boolean>`tenants.limits is distinct from excluded.limits or tenants.unsubscribe is distinct from excluded.unsubscribe or tenants.deleted_at is not null`,
         ),
     )
     .returning('id')
