@@ -11,6 +11,11 @@ import { routeTemplate } from './route-template.js';
  * so that an info-level log is the traffic of clients.
  */
 const PROBE_ROUTES = new Set(['/healthz', '/readyz', '/metrics']);
+/**
+ * The public pixel and tracked links, also at debug: a campaign brings millions of fetches, each
+ * recorded as an event on its message's timeline already (api/tracking.ts).
+ */
+const TRACKING_ROUTES = new Set(['/t/o/:token', '/t/c/:token']);
 
 /**
  * Middleware, right after requestContext: logs every request once through `req.log` and records
@@ -43,7 +48,7 @@ export function accessLog(metrics: Metrics) {
         userAgent: req.get('user-agent'),
         ...(aborted ? { aborted: true } : {}),
       };
-      if (PROBE_ROUTES.has(route)) req.log.debug('request', line);
+      if (PROBE_ROUTES.has(route) || TRACKING_ROUTES.has(route)) req.log.debug('request', line);
       else req.log.info('request', line);
     };
     res.once('finish', () => finish(false));

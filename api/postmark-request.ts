@@ -7,8 +7,9 @@
 // Subject, HtmlBody and TextBody the subject and bodies (or a template's, with TemplateModel as its
 // variables); Headers [{Name, Value}] the headers; Attachments with a ContentID inline parts (a
 // `cid:` prefix left off); Tag a tag named `tag`, each Metadata key a tag of its own, MessageStream
-// a tag `message_stream`, so that events and statistics carry them. TrackOpens, TrackLinks and
-// InlineCss are accepted and do nothing.
+// a tag `message_stream`, so that events and statistics carry them; TrackOpens and TrackLinks
+// the email's tracking (opens, and clicks unless None or TextOnly: links are tracked in html only).
+// InlineCss is accepted and does nothing.
 
 import type { FieldError } from '../lib/problem.js';
 import { FieldNames, isObject, ownMap } from './vendor-fields.js';
@@ -77,7 +78,38 @@ export function translatePostmark(message: unknown, options: { template: boolean
   send.headers = headers(m.Headers, names, fault);
   send.attachments = attachments(m.Attachments, names, fault);
   send.tags = tags(m, names, fault);
+  const tracking = trackingOf(m, fault);
+  if (tracking) {
+    send.tracking = tracking;
+    names.set('tracking.opens', 'TrackOpens').set('tracking.clicks', 'TrackLinks');
+  }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, email: { body: send, names } };
+}
+
+/** Postmark's TrackLinks values; Mailplane tracks the links of the html part. */
+const TRACK_LINKS: Record<string, boolean> = {
+  None: false,
+  TextOnly: false,
+  HtmlOnly: true,
+  HtmlAndText: true,
+};
+
+/** TrackOpens and TrackLinks as the email's tracking, or undefined when neither is given. */
+function trackingOf(
+  m: Record<string, unknown>,
+  fault: (f: string, m: string) => void,
+): { opens?: unknown; clicks?: boolean } | undefined {
+  const opens = m.TrackOpens;
+  const links = m.TrackLinks;
+  const given = (v: unknown) => v !== undefined && v !== null;
+  if (!given(opens) && !given(links)) return undefined;
+  let clicks: boolean | undefined;
+  if (given(links)) {
+    if (typeof links === 'string' && Object.hasOwn(TRACK_LINKS, links)) clicks = TRACK_LINKS[links];
+    else fault('TrackLinks', `must be one of ${Object.keys(TRACK_LINKS).join(', ')}`);
+  }
+  // A TrackOpens that is not a boolean is the send check's to refuse, named TrackOpens.
+  return { ...(given(opens) ? { opens } : {}), ...(clicks !== undefined ? { clicks } : {}) };
 }
 
 /** Headers [{Name, Value}] as a map; a name given twice keeps its last value, as a map would. */

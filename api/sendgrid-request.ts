@@ -11,7 +11,8 @@
 // left off, and dynamic_template_data are its variables; attachments with disposition inline are
 // inline parts under their content_id; categories are tags named `category`, custom_args tags
 // under their own names, and batch_id a tag `batch_id`, so that events and statistics carry them
-// as SendGrid's carry categories and custom arguments.
+// as SendGrid's carry categories and custom arguments; tracking_settings.open_tracking.enable and
+// click_tracking.enable the email's tracking.
 
 import type { FieldError } from '../lib/problem.js';
 import { Problem } from '../lib/problem.js';
@@ -111,6 +112,8 @@ interface Shared {
   tags: { name: string; value: unknown; field: string }[];
   customArgs: Record<string, unknown>;
   sendAt?: string;
+  /** tracking_settings' open and click tracking, as the email's `tracking`. */
+  tracking?: { opens?: unknown; clicks?: unknown };
 }
 
 function messageMembers(body: Record<string, unknown>, fault: Fault): Shared {
@@ -132,6 +135,7 @@ function messageMembers(body: Record<string, unknown>, fault: Fault): Shared {
   }
   content(body.content, shared, fault);
   attachments(body.attachments, shared, fault);
+  shared.tracking = trackingSettings(body.tracking_settings, fault);
   if (body.template_id !== undefined && body.template_id !== null) {
     if (typeof body.template_id !== 'string' || body.template_id === '') {
       fault('template_id', 'must be the name or id of a Mailplane Template');
@@ -294,11 +298,43 @@ function personalization(
   names.set('tags', 'custom_args');
   tags.forEach(({ field }, k) => names.set(`tags[${k}].name`, field).set(`tags[${k}].value`, field));
 
+  if (shared.tracking) {
+    send.tracking = shared.tracking;
+    names
+      .set('tracking.opens', 'tracking_settings.open_tracking.enable')
+      .set('tracking.clicks', 'tracking_settings.click_tracking.enable');
+  }
+
   const ownSendAt = sendAt(p.send_at, `${at}.send_at`, fault);
   const when = ownSendAt ?? shared.sendAt;
   if (when !== undefined) send.scheduled_at = when;
   names.set('scheduled_at', ownSendAt !== undefined ? `${at}.send_at` : 'send_at');
   return { body: send, names };
+}
+
+/**
+ * tracking_settings: open_tracking.enable and click_tracking.enable, the only members that say
+ * whether to track (subscription_tracking and ganalytics add content Mailplane does not write).
+ */
+function trackingSettings(value: unknown, fault: Fault): Shared['tracking'] {
+  if (value === undefined || value === null) return undefined;
+  if (!isObject(value)) {
+    fault('tracking_settings', 'must be an object');
+    return undefined;
+  }
+  const enable = (member: string): unknown => {
+    const setting = value[member];
+    if (setting === undefined || setting === null) return undefined;
+    if (!isObject(setting)) {
+      fault(`tracking_settings.${member}`, 'must be an object such as {"enable": false}');
+      return undefined;
+    }
+    return setting.enable ?? undefined;
+  };
+  const opens = enable('open_tracking');
+  const clicks = enable('click_tracking');
+  if (opens === undefined && clicks === undefined) return undefined;
+  return { ...(opens !== undefined ? { opens } : {}), ...(clicks !== undefined ? { clicks } : {}) };
 }
 
 /** The message's headers with the personalization's over them, each named by where it came from. */

@@ -29,6 +29,10 @@ app.post('/send', async (req, res) => {
   await committer.write([{ id, body: req.body }]);
   res.status(202).json({ id });
 });
+// The ceiling of a tracked-link redirect (bench/tracking.ts): express answering a 302, nothing more.
+app.get('/redirect', (_req, res) =>
+  res.redirect(302, 'https://shop.example.com/products/1?utm_source=newsletter#reviews'),
+);
 const server = app.listen(Number(process.env.PORT ?? 0), () => {
   process.stdout.write(`listening ${(server.address() as { port: number }).port}\n`);
 });

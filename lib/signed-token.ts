@@ -8,7 +8,7 @@
 //   verifyToken(config.secretKey, 'unsubscribe', token);   // ['…tenant id…', 'ada@example.org']
 //   verifyToken(config.secretKey, 'click', token);         // undefined: another purpose's token
 
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 
 export type TokenPurpose = 'unsubscribe' | 'open' | 'click';
 
@@ -18,25 +18,42 @@ const MAC_BYTES = 16;
 /** Fields are joined by a character no address, id or URL we sign holds. */
 const SEPARATOR = '\n';
 
-const subkeys = new WeakMap<Buffer, Map<TokenPurpose, Buffer>>();
+/** A purpose's key, as HMAC's inner and outer padded keys (RFC 2104), derived once. */
+interface Subkey {
+  inner: Buffer;
+  outer: Buffer;
+}
 
-function subkey(secretKey: Buffer, purpose: TokenPurpose): Buffer {
+const subkeys = new WeakMap<Buffer, Map<TokenPurpose, Subkey>>();
+/** SHA-256's block: a key of up to this many bytes is padded to it (RFC 2104 2). */
+const BLOCK_BYTES = 64;
+
+function subkey(secretKey: Buffer, purpose: TokenPurpose): Subkey {
   let byPurpose = subkeys.get(secretKey);
   if (!byPurpose) subkeys.set(secretKey, (byPurpose = new Map()));
   let key = byPurpose.get(purpose);
   if (!key) {
-    key = createHmac('sha256', secretKey).update(`mailplane link token ${purpose}`).digest();
+    const raw = createHmac('sha256', secretKey).update(`mailplane link token ${purpose}`).digest();
+    const padded = Buffer.alloc(BLOCK_BYTES);
+    raw.copy(padded);
+    key = {
+      inner: Buffer.concat([Buffer.from(padded.map((b) => b ^ 0x36)), Buffer.from(VERSION + SEPARATOR)]),
+      outer: Buffer.from(padded.map((b) => b ^ 0x5c)),
+    };
     byPurpose.set(purpose, key);
   }
   return key;
 }
 
+/**
+ * HMAC-SHA256 of `VERSION\n` and the payload under the purpose's key, computed from two one-shot
+ * hashes: createHmac costs some 25 µs a call under OpenSSL 3 against 2 µs for crypto.hash, and a
+ * newsletter with 50 tracked links signs 50 tokens for every recipient.
+ */
 function mac(secretKey: Buffer, purpose: TokenPurpose, payload: Buffer): Buffer {
-  return createHmac('sha256', subkey(secretKey, purpose))
-    .update(VERSION + SEPARATOR)
-    .update(payload)
-    .digest()
-    .subarray(0, MAC_BYTES);
+  const key = subkey(secretKey, purpose);
+  const inner = hash('sha256', Buffer.concat([key.inner, payload]), 'buffer');
+  return hash('sha256', Buffer.concat([key.outer, inner]), 'buffer').subarray(0, MAC_BYTES);
 }
 
 /** `<fields, base64url>.<mac, base64url>`: URL-safe as it stands. */

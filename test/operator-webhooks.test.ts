@@ -148,8 +148,8 @@ test('the API server refuses a webhook URL without a scheme, an unknown event an
     /spec\.webhooks\[0\]\.url: Invalid value: "string": must be an https:\/\/ URL \(http:\/\/ is taken only where the installation sets MAILPLANE_WEBHOOKS_ALLOW_PRIVATE=true\)/,
   );
   assert.match(
-    await refused([{ name: 'a', url: 'https://hooks.example.com/', events: ['email.opened'] }]),
-    /spec\.webhooks\[0\]\.events\[0\]: Unsupported value: "email\.opened"/,
+    await refused([{ name: 'a', url: 'https://hooks.example.com/', events: ['email.forwarded'] }]),
+    /spec\.webhooks\[0\]\.events\[0\]: Unsupported value: "email\.forwarded"/,
   );
   assert.match(
     await refused([

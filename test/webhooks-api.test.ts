@@ -549,9 +549,9 @@ describe('where a webhook may point, checked at registration', () => {
       [{ endpoint: 'https://h.acme.example', events: 'email.sent' }, 'events', /list of event types/],
       [{ endpoint: 'https://h.acme.example', events: [] }, 'events', /at least one/],
       [
-        { endpoint: 'https://h.acme.example', events: ['email.delivered', 'email.opened'] },
+        { endpoint: 'https://h.acme.example', events: ['email.delivered', 'email.forwarded'] },
         'events[1]',
-        /"email.opened" is not an event Mailplane sends/,
+        /"email.forwarded" is not an event Mailplane sends/,
       ],
       [{ url: 'https://h.acme.example', events: ['email.sent'] }, 'endpoint', /is required/],
       [{ endpoint: 42, events: ['email.sent'] }, 'endpoint', /must be a URL/],
