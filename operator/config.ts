@@ -33,8 +33,6 @@ export interface OperatorConfig {
   resyncMs: number;
   /** Seconds between DNS checks of a verified domain (MAILPLANE_DNS_RECHECK_SECONDS). Default 300. */
   dnsRecheckMs: number;
-  /** Resolvers to check DNS with, host[:port] comma-separated (MAILPLANE_DNS_SERVERS). Default the system's. */
-  dnsServers: string[] | undefined;
 }
 
 /** client-go's retry period: what a standby's takeover and a leader's renewals wait between tries. */
@@ -77,9 +75,6 @@ export function readOperatorConfig(env: Env): Readonly<OperatorConfig> {
     secretNamespaces: secretNamespaces(env.MAILPLANE_SECRET_NAMESPACES),
     resyncMs: seconds('MAILPLANE_RESYNC_SECONDS', 600, 1),
     dnsRecheckMs: seconds('MAILPLANE_DNS_RECHECK_SECONDS', 300, 1),
-    dnsServers: env.MAILPLANE_DNS_SERVERS
-      ? env.MAILPLANE_DNS_SERVERS.split(',').map((s) => s.trim())
-      : undefined,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

@@ -1,21 +1,44 @@
 // Delivery of signed messages over pooled SMTP connections: through one relay when
-// MAILPLANE_RELAY_URL is set, otherwise straight to the MX hosts of each recipient's domain, with
-// one connection pool per destination host.
+// MAILPLANE_RELAY_URL is set, otherwise straight to the MX hosts of each recipient's domain.
 //
 // Errors are nodemailer's: `code` (ECONNECTION, ETIMEDOUT, EENVELOPE, EMESSAGE, EAUTH, …) and, when
 // the server answered, `responseCode` and `response`. DNS outcomes that are final (a domain that
-// does not exist, a null MX) are reported the same way, with the 5xx a receiving server would give,
-// and so is a message larger than the SIZE the server announced (552 5.3.4, refused before DATA).
+// does not exist, a null MX, no MX and no address) are reported the same way, with the 5xx a
+// receiving server would give, and so is a message larger than the SIZE the server announced
+// (552 5.3.4, refused before DATA).
 //
 // Wire manners: `SIZE=` is declared on MAIL FROM whenever the server offers SIZE (RFC 1870);
 // credentials are never sent over an unencrypted connection (a relay URL without smtps:// gets
 // STARTTLS or no AUTH at all, unless it says `?insecure_auth=true`); EHLO names a fully qualified
 // domain (heloNameFor).
+//
+// Direct delivery resolves MX hosts and their addresses itself, through the configured DNS
+// servers, and connects to the addresses (sender/smtp-session.ts), with the MX name for TLS:
+// connections are limited per destination IP (sender/ip-pool.ts), whatever names lead there.
+// TLS is opportunistic (a failed handshake is retried in plaintext on the same host) unless the
+// recipient domain publishes an MTA-STS policy in enforce mode (sender/mta-sts.ts): then only the
+// MX hosts it names, with STARTTLS and a valid certificate for that name, receive the message, or
+// it is deferred with the reason. Every session's TLS is counted (sender/tls-report.ts).
 
-import { promises as dns, type MxRecord } from 'node:dns';
 import nodemailer from 'nodemailer';
 import type { Transporter } from 'nodemailer';
 import { domainOf } from '../lib/address.js';
+import type { Logger } from '../lib/log.js';
+import { createResolver } from '../lib/resolver.js';
+import { createIpPool } from './ip-pool.js';
+import { createMtaSts, mxMatches, type StsPolicy } from './mta-sts.js';
+import { addressesOf, mxHosts, smtpError, type AddressResolver, type MxResolver } from './mx.js';
+import { openSession, type SmtpSession, type TlsUse } from './smtp-session.js';
+import { sendInternational, smtpUtf8Need } from './smtputf8.js';
+import {
+  certificateResult,
+  noTlsReport,
+  type PolicyType,
+  type TlsReport,
+  type TlsResultType,
+} from './tls-report.js';
+
+export { mxHosts, type MxResolver };
 
 export interface Envelope {
   /** MAIL FROM */
@@ -37,7 +60,11 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-export type MxResolver = (domain: string) => Promise<MxRecord[]>;
+/** The DNS direct delivery asks: node:dns/promises' Resolver (lib/resolver.ts) or a test's own. */
+export interface DeliveryResolver extends AddressResolver {
+  resolveMx(name: string): Promise<{ exchange: string; priority: number }[]>;
+  resolveTxt(name: string): Promise<string[][]>;
+}
 
 export interface TransportOptions {
   /**
@@ -47,22 +74,35 @@ export interface TransportOptions {
   relayUrl?: string;
   /** Our name in EHLO; when it is not a fully qualified domain, see heloNameFor. */
   heloName: string;
-  /** Connections per pool: the relay's, or each destination host's. */
+  /** Connections per pool: the relay's, or each destination IP address's. */
   maxConnections?: number;
-  /** Direct delivery only: MX lookup (DNS by default) and port (25 by default; tests use another). */
+  /** Direct delivery only: MX, A/AAAA and MTA-STS lookups. Default the system's resolvers. */
+  resolver?: DeliveryResolver;
+  /** Direct delivery only: replaces resolver.resolveMx, for a test's own MX table. */
   resolveMx?: MxResolver;
+  /** Direct delivery only: the MX port (MAILPLANE_MX_PORT; 25 by default, tests use another). */
   port?: number;
+  /** Direct delivery only: HTTPS port of MTA-STS policy hosts (MAILPLANE_MTA_STS_PORT; 443 by default). */
+  mtaStsPort?: number;
+  /** Direct delivery only: false applies no MTA-STS policies (tests of the bare transport). */
+  mtaSts?: false;
+  /** Direct delivery only: where each session's TLS outcome is counted. */
+  tlsReport?: TlsReport;
+  /** Direct delivery only: where an MTA-STS policy that could not be had is told. */
+  log?: Pick<Logger, 'warn'>;
 }
 
 /**
- * Connections per destination host in direct delivery. Large receivers throttle senders that open
- * many connections from one address; a few connections, each carrying many messages, go further.
+ * Connections per destination IP address in direct delivery. Large receivers throttle senders
+ * that open many connections from one address; a few connections, each carrying many messages,
+ * go further.
  */
-const DEFAULT_CONNECTIONS_PER_HOST = 5;
-/** Destination pools kept open; beyond this, the least recently used idle one is closed. */
-const MAX_POOLS = 500;
-/** MX hosts tried for one message; later ones are rarely better than a retry later. */
-const MAX_MX_HOSTS = 5;
+const DEFAULT_CONNECTIONS_PER_IP = 5;
+/**
+ * Addresses tried per MX host. Several addresses of one name are usually one service; when two
+ * fail, the next MX (or the retry later) is the better bet.
+ */
+const MAX_ADDRESSES_PER_HOST = 2;
 /**
  * Socket inactivity limit. RFC 5321 allows servers 10 minutes after DATA; waiting that long would
  * hold a sender slot (and a graceful shutdown) hostage to one slow host, and the retry costs little.
@@ -133,7 +173,7 @@ function relayTransport(relayUrl: string, options: TransportOptions): Transport 
         secure,
         requireTLS,
         auth,
-        maxConnections: options.maxConnections ?? DEFAULT_CONNECTIONS_PER_HOST,
+        maxConnections: options.maxConnections ?? DEFAULT_CONNECTIONS_PER_IP,
       });
       pools.set(name, pool);
     }
@@ -167,100 +207,180 @@ function relayTransport(relayUrl: string, options: TransportOptions): Transport 
 }
 
 function directTransport(options: TransportOptions): Transport {
-  const resolveMx = options.resolveMx ?? ((domain: string) => dns.resolveMx(domain));
+  const resolver = options.resolver ?? createResolver(undefined);
+  const resolveMx = options.resolveMx ?? ((domain: string) => resolver.resolveMx(domain));
   const port = options.port ?? 25;
-  // Insertion order is recency of use: a used pool is moved to the end.
-  const pools = new Map<string, { pool: Transporter; inFlight: number }>();
+  const report = options.tlsReport ?? noTlsReport;
+  const mtaSts =
+    options.mtaSts === false
+      ? undefined
+      : createMtaSts({
+          resolver,
+          port: options.mtaStsPort,
+          onFailure: (domain, failure) => {
+            report.failure(domain, 'sts', failure.result);
+            options.log?.warn('MTA-STS policy not available', { domain, ...failure });
+          },
+        });
+  const pool = createIpPool<SmtpSession>(options.maxConnections ?? DEFAULT_CONNECTIONS_PER_IP);
 
-  const poolFor = (host: string, name: string) => {
-    const key = `${name} ${host}`;
-    let entry = pools.get(key);
-    if (entry) pools.delete(key);
-    else {
-      entry = {
-        inFlight: 0,
-        pool: nodemailer.createTransport({
-          ...commonOptions(),
-          name,
-          host,
-          port,
-          // Opportunistic TLS (RFC 7435): MX certificates rarely match the MX name, and refusing
-          // them would only send the message in clear text elsewhere or not at all.
-          tls: { rejectUnauthorized: false },
-          opportunisticTLS: true,
-          maxConnections: options.maxConnections ?? DEFAULT_CONNECTIONS_PER_HOST,
-        }),
-      };
-      closeIdlePools();
+  /**
+   * Opens a session to one address of an MX host, as the domain's policy wants, and counts its TLS.
+   * Without an enforced policy, TLS that cannot be had is not worth the message (RFC 7435): a
+   * failed handshake is retried on the same host in plaintext. Under `enforce`, a session without
+   * STARTTLS or without a valid certificate for the MX name is closed before MAIL FROM.
+   */
+  async function open(target: Target): Promise<SmtpSession> {
+    const { domain, host, ip, policy } = target;
+    const enforce = policy?.mode === 'enforce';
+    const policyType: PolicyType = policy ? 'sts' : 'no-policy-found';
+    const session = (tls: TlsUse) =>
+      openSession({
+        ip,
+        port,
+        mxHost: host,
+        heloName: target.heloName,
+        tls,
+        connectionTimeoutMs: CONNECTION_TIMEOUT_MS,
+        socketTimeoutMs: SOCKET_TIMEOUT_MS,
+      });
+    const refuse = (result: TlsResultType, detail: string) => {
+      report.failure(domain, policyType, result);
+      return Object.assign(new Error(`${host} [${ip}]: ${result} (${detail})`), {
+        code: 'ETLSPOLICY',
+        result,
+      });
+    };
+
+    let opened: SmtpSession;
+    try {
+      opened = await session(enforce ? 'require' : 'opportunistic');
+    } catch (err) {
+      const e = err as Error & { code?: string; response?: string; tlsHandshakeFailed?: boolean };
+      // requireTLS sends STARTTLS even when it is not offered; the refusal is the server's answer.
+      if (enforce && e.code === 'ETLS' && e.response) throw refuse('starttls-not-supported', e.response);
+      if (!e.tlsHandshakeFailed) throw err;
+      if (enforce) throw refuse('validation-failure', `TLS handshake failed: ${e.message}`);
+      report.failure(domain, policyType, 'validation-failure');
+      return session('none');
     }
-    pools.set(key, entry);
-    return entry;
-  };
-  const closeIdlePools = () => {
-    for (const [host, entry] of pools) {
-      if (pools.size < MAX_POOLS) return;
-      if (entry.inFlight > 0) continue;
-      entry.pool.close();
-      pools.delete(host);
+    const { tls } = opened;
+    if (!tls.secure) {
+      // Not offered, or refused with a 4xx/5xx: plaintext (only without an enforced policy).
+      report.failure(domain, policyType, 'starttls-not-supported');
+    } else if (policy && !tls.authorized) {
+      const result = certificateResult(tls.authorizationError);
+      if (enforce) {
+        opened.close();
+        throw refuse(result, tls.authorizationError ?? 'certificate not valid');
+      }
+      // `testing`: counted, and delivered as without a policy.
+      report.failure(domain, policyType, result);
+    } else {
+      report.success(domain, policyType);
     }
-  };
+    return opened;
+  }
+
+  async function deliverVia(target: Target, envelope: Envelope, raw: Buffer): Promise<DeliveryReceipt> {
+    const key = `${target.heloName} ${target.host} ${target.policy?.mode === 'enforce' ? 'require' : 'may'}`;
+    let stale = false;
+    const attempt = () =>
+      pool.withSession(
+        target.ip,
+        key,
+        () => open(target),
+        async (session) => {
+          const reused = session.messages > 0;
+          try {
+            return await sendThrough(session, envelope, raw);
+          } catch (err) {
+            stale = reused && isStaleSession(err);
+            throw err;
+          }
+        },
+      );
+    try {
+      return { reply: await attempt(), host: target.host };
+    } catch (err) {
+      // A kept session the server closed meanwhile fails before the message was sent: once more
+      // on a new session, rather than a deferral for a connection that was merely old.
+      if (!stale) throw err;
+      return { reply: await attempt(), host: target.host };
+    }
+  }
 
   return {
     async send(envelope, raw) {
-      const hosts = await mxHosts(resolveMx, domainOf(envelope.to).toLowerCase());
-      const name = heloNameFor(options.heloName, envelope.from);
+      const domain = domainOf(envelope.to).toLowerCase();
+      const heloName = heloNameFor(options.heloName, envelope.from);
+      const [hosts, policy] = await Promise.all([mxHosts(resolveMx, domain), mtaSts?.policyFor(domain)]);
+      const enforce = policy?.mode === 'enforce';
+      // RFC 8461 §4.1: under `enforce`, an MX the policy does not name is no candidate at all.
+      const candidates = enforce ? hosts.filter((host) => mxMatches(policy.mx, host)) : hosts;
+      const refusals: string[] = [];
+      if (enforce && candidates.length === 0) {
+        report.failure(domain, 'sts', 'validation-failure');
+        refusals.push(`no MX host (${hosts.join(', ')}) matches the policy's mx (${policy.mx.join(', ')})`);
+      }
       let lastError: unknown;
-      for (const host of hosts) {
-        const entry = poolFor(host, name);
-        entry.inFlight++;
+      for (const host of candidates) {
+        let addresses: string[];
         try {
-          return { reply: await sendThrough(entry.pool, envelope, raw), host };
+          addresses = await addressesOf(resolver, host);
         } catch (err) {
+          // No MX and no address: nothing receives mail for the domain (RFC 5321 §5.1).
+          if (hosts.length === 1 && host === domain && (err as { code?: string }).code === 'ENOTFOUND') {
+            throw smtpError('ENOTFOUND', `550 5.1.2 Recipient domain ${domain} has no MX and no address`);
+          }
           lastError = err;
-          // A reply from a server is its answer for this recipient; only a host that could not be
-          // reached, or that is closing its doors (421), sends us to the next one.
-          const code = (err as { responseCode?: number }).responseCode;
-          if (code !== undefined && code !== 421) throw err;
-        } finally {
-          entry.inFlight--;
+          refusals.push(`${host}: ${(err as Error).message}`);
+          continue;
         }
+        for (const ip of addresses.slice(0, MAX_ADDRESSES_PER_HOST)) {
+          try {
+            return await deliverVia({ domain, host, ip, heloName, policy }, envelope, raw);
+          } catch (err) {
+            lastError = err;
+            // A reply from a server is its answer for this recipient; only a host that could not
+            // be reached, that is closing its doors (421) or that the policy refused sends us on.
+            const code = (err as { responseCode?: number }).responseCode;
+            if (code !== undefined && code !== 421) throw err;
+            refusals.push((err as Error).message);
+          }
+        }
+      }
+      if (enforce) {
+        throw Object.assign(
+          new Error(`MTA-STS policy of ${domain} (enforce) allows no MX host now: ${refusals.join('; ')}`),
+          { code: 'EMTASTS' },
+        );
       }
       throw lastError;
     },
     async close() {
-      for (const { pool } of pools.values()) pool.close();
-      pools.clear();
+      pool.close();
     },
   };
 }
 
-/** MX hosts by preference, equal preferences shuffled (RFC 5321 §5.1); the domain itself if no MX. */
-export async function mxHosts(resolveMx: MxResolver, domain: string): Promise<string[]> {
-  let records: MxRecord[];
-  try {
-    records = await resolveMx(domain);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === dns.NOTFOUND) {
-      throw smtpError('ENOTFOUND', `550 5.1.2 Recipient domain ${domain} does not exist`);
-    }
-    // No MX records: the implicit MX is the domain's own address (RFC 5321 §5.1).
-    if (code === dns.NODATA) return [domain];
-    throw Object.assign(new Error(`MX lookup of ${domain} failed: ${code}`), {
-      code: 'EDNS',
-      originalCode: code,
-    });
-  }
-  if (records.length === 0) return [domain];
-  // RFC 7505: a single "." MX says the domain accepts no mail at all.
-  if (records.some((r) => r.exchange === '' || r.exchange === '.')) {
-    throw smtpError('ENULLMX', `556 5.1.10 Recipient domain ${domain} does not accept mail (null MX)`);
-  }
-  return records
-    .map((r) => ({ ...r, tieBreak: Math.random() }))
-    .sort((a, b) => a.priority - b.priority || a.tieBreak - b.tieBreak)
-    .slice(0, MAX_MX_HOSTS)
-    .map((r) => r.exchange);
+/** One address of one MX host, for one message. */
+interface Target {
+  domain: string;
+  host: string;
+  ip: string;
+  heloName: string;
+  policy: StsPolicy | undefined;
+}
+
+/** A send that failed before the server answered anything about the message: its connection was gone. */
+function isStaleSession(err: unknown): boolean {
+  const e = err as { code?: string; command?: string; responseCode?: number };
+  return (
+    e.responseCode === undefined &&
+    (e.code === 'ECONNECTION' || e.code === 'ESOCKET') &&
+    (e.command === 'API' || e.command === 'MAIL FROM')
+  );
 }
 
 function commonOptions() {
@@ -274,11 +394,19 @@ function commonOptions() {
   };
 }
 
-async function sendThrough(pool: Transporter, envelope: Envelope, raw: Buffer): Promise<string> {
+/** What a message goes out through: the relay's nodemailer pool, or a direct-delivery session. */
+interface MailSender {
+  sendMail(mail: { envelope: { from: string; to: string[]; size: number }; raw: Buffer }): Promise<unknown>;
+}
+
+async function sendThrough(pool: MailSender, envelope: Envelope, raw: Buffer): Promise<string> {
   // `size` is declared as SIZE= when the server offers SIZE, and checked by nodemailer against
   // the limit it announced, before MAIL FROM is even sent.
   const size = raw.length;
   try {
+    // A UTF-8 address or header goes only to a server that offers SMTPUTF8 (sender/smtputf8.ts).
+    const need = smtpUtf8Need(envelope, raw);
+    if (need) return await sendInternational(pool, envelope, raw, need);
     const info = await pool.sendMail({ envelope: { from: envelope.from, to: [envelope.to], size }, raw });
     return String((info as { response?: unknown }).response ?? '');
   } catch (err) {
@@ -294,10 +422,4 @@ async function sendThrough(pool: Transporter, envelope: Envelope, raw: Buffer): 
     }
     throw err;
   }
-}
-
-/** An error shaped like nodemailer's when a server rejects: callers branch on responseCode. */
-function smtpError(code: string, response: string): Error {
-  const responseCode = Number(response.slice(0, 3));
-  return Object.assign(new Error(response), { code, response, responseCode, permanent: responseCode >= 500 });
 }

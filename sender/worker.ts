@@ -22,10 +22,12 @@ import { PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Renderer } from '../lib/render/sandbox.js';
+import { createResolver } from '../lib/resolver.js';
 import { createWebhookDeliverer } from './deliver-webhook.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
 import { createTransport, isFqdn, type Transport } from './transport.js';
+import { createTlsReport } from './tls-report.js';
 import { startWebhookDispatcher } from './webhook-dispatcher.js';
 
 export interface SenderDeps {
@@ -250,6 +252,11 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
       heloName: config.heloName,
       // Through a relay, every job can have its own connection.
       maxConnections: config.relayUrl ? config.senderConcurrency : undefined,
+      resolver: createResolver(config.dnsServers),
+      port: config.mxPort,
+      mtaStsPort: config.mtaStsPort,
+      tlsReport: createTlsReport(deps.metrics),
+      log: log.child({ component: 'transport' }),
     });
   const ownsTransport = !deps.transport;
 

@@ -65,6 +65,8 @@ describe('direct MX delivery', () => {
     const transport = createTransport({
       heloName: 'sender.test',
       port: inbox.smtpPort,
+      // No MTA-STS lookups: the test's MX table is all the DNS there is.
+      mtaSts: false,
       resolveMx: async (domain) => {
         asked.push(domain);
         // 127.0.0.2 is loopback too, but nothing listens there.
@@ -88,6 +90,8 @@ describe('direct MX delivery', () => {
     const transport = createTransport({
       heloName: 'sender.test',
       port: inbox.smtpPort,
+      // No MTA-STS lookups: the test's MX table is all the DNS there is.
+      mtaSts: false,
       resolveMx: async () => [
         { exchange: '127.0.0.1', priority: 10 },
         { exchange: '127.0.0.3', priority: 20 },
@@ -186,7 +190,12 @@ describe('wire manners', () => {
     assert.equal(heloNameFor('host.local', 'a@example.com'), 'example.com');
 
     const sink = await startSmtpSink();
-    const transport = createTransport({ heloName: 'pod-name', port: sink.port, resolveMx: async () => [] });
+    const transport = createTransport({
+      heloName: 'pod-name',
+      port: sink.port,
+      resolveMx: async () => [],
+      mtaSts: false,
+    });
     try {
       await transport.send({ from: 'a@sending.example', to: 'x@127.0.0.1' }, RAW);
       assert.equal(sink.transactions()[0]?.ehlo, 'sending.example');

@@ -70,6 +70,14 @@ const START_TIMEOUT_MS = 15_000;
 export interface PostfixOptions {
   /** Domains whose mail Postfix relays to an SMTP server on loopback, e.g. `{ 'example.net': 2526 }`. */
   routes?: Record<string, number>;
+  /**
+   * Address and port to listen on (default 127.0.0.1 and a free port): an MX on an address of its
+   * own, at the port every MX of a direct-delivery test shares.
+   */
+  host?: string;
+  port?: number;
+  /** Offer STARTTLS with this key and certificate (PEM); the Received header then says TLS was used. */
+  tls?: { key: string; cert: string };
 }
 
 /** Starts a private Postfix and resolves once its SMTP server answers with a greeting. */
@@ -85,12 +93,12 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const owner = await postfixUser();
 
   const dir = await mkdtemp(join(tmpdir(), 'mailplane-postfix-'));
-  const host = '127.0.0.1';
+  const host = options.host ?? '127.0.0.1';
   const mailbox = join(dir, 'mail');
   const maillog = join(dir, 'maillog');
   let started: { port: number; masterPid: number };
   try {
-    started = await startIn(dir, host, owner, options.routes ?? {});
+    started = await startIn(dir, host, owner, options);
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;
@@ -144,8 +152,9 @@ async function startIn(
   dir: string,
   host: string,
   owner: { uid: number; gid: number },
-  routes: Record<string, number>,
+  options: PostfixOptions,
 ): Promise<{ port: number; masterPid: number }> {
+  const fixedPort = options.port;
   // Postfix's daemons run as `postfix` and must get through this directory to their queue.
   await chmod(dir, 0o755);
   // Apart from the queue: postfix's start-up check wants everything under config_directory owned
@@ -157,8 +166,8 @@ async function startIn(
   await chown(join(dir, 'mail'), owner.uid, owner.gid);
 
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    await writeConfig(dir, port, owner, routes);
+    const port = fixedPort ?? (await freePort());
+    await writeConfig(dir, host, port, owner, options);
     try {
       const masterPid = await postfixCommand(dir, 'start');
       await waitForGreeting(host, port, START_TIMEOUT_MS);
@@ -167,7 +176,7 @@ async function startIn(
       await postfixCommand(dir, 'stop').catch(() => {});
       // Another process can bind a port between freePort() and master binding it.
       const log = await readFile(join(dir, 'maillog'), 'utf8').catch(() => '');
-      if (attempt === 3 || !log.includes(`port ${port}: Address already in use`)) throw err;
+      if (attempt === 3 || fixedPort || !log.includes(`port ${port}: Address already in use`)) throw err;
     }
   }
 }
@@ -184,10 +193,20 @@ async function postfixUser(): Promise<{ uid: number; gid: number }> {
 
 async function writeConfig(
   dir: string,
+  host: string,
   port: number,
   owner: { uid: number; gid: number },
-  routes: Record<string, number>,
+  options: PostfixOptions,
 ): Promise<void> {
+  const routes = options.routes ?? {};
+  // Read by smtpd before it drops privileges: owned by root, readable by nobody else.
+  const tls = options.tls
+    ? { key: join(dir, 'config', 'tls.key'), cert: join(dir, 'config', 'tls.pem') }
+    : undefined;
+  if (tls && options.tls) {
+    await writeFile(tls.key, options.tls.key, { mode: 0o600 });
+    await writeFile(tls.cert, options.tls.cert, { mode: 0o644 });
+  }
   // Looked up before the address class's own transport, so a routed domain leaves by SMTP even
   // though every domain is a virtual mailbox domain here.
   const transports = Object.entries(routes).map(([domain, to]) => `${domain}=smtp:[127.0.0.1]:${to}`);
@@ -204,7 +223,9 @@ async function writeConfig(
     myhostname: 'mx.postfix.test',
     mydomain: 'postfix.test',
     myorigin: '$myhostname',
-    inet_interfaces: '127.0.0.1',
+    // Postfix checks inet_interfaces against the interfaces' own addresses, and loopback has only
+    // 127.0.0.1 of its /8: another loopback address is bound in master.cf alone.
+    inet_interfaces: host === '127.0.0.1' ? host : 'all',
     inet_protocols: 'ipv4',
     mynetworks: '127.0.0.0/8',
     // Every domain is a virtual mailbox domain and every address maps to the one Maildir (the
@@ -236,11 +257,19 @@ async function writeConfig(
     // addresses and add missing Date and Message-ID headers: a real MX does neither to our mail.
     local_header_rewrite_clients: '',
     biff: 'no',
+    ...(tls
+      ? {
+          smtpd_tls_security_level: 'may',
+          smtpd_tls_cert_file: tls.cert,
+          smtpd_tls_key_file: tls.key,
+          smtpd_tls_received_header: 'yes',
+        }
+      : {}),
   };
   // chroot off everywhere (Debian's master.cf chroots most daemons into the queue directory, which
   // would need copies of /etc files there), and only the services this instance uses.
   const master = [
-    `127.0.0.1:${port} inet n - n - - smtpd`,
+    `${host}:${port} inet n - n - - smtpd`,
     'pickup unix n - n 60 1 pickup',
     'cleanup unix n - n - 0 cleanup',
     'qmgr unix n - n 300 1 qmgr',
@@ -260,6 +289,8 @@ async function writeConfig(
     'anvil unix - - n - 1 anvil',
     'scache unix - - n - 1 scache',
     'postlog unix-dgram n - n - 1 postlogd',
+    // TLS session cache and randomness for smtpd, when it offers STARTTLS.
+    ...(tls ? ['tlsmgr unix - - n 1000? 1 tlsmgr'] : []),
   ];
   const mainCf = Object.entries(main).map(([name, value]) => `${name} = ${value}`);
   // Back-dated: Postfix takes a file modified within the last second or so for one still being
@@ -361,7 +392,8 @@ async function readMaildir(dir: string): Promise<ReceivedMessage[]> {
       const file = join(dir, name);
       const stored = await readFile(file);
       const end = stored.indexOf('\n\n');
-      const head = stored.subarray(0, end < 0 ? stored.length : end).toString('latin1');
+      // UTF-8, as the addresses of an SMTPUTF8 message (RFC 6532) are; ASCII reads the same.
+      const head = stored.subarray(0, end < 0 ? stored.length : end).toString('utf8');
       // Postfix prepends these, so the first occurrence is its own and not one the client sent.
       const header = (field: string) =>
         new RegExp(`^${field}:[ \\t]*(.*)$`, 'mi').exec(head)?.[1]?.trim() ?? '';

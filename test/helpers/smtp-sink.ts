@@ -23,6 +23,8 @@ export interface SinkTransaction {
   to: string[];
   /** Whether the client got as far as sending the message. */
   data: boolean;
+  /** Whether the session was encrypted (after STARTTLS) by then. */
+  secure: boolean;
 }
 
 export interface SinkMessage {
@@ -37,6 +39,8 @@ export interface SmtpSink {
   /** Every AUTH a client sent, and whether its connection was encrypted then. */
   authAttempts(): { secure: boolean }[];
   messages(): SinkMessage[];
+  /** Sessions (connections) so far, and the most that were open at once. */
+  sessions(): { total: number; peak: number };
   close(): Promise<void>;
 }
 
@@ -49,6 +53,18 @@ export interface SinkOptions {
   rcpt?: (rcpt: string) => SinkReply | undefined;
   /** The answer after DATA, given the recipients and the message; undefined accepts. */
   data?: (to: string[], raw: string) => SinkReply | undefined;
+  /** Announce SMTPUTF8 in EHLO (RFC 6531), as smtp-server does by default; false withholds it. */
+  smtpUtf8?: boolean;
+  /** Address and port to listen on; default 127.0.0.1 and a free port. */
+  host?: string;
+  port?: number;
+  /**
+   * Offer STARTTLS with this key and certificate (PEM), or offer it and fail every handshake
+   * (`fail-handshake`, as an outdated TLS stack does). Unset: no STARTTLS.
+   */
+  starttls?: { key: string; cert: string } | 'fail-handshake';
+  /** Milliseconds to hold the reply to DATA, so that sessions overlap. */
+  dataDelayMs?: number;
 }
 
 /**
@@ -62,12 +78,30 @@ export async function startSmtpSink(options: SinkOptions = {}): Promise<SmtpSink
   const authAttempts: { secure: boolean }[] = [];
   const messages: SinkMessage[] = [];
   const refusal = (reply: SinkReply) => Object.assign(new Error(reply.message), { responseCode: reply.code });
+  const sessions = { open: 0, total: 0, peak: 0 };
+  const { starttls } = options;
 
   const server = new SMTPServer({
-    disabledCommands: ['STARTTLS', ...(options.auth === false ? ['AUTH'] : [])],
+    disabledCommands: [...(starttls ? [] : ['STARTTLS']), ...(options.auth === false ? ['AUTH'] : [])],
+    // TLS 1.0 only, which no current client accepts: the handshake fails, as an old stack's does.
+    ...(starttls === 'fail-handshake'
+      ? { minVersion: 'TLSv1' as const, maxVersion: 'TLSv1' as const }
+      : starttls
+        ? { key: starttls.key, cert: starttls.cert }
+        : {}),
+    onConnect(_s, callback) {
+      sessions.open++;
+      sessions.total++;
+      sessions.peak = Math.max(sessions.peak, sessions.open);
+      callback();
+    },
+    onClose() {
+      sessions.open--;
+    },
     authOptional: true,
     allowInsecureAuth: true,
     size: options.size,
+    hideSMTPUTF8: options.smtpUtf8 === false,
     logger: false,
     closeTimeout: 200,
     onAuth(_auth, s, callback) {
@@ -82,6 +116,7 @@ export async function startSmtpSink(options: SinkOptions = {}): Promise<SmtpSink
         from: address.address,
         to: [],
         data: false,
+        secure: s.secure,
       };
       transactions.push(transaction);
       current.set(s.id, transaction);
@@ -105,17 +140,22 @@ export async function startSmtpSink(options: SinkOptions = {}): Promise<SmtpSink
         const reply = options.data?.(to, raw);
         if (reply) return callback(refusal(reply));
         messages.push({ envelope: { from: transaction?.from ?? '', to }, raw });
-        callback();
+        if (options.dataDelayMs) setTimeout(() => callback(), options.dataDelayMs);
+        else callback();
       });
     },
   });
   server.on('error', () => {});
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve, reject) => {
+    server.server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', resolve);
+  });
   return {
     port: (server.server.address() as AddressInfo).port,
     transactions: () => [...transactions],
     authAttempts: () => [...authAttempts],
     messages: () => [...messages],
+    sessions: () => ({ total: sessions.total, peak: sessions.peak }),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
