@@ -356,7 +356,7 @@ function sampleConnections(pool: pg.Pool): { peak(): number; stop(): Promise<voi
 }
 
 interface Delivery {
-  /** The messages row id from the Message-ID header (`<id@domain>`). */
+  /** The messages row id: its email's, from the Message-ID header (`<email id@domain>`), and the recipient's. */
   messageId: string;
   recipient: string;
   at: number;
@@ -390,13 +390,21 @@ interface Outcome {
   peakConnections: number;
 }
 
-/** Deliveries the sink recorded, keyed by the Message-ID the sender wrote (`<id@domain>`). */
-function deliveriesOf(inbox: Inbox): Delivery[] {
-  return inbox.messages().map((m) => ({
-    messageId: /^<([^@>\s]+)@/.exec(headerValue(m.raw, 'message-id') ?? '')?.[1] ?? '(none)',
-    recipient: m.envelope.to.join(','),
-    at: Date.parse(m.receivedAt),
-  }));
+/**
+ * Deliveries the sink recorded, each named by its messages row: the Message-ID the sender wrote is
+ * its email's (`<email id@domain>`, one for all its recipients), and the envelope says whose it is.
+ */
+function deliveriesOf(inbox: Inbox, messages: Outcome['messages']): Delivery[] {
+  const byEmail = new Map([...messages].map(([id, m]) => [`${m.emailId} ${m.recipient}`, id]));
+  return inbox.messages().map((m) => {
+    const emailId = /^<([^@>\s]+)@/.exec(headerValue(m.raw, 'message-id') ?? '')?.[1] ?? '(none)';
+    const recipient = m.envelope.to.join(',');
+    return {
+      messageId: byEmail.get(`${emailId} ${recipient}`) ?? `(no message of ${emailId})`,
+      recipient,
+      at: Date.parse(m.receivedAt),
+    };
+  });
 }
 
 /**
@@ -473,7 +481,7 @@ async function gather(platform: Platform): Promise<Pick<Outcome, 'messages' | 'j
     `select id::text, locked_by, locked_at, attempts, last_error, payload->>'messageId' as message_id
      from graphile_worker._private_jobs order by id`,
   );
-  return { messages, jobsLeft, deliveries: deliveriesOf(platform.inbox) };
+  return { messages, jobsLeft, deliveries: deliveriesOf(platform.inbox, messages) };
 }
 
 // -- what a user cares about -------------------------------------------------------------------------

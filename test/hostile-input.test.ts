@@ -399,13 +399,13 @@ describe('absurd sizes, depths and numbers', () => {
 });
 
 describe('addresses', () => {
-  test('absurd addresses are refused naming the field: 2,000-character local parts, IDN, no domain', async () => {
+  // International addresses (bücher.de, ада@пример.рф) are accepted: test/international.test.ts.
+  test('absurd addresses are refused naming the field: 2,000-character local parts, no domain', async () => {
     for (const address of [
       `${'a'.repeat(2000)}@example.org`,
       `${'a'.repeat(65)}@example.org`,
       `a@${'b'.repeat(250)}.org`,
-      'a@bücher.de',
-      'ада@пример.рф',
+      'a@xn--.de',
       'a@example',
       'a@',
       '@example.org',

@@ -451,6 +451,46 @@ describe('bounce classes and formats', () => {
     ]);
     assert.deepEqual(outcomes, ['unmatched']);
   });
+
+  test('through the listener, DSNs under valid tags for messages it does not have are counted unmatched, and only a repeat is a duplicate', async () => {
+    const counts = async () => {
+      const metric = await metrics.registry.getSingleMetric('mailplane_inbound_reports_total')!.get();
+      const of = (outcome: string) => metric.values.find((v) => v.labels.outcome === outcome)?.value ?? 0;
+      return { unmatched: of('unmatched'), duplicate: of('duplicate'), bounced: of('bounced') };
+    };
+    const before = await counts();
+    for (const action of ['failed', 'delayed']) {
+      const returnPath = bounceAddress(platform.config.secretKey, randomUUID(), 'bounces.example.com');
+      const report = dsn({
+        to: returnPath,
+        recipient: 'unknown@example.org',
+        action,
+        status: action === 'failed' ? '5.1.1' : '4.4.1',
+        diagnostic: action === 'failed' ? '550 5.1.1 no such user' : '451 4.4.1 no answer yet',
+      });
+      assert.equal((await deliverToListener(report, returnPath)).ok, true, action);
+    }
+    // A message that is here, bounced once and reported again: that second report is the duplicate.
+    const to = 'twice@example.org';
+    const { returnPath } = await sendDelivered(to);
+    const report = dsn({
+      to: returnPath,
+      recipient: to,
+      action: 'failed',
+      status: '5.1.1',
+      diagnostic: '550 5.1.1 gone',
+    });
+    for (let i = 0; i < 2; i++) assert.equal((await deliverToListener(report, returnPath)).ok, true);
+    const after = await counts();
+    assert.deepEqual(
+      {
+        unmatched: after.unmatched - before.unmatched,
+        duplicate: after.duplicate - before.duplicate,
+        bounced: after.bounced - before.bounced,
+      },
+      { unmatched: 2, duplicate: 1, bounced: 1 },
+    );
+  });
 });
 
 describe('complaints', () => {

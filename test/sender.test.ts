@@ -293,7 +293,7 @@ describe('delivery', () => {
   for (const { label, a, domain } of signers) {
     test(`a delivered message carries a ${label} DKIM signature that dkimpy and mailauth both verify`, async () => {
       const rcpt = `dkim-${a}@example.org`;
-      const { messages } = await queueEmail(db, domain(), {
+      const { emailId, messages } = await queueEmail(db, domain(), {
         to: [`Ada <${rcpt}>`],
         cc: ['Grace Hopper <grace@example.net>'],
         reply_to: ['support@example.com'],
@@ -315,7 +315,7 @@ describe('delivery', () => {
       const header = headerBlock(received.raw);
       const d = domain().name;
       assert.ok(header.startsWith(`DKIM-Signature: v=1; a=${a}; c=relaxed/relaxed; d=${d};`), header);
-      assert.ok(header.includes(`\r\nMessage-ID: <${id}@${d}>`), header);
+      assert.ok(header.includes(`\r\nMessage-ID: <${emailId}@${d}>`), header);
       assert.match(header, /\r\nReply-To: support@example\.com/);
       assert.match(header, /\r\nX-Campaign: spring/);
       assert.equal(received.subject, 'Your receipt — №42');
@@ -716,7 +716,7 @@ describe('crash recovery and health', () => {
       where payload->>'messageId' = ${messageId}`.execute(db);
   }
 
-  test('the jobs of a sender that stopped beating are taken over and delivered with their own Message-ID; a live peer keeps its own', async () => {
+  test('the jobs of a sender that stopped beating are taken over and delivered with the Message-ID of their email; a live peer keeps its own', async () => {
     const own = await ownSender({ timing: { beatIntervalMs: 100, staleAfterMs: 600 } });
     let s: Sender | undefined;
     try {
@@ -744,7 +744,10 @@ describe('crash recovery and health', () => {
       assert.equal(delivered.attempts, 2, 'the crashed attempt counts, and this is one more');
       const copies = receivedBy(inbox, 'dead@example.org');
       assert.equal(copies.length, 1);
-      assert.match(headerBlock(copies[0]!.raw), new RegExp(`^Message-ID: <${deadId}@example\\.com>$`, 'mi'));
+      assert.match(
+        headerBlock(copies[0]!.raw),
+        new RegExp(`^Message-ID: <${dead.emailId}@example\\.com>$`, 'mi'),
+      );
       assert.equal((await own.metrics.recoveredJobs.get()).values[0]?.value, 2);
 
       const heartbeats = await sql<{ worker_id: string }>`select worker_id from sender_heartbeats`.execute(
