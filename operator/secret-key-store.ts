@@ -23,8 +23,17 @@ export const SCOPES_DATA = 'scopes';
 /** Data keys of a webhook's Secret: the whsec_… secret a receiver verifies with, and its URL. */
 export const WEBHOOK_SECRET_DATA = 'signing-secret';
 export const WEBHOOK_URL_DATA = 'url';
-/** Data key of a generated DKIM key's Secret (PKCS#8 PEM). */
+/**
+ * Data keys of a DKIM key's Secret: `private.key` is the key mail is signed with (PKCS#8 PEM), and
+ * `selector` its selector; every other key the domain holds (the RSA key of a dual-signing domain,
+ * a rotation's next key, keys being retired) is `<selector>.key`, and `rsa-selector` names the
+ * RSA one. Each key keeps its entry for its whole life, so the Secret written back after a delete
+ * holds the very keys it held, and a re-created SendingDomain takes them up with their selectors.
+ */
 export const DKIM_KEY_DATA = 'private.key';
+const DKIM_SELECTOR_DATA = 'selector';
+const DKIM_RSA_SELECTOR_DATA = 'rsa-selector';
+const OTHER_KEY = /^(.+)\.key$/;
 /** Data keys accepted in a user's own DKIM Secret: a kubernetes.io/tls Secret, or an opaque one. */
 const USER_KEY_DATA = ['tls.key', 'private.key'];
 
@@ -140,6 +149,41 @@ export function secretKeyStore(kube: Kube, owner: CustomObject): KeyStore {
     },
     async loadGeneratedDkimKey(domain) {
       return readData(domain.namespace, dkimSecretName(domain.name), DKIM_KEY_DATA);
+    },
+    async loadDkimKeySet(domain) {
+      const data = (await kube.readSecret(domain.namespace, dkimSecretName(domain.name)))?.data ?? {};
+      const signing = unb64(data[DKIM_KEY_DATA]);
+      if (signing === undefined) return undefined;
+      const others: Record<string, string> = {};
+      for (const [key, value] of Object.entries(data)) {
+        const selector = OTHER_KEY.exec(key)?.[1];
+        if (selector && key !== DKIM_KEY_DATA && !USER_KEY_DATA.includes(key)) {
+          others[selector] = unb64(value)!;
+        }
+      }
+      const rsaSelector = unb64(data[DKIM_RSA_SELECTOR_DATA]);
+      return {
+        signing,
+        selector: unb64(data[DKIM_SELECTOR_DATA]) ?? '',
+        others,
+        ...(rsaSelector ? { rsaSelector } : {}),
+      };
+    },
+    async saveDkimKeySet(domain, keys) {
+      await kube.applySecret({
+        metadata: {
+          name: dkimSecretName(domain.name),
+          namespace: domain.namespace,
+          labels: { [LABEL_MANAGED_BY]: 'mailplane', [LABEL_DOMAIN]: domain.name },
+        },
+        type: 'Opaque',
+        data: {
+          [DKIM_KEY_DATA]: b64(keys.signing),
+          [DKIM_SELECTOR_DATA]: b64(keys.selector),
+          ...(keys.rsaSelector ? { [DKIM_RSA_SELECTOR_DATA]: b64(keys.rsaSelector) } : {}),
+          ...Object.fromEntries(Object.entries(keys.others).map(([sel, pem]) => [`${sel}.key`, b64(pem)])),
+        },
+      });
     },
     async saveGeneratedDkimKey(domain, privateKeyPem) {
       const secret: V1Secret & { metadata: { name: string; namespace: string } } = {

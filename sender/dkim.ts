@@ -9,6 +9,10 @@
 // only the last step itself: crypto.sign() with a KeyObject cached per domain and key envelope.
 // The signature is computed on libuv's thread pool (the callback form of crypto.sign), so RSA
 // signing runs beside the event loop instead of on it.
+// A domain may sign with more than one key (an Ed25519 key and an RSA one, as RFC 8463 recommends
+// while many receivers verify only RSA): one DKIM-Signature field per key, each over the same
+// message, as mailauth's dkimSign does for several signatureData entries. A receiver that cannot
+// verify one takes the other (RFC 6376 6.1: any valid signature is enough).
 
 import { createHash, createPrivateKey, sign as cryptoSign, type KeyObject } from 'node:crypto';
 import { dkimBody } from 'mailauth/lib/dkim/body/index.js';
@@ -54,10 +58,12 @@ export interface DkimDomainKey {
   selector: string;
   /** The private key as stored: lib/crypto encrypt() of the PKCS#8 PEM. */
   privateKeyEnvelope: string;
+  /** Keys that sign beside it, each under its own selector: the RSA key of an Ed25519 domain. */
+  also?: { selector: string; privateKeyEnvelope: string }[];
 }
 
 export interface DkimSigner {
-  /** Returns the message, its line endings made CRLF, with a DKIM-Signature field prepended. */
+  /** Returns the message, its line endings made CRLF, with a DKIM-Signature field per key prepended. */
   sign(message: Buffer, key: DkimDomainKey): Promise<Buffer>;
 }
 
@@ -71,11 +77,11 @@ export function createDkimSigner(secretKey: Buffer, options: { cacheSize?: numbe
   const cacheSize = options.cacheSize ?? DEFAULT_CACHE_SIZE;
   // Keyed by domain id and envelope, so a rotated key (a new envelope) is picked up at once.
   const keys = new Map<string, KeyObject>();
-  const keyFor = (key: DkimDomainKey): KeyObject => {
-    const cacheKey = `${key.domainId}\0${key.privateKeyEnvelope}`;
+  const keyFor = (domainId: string, envelope: string): KeyObject => {
+    const cacheKey = `${domainId}\0${envelope}`;
     let keyObject = keys.get(cacheKey);
     if (!keyObject) {
-      keyObject = createPrivateKey(decrypt(secretKey, key.privateKeyEnvelope));
+      keyObject = createPrivateKey(decrypt(secretKey, envelope));
       // Insertion order is age: drop the oldest entry, whatever domain it belongs to.
       if (keys.size >= cacheSize) keys.delete(keys.keys().next().value as string);
       keys.set(cacheKey, keyObject);
@@ -87,12 +93,22 @@ export function createDkimSigner(secretKey: Buffer, options: { cacheSize?: numbe
       // What is signed must be what is sent: the SMTP client turns a bare CR or LF into CRLF on
       // the wire, which would break a signature computed over the bare one.
       const clean = normalizeLineEndings(message);
-      const header = await dkimSignature(clean, {
-        domain: key.domain,
-        selector: key.selector,
-        privateKey: keyFor(key),
-      });
-      return Buffer.concat([Buffer.from(header + '\r\n'), clean]);
+      const signTime = new Date();
+      const signing = [
+        { selector: key.selector, privateKeyEnvelope: key.privateKeyEnvelope },
+        ...(key.also ?? []),
+      ];
+      const fields = await Promise.all(
+        signing.map((k) =>
+          dkimSignature(clean, {
+            domain: key.domain,
+            selector: k.selector,
+            privateKey: keyFor(key.domainId, k.privateKeyEnvelope),
+            signTime,
+          }),
+        ),
+      );
+      return Buffer.concat([Buffer.from(fields.map((f) => f + '\r\n').join('')), clean]);
     },
   };
 }

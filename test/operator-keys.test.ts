@@ -2,7 +2,8 @@
 // a DKIM Secret deleted or edited is written back from the stored key within seconds (the
 // Secret watch, with the resync ten minutes away); an API-key Secret deleted or edited cannot
 // come back from a hash, so its key is revoked and a new one issued with a Warning; a change of
-// algorithm or of key source that would put another key under the published selector is refused.
+// algorithm rotates to a new key under a new selector (dkim-rotation.test.ts follows one through),
+// and a key of your own that would go under the published selector is refused.
 
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -215,40 +216,58 @@ test('an API-key Secret edited to hold another key is replaced by a new key, and
   assert.equal(await send((await apiKey())!), 202);
 });
 
-test('changing spec.dkim.algorithm is refused: the key under the published selector stays, and going back keeps the original', async () => {
+test('changing spec.dkim.algorithm rotates: the key under the published selector stays until DNS shows a new one under a new selector, and going back first keeps the original', async () => {
   const pem = await storedPem();
   const before = await k.getObject(APPS, 'sendingdomain', 'example-com');
   const published = before!.status!.dnsRecords![0]!.value;
   assert.equal(before!.status!.algorithm, 'rsa-2048');
 
   await k.patchSpec(APPS, 'sendingdomain', 'example-com', { dkim: { algorithm: 'ed25519' } });
-  const refused = await k.waitCondition(
+  const rotating = await k.waitCondition(
     APPS,
     'sendingdomain',
     'example-com',
-    'KeyReady',
+    'KeyCurrent',
     'False',
-    'KeyChangeRefused',
+    'NextKeyNotPublished',
   );
-  assert.equal(condition(refused, 'Ready')?.status, 'False');
-  assert.equal(condition(refused, 'Ready')?.reason, 'KeyChangeRefused');
-  assert.match(
-    condition(refused, 'KeyReady')!.message,
-    /asks for ed25519, but selector mailplane publishes the stored rsa-2048 key/,
-  );
-  assert.match(condition(refused, 'KeyReady')!.message, /key rotation .* is not supported yet/);
-  assert.equal(refused.status!.algorithm, 'rsa-2048', 'status says what signs');
-  assert.equal(refused.status!.dnsRecords![0]!.value, published);
+  assert.equal(condition(rotating, 'Ready')?.status, 'True', 'still signing with the published key');
+  assert.equal(condition(rotating, 'KeyReady')?.status, 'True');
+  assert.equal(rotating.status!.algorithm, 'rsa-2048', 'status says what signs');
+  assert.equal(rotating.status!.selector, 'mailplane');
+  assert.equal(rotating.status!.dnsRecords![0]!.value, published, 'the published selector keeps its key');
+  const next = (rotating.status!.dnsRecords as { name: string; value: string; state?: string }[]).find(
+    (r) => r.state === 'next',
+  )!;
+  assert.match(next.name, /^mailplane-\d{8}\._domainkey\.example\.com$/);
+  assert.match(next.value, /k=ed25519/);
   assert.equal(await storedPem(), pem);
   assert.equal(await dkimPem(), pem);
   const table = await k.kubectl(['-n', APPS, 'get', 'sendingdomain', 'example-com']);
-  assert.match(table, /example-com\s+example\.com\s+acme\s+rsa-2048\s+False/);
-  const event = await k.waitEvent(APPS, 'example-com', 'KeyChangeRefused');
-  assert.equal(event.type, 'Warning');
+  assert.match(table, /example-com\s+example\.com\s+acme\s+rsa-2048\s+True/);
+  const event = await k.waitEvent(APPS, 'example-com', 'NextKeyGenerated');
+  assert.match(event.message, /spec\.dkim\.algorithm asks for ed25519/);
+
+  // A Secret deleted mid-rotation comes back whole: the key signing and the next one, unchanged.
+  const selector = next.name.split('._domainkey.')[0]!;
+  const nextPem = secretData(await k.getObject(APPS, 'secret', 'example-com-dkim'), `${selector}.key`);
+  assert.match(nextPem ?? '', /BEGIN PRIVATE KEY/);
+  const deleted = Date.now();
+  await k.kubectl(['-n', APPS, 'delete', 'secret', 'example-com-dkim']);
+  await healed('DKIM Secret restored mid-rotation', deleted, async () => {
+    const secret = await k.getObject(APPS, 'secret', 'example-com-dkim');
+    return secretData(secret, 'private.key') === pem && secretData(secret, `${selector}.key`) === nextPem;
+  });
 
   await k.patchSpec(APPS, 'sendingdomain', 'example-com', { dkim: { algorithm: 'rsa-2048' } });
-  const back = await k.waitCondition(APPS, 'sendingdomain', 'example-com', 'Ready', 'True');
+  const back = await k.waitCondition(APPS, 'sendingdomain', 'example-com', 'KeyCurrent', 'True', 'KeyInUse');
   assert.equal(back.status!.dnsRecords![0]!.value, published, 'the original key, not a third');
+  assert.equal(
+    back.status!.dnsRecords!.filter((r) => r.purpose === 'dkim').length,
+    1,
+    'the next key is gone',
+  );
+  await k.waitEvent(APPS, 'example-com', 'RotationCanceled');
   assert.equal(await storedPem(), pem);
 });
 

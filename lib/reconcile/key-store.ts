@@ -4,6 +4,7 @@
 // Kubernetes.
 
 import type { Scope } from '../db/schema.js';
+import type { DkimKeySet } from './dkim-keys.js';
 
 export interface ResourceRef {
   namespace: string;
@@ -48,6 +49,13 @@ export interface KeyStore {
   /** The key generated earlier for this domain, if the store keeps one. */
   loadGeneratedDkimKey(domain: ResourceRef): Promise<string | undefined>;
   saveGeneratedDkimKey(domain: ResourceRef, privateKeyPem: string): Promise<void>;
+  /**
+   * Every key of the domain as the store holds it (the one signing, the RSA key of a dual-signing
+   * domain, a rotation's next key and keys being retired), for a store that keeps them all: the
+   * rows are written back into it whenever it lost or changed one.
+   */
+  loadDkimKeySet?(domain: ResourceRef): Promise<DkimKeySet | undefined>;
+  saveDkimKeySet?(domain: ResourceRef, keys: DkimKeySet): Promise<void>;
   /**
    * What the store holds for webhook `name` of the tenant, for a store that keeps them (the
    * operator's Secrets): a secret it lost or that was edited is written back from the row, where

@@ -2,8 +2,10 @@
 // user's own by spec.dkim.secretRef), status.dnsRecords, and a DNS check repeated on an interval.
 // Ready means mail can be signed and sent; DNSVerified says whether receivers will find the key.
 // The key under a published selector never changes silently: a generated key's Secret deleted or
-// edited is written back from the row (the Secret watch sees it within seconds), and a spec
-// asking for another key is refused (KeyChangeRefused) until key rotation exists.
+// edited is written back from the rows (the Secret watch sees it within seconds). A generated
+// key is rotated (spec.dkim.rotateEvery, or a spec asking for another algorithm or selector)
+// through lib/reconcile/dkim-keys.ts, each step shown by KeyCurrent and an Event; a spec asking
+// for another key of your own under the published selector is refused (KeyChangeRefused).
 //
 // RBAC:
 //   mailplane.io   sendingdomains             get list watch patch
@@ -16,6 +18,9 @@ import { deleteDomain, reconcileDomain } from '../../lib/reconcile/domain.js';
 import type { SendingDomainResource } from '../../lib/resources.js';
 import type { ConditionInput } from '../conditions.js';
 import { checkDnsRecords, type TxtMxResolver } from '../dns-check.js';
+import { findingsOf, lookupFailedFindings, saveDnsFindings } from '../../lib/db/dns-findings.js';
+import type { DnsFinding } from '../../lib/db/schema.js';
+import type { DnsSettings } from '../../lib/dns-settings.js';
 import { isStatus, type Kube } from '../kube.js';
 import type { EventNote, FinalizeResult, ReconcileResult, Reconciler } from '../reconcile-types.js';
 import { dkimSecretName, secretKeyStore } from '../secret-key-store.js';
@@ -29,6 +34,10 @@ export interface DomainReconcilerDeps {
   /** How often DNS is checked again once verified; a domain not yet verified is checked at most every minute. */
   dnsRecheckMs: number;
   inboundHost?: string;
+  /** What the SPF record authorises and where DMARC reports go (config.dns). */
+  dns?: DnsSettings;
+  /** The host of MAILPLANE_PUBLIC_URL, which tracking domains are CNAMEs of. */
+  trackingTarget?: string;
 }
 
 const UNVERIFIED_RECHECK_MS = 60_000;
@@ -49,6 +58,7 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
         return {
           conditions: [
             { type: 'KeyReady', status: 'Unknown', reason: deleting.reason, message: deleting.message },
+            { type: 'KeyCurrent', status: 'Unknown', reason: deleting.reason, message: deleting.message },
             { type: 'DNSVerified', status: 'Unknown', reason: deleting.reason, message: deleting.message },
             deleting,
           ],
@@ -63,6 +73,9 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
             keys: secretKeyStore(kube, object),
             secretKey: deps.secretKey,
             inboundHost: deps.inboundHost,
+            dns: deps.dns,
+            rotation: { resolver: deps.resolver },
+            trackingTarget: deps.trackingTarget,
           },
           resource,
         );
@@ -74,6 +87,12 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
             keyProblem
               ? { ...ready, type: 'KeyReady' }
               : { type: 'KeyReady', status: 'Unknown', reason: ready.reason, message: ready.message },
+            {
+              type: 'KeyCurrent',
+              status: 'Unknown',
+              reason: 'KeyNotReady',
+              message: 'checked once the key is ready',
+            },
             {
               type: 'DNSVerified',
               status: 'Unknown',
@@ -97,9 +116,12 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
             type: 'KeyReady',
             status: 'True',
             reason: own ? 'KeyFromSecret' : 'KeyGenerated',
-            message: `${own ? 'your' : algorithm} key ${where}, selector ${selector}`,
+            message:
+              `${own ? 'your' : algorithm} key ${where}, selector ${selector}` +
+              (outcome.keys.rsa ? `; and an rsa-2048 key, selector ${outcome.keys.rsa.selector}` : ''),
           };
-      const events: EventNote[] = [];
+      const keyCurrent: ConditionInput = { type: 'KeyCurrent', ...outcome.keys.current };
+      const events: EventNote[] = [...outcome.keys.notes];
       if (outcome.keyGenerated) {
         events.push({
           type: 'Normal',
@@ -118,8 +140,15 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
       }
 
       let dns: ConditionInput;
+      let findings: DnsFinding[];
       try {
-        const checks = await checkDnsRecords(deps.resolver, outcome.dnsRecords);
+        // What receivers need now: a next key's record is the rotation's to wait for (KeyCurrent),
+        // and a retiring key's may already be gone without harm to new mail.
+        const checks = await checkDnsRecords(
+          deps.resolver,
+          outcome.dnsRecords.filter((r) => r.state === undefined || r.state === 'active'),
+        );
+        findings = findingsOf(checks);
         const missing = checks.filter((c) => !c.found);
         dns =
           missing.length === 0
@@ -136,6 +165,10 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
                 message: `publish: ${missing.map((c) => `${c.record.type} ${c.record.name} (${c.problem})`).join('; ')}`,
               };
       } catch (err) {
+        findings = lookupFailedFindings(
+          outcome.dnsRecords.filter((r) => r.state === undefined || r.state === 'active'),
+          err,
+        );
         dns = {
           type: 'DNSVerified',
           status: 'Unknown',
@@ -143,6 +176,8 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
           message: `DNS lookup failed: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
         };
       }
+      // Also where the api reads them (GET /v1/domains/:id): it talks to Postgres, not Kubernetes.
+      await saveDnsFindings(db, outcome.domainId, findings);
 
       const ready: ConditionInput = outcome.keyChangeRefused
         ? {
@@ -160,12 +195,19 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
                 ? 'signing mail; DNS verified'
                 : 'signing mail; receivers may reject it until the DNS records are published',
           };
+      const recheckMs =
+        dns.status === 'True' && keyCurrent.status === 'True'
+          ? deps.dnsRecheckMs
+          : Math.min(deps.dnsRecheckMs, UNVERIFIED_RECHECK_MS);
+      // A key due to retire or a rotation due is looked at on time, not at the next DNS check.
+      const dueInMs = outcome.keys.nextCheckAt
+        ? outcome.keys.nextCheckAt.getTime() - Date.now() + 1_000
+        : Infinity;
       return {
-        conditions: [keyReady, dns, ready],
+        conditions: [keyReady, keyCurrent, dns, ready],
         status: { selector, algorithm, dnsRecords: outcome.dnsRecords },
         events,
-        requeueAfterMs:
-          dns.status === 'True' ? deps.dnsRecheckMs : Math.min(deps.dnsRecheckMs, UNVERIFIED_RECHECK_MS),
+        requeueAfterMs: Math.max(1_000, Math.min(recheckMs, dueInMs)),
       };
     },
 
