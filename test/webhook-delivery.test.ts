@@ -157,11 +157,15 @@ describe('webhook delivery', () => {
     try {
       const id = await send('retry@example.org');
       await eventually('the first attempt', async () => receiver.received.length === 1);
-      const [pending] = await platform.database.db
-        .selectFrom('webhook_deliveries')
-        .selectAll()
-        .where('endpoint_id', '=', endpoint)
-        .execute();
+      // Recorded once its answer is in, a moment after the receiver has the request.
+      const pending = await eventually('the first attempt recorded', async () => {
+        const [row] = await platform.database.db
+          .selectFrom('webhook_deliveries')
+          .selectAll()
+          .where('endpoint_id', '=', endpoint)
+          .execute();
+        return row && row.attempts > 0 && row;
+      });
       assert.equal(pending!.status, 'pending');
       assert.equal(pending!.attempts, 1);
       assert.equal(pending!.response_status, 500);
