@@ -17,7 +17,7 @@ import {
 } from '../lib/db/schema.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
-import type { Acceptor, PreparedEmail } from './accept.js';
+import type { Acceptor, PreparedEmail } from '../lib/send/accept.js';
 import { principalOf, requireScope } from './auth.js';
 import { parseListQuery, parseUpdate } from './email-requests.js';
 import { hasNoBody } from './json-body.js';
@@ -305,7 +305,7 @@ export function emailView({ email, messages, events, templateName }: EmailRecord
       last_reply: m.last_reply,
       next_attempt_at: m.next_attempt_at?.toISOString() ?? null,
     })),
-    // Each message's creation is its `queued` transition (api/accept.ts writes no events row).
+    // Each message's creation is its `queued` transition (lib/send/accept.ts writes no events row).
     events: [
       ...messages.map((m): EmailEvent => ({
         type: 'queued',

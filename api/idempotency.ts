@@ -1,6 +1,6 @@
 // Idempotency-Key, as the IETF draft (draft-ietf-httpapi-idempotency-key-header) and Resend do it:
 // per tenant, kept 24 hours (lib/db/idempotency.ts keeps the records). The first request with a key records itself as in flight; its
-// answer is written by the same statement that queues its emails (api/accept.ts), so a 202 and
+// answer is written by the same statement that queues its emails (lib/send/accept.ts), so a 202 and
 // its record commit together or not at all. A retry with the same key and the same request gets
 // the first answer again; the same key with another request, or while the first is still in
 // flight, is a 409 (Resend's answer; the draft allows 409 or 422), and nothing is sent.

@@ -8,10 +8,13 @@ import type { DatabaseHandle } from '../lib/db/index.js';
 import { listen } from '../lib/listen.js';
 import type { Logger } from '../lib/log.js';
 import { createMetrics, type Metrics } from '../lib/metrics.js';
-import { openRuntime } from '../lib/runtime.js';
+import { openRuntime, templateRenderer } from '../lib/runtime.js';
+import { createResolver } from '../lib/resolver.js';
 import { onShutdown } from '../lib/shutdown.js';
-import { createAcceptor } from './accept.js';
+import { createAcceptor } from '../lib/send/accept.js';
 import { createApp } from './app.js';
+import { createEngagementRecorder } from './engagement-recorder.js';
+import { loadMachineSignals } from './machine-fetch.js';
 
 export interface RunningApi {
   url: string;
@@ -30,6 +33,16 @@ export async function startApi(deps: {
 }): Promise<RunningApi> {
   const { database, config, log, metrics } = deps;
   const acceptor = createAcceptor(database.pool);
+  // Opens and clicks, classified and written in groups off the request path.
+  const recorder = createEngagementRecorder({
+    pool: database.pool,
+    signals: loadMachineSignals(config.tracking.signalsFile),
+    tunables: config.tracking,
+    log,
+    metrics,
+  });
+  // Previews and the checks of templates made through the API render as the sender does.
+  const renderer = templateRenderer(config);
   const app = createApp({
     db: database.db,
     acceptor,
@@ -37,7 +50,14 @@ export async function startApi(deps: {
     metrics,
     limits: { maxRecipients: config.maxRecipients, maxMessageBytes: config.maxMessageBytes },
     inboundHost: config.inboundHost,
+    dns: config.dns,
+    renderer,
+    resolver: createResolver(config.dnsServers),
     webhooks: { secretKey: config.secretKey, allowPrivate: config.webhooksAllowPrivate },
+    secretKey: config.secretKey,
+    recorder,
+    trustProxy: config.tracking.trustProxy,
+    publicUrl: config.publicUrl,
   });
   const server: Server = createServer(app);
   await listen(server, { port: config.port, setting: 'PORT' });
@@ -55,6 +75,8 @@ export async function startApi(deps: {
         server.closeIdleConnections();
       });
       await acceptor.drain();
+      await recorder.close();
+      renderer.dispose();
     },
   };
 }

@@ -43,6 +43,33 @@ import {
 } from './schemas.js';
 import { BatchValidation, batchOf, sendEmailSchema } from './schemas-send.js';
 import { StatsQuery } from './stats.js';
+import { CheckedDnsRecord, DomainDetail, DomainStatus, VerifiedDomain } from './schemas-domains.js';
+import {
+  CreateTemplate,
+  DeletedTemplate,
+  RenderTemplate,
+  RenderedTemplate,
+  Template,
+  TemplateList,
+  TemplateListQuery,
+  TemplateRef,
+  TemplateSummary,
+  TemplateVariable,
+  TemplateVersionSummary,
+  UpdateTemplate,
+} from './schemas-templates.js';
+import {
+  AddedSuppressions,
+  AddSuppressions,
+  ExportSuppressionsQuery,
+  LiftedSuppression,
+  LiftSuppressionQuery,
+  ListSuppressionsQuery,
+  MAX_ADDED,
+  Suppression,
+  SuppressionImport,
+  SuppressionList,
+} from './schemas-suppressions.js';
 import {
   CreateWebhook,
   DeliveryListQuery,
@@ -53,7 +80,8 @@ import {
 } from './webhook-requests.js';
 
 type Method = 'get' | 'post' | 'patch' | 'delete';
-type Tag = 'Emails' | 'Domains' | 'Webhooks' | 'Statistics' | 'Audit log' | 'Service';
+type Tag =
+  'Emails' | 'Domains' | 'Templates' | 'Webhooks' | 'Statistics' | 'Audit log' | 'Suppressions' | 'Service';
 
 /** A problem an operation can answer with: its status and the types it takes there. */
 interface ProblemAnswer {
@@ -71,7 +99,8 @@ interface Operation {
   parameters?: Parameter[];
   /** Query parameters: each member of the schema, its description and whether it is optional. */
   query?: z.ZodObject;
-  body?: { schema: z.ZodType; description: string };
+  /** application/json unless `mediaType` says. */
+  body?: { schema: z.ZodType; description: string; mediaType?: string };
   ok: {
     status: 200 | 201 | 202;
     description: string;
@@ -137,6 +166,14 @@ const PROBLEM_WHY: Record<ProblemType, string> = {
     'the email is not scheduled, or no longer: its time has come, or a recipient has been sent to or canceled',
   'webhook-read-only': 'the webhook is declared in the Tenant resource; change it there',
   'webhook-disabled': 'the webhook is disabled; enable it before replaying events to it',
+  'template-read-only':
+    'the template is declared as a Template resource, its source of truth; change it there',
+  'template-exists': 'the tenant has a template of that name already',
+  'template-invalid':
+    'the template does not compile, or does not render its sample data; `part` and `line` say where',
+  'template-render-failed': 'the template does not render with these variables; `part` and `line` say where',
+  'suppression-from-complaint':
+    'the suppression came from a complaint; lifting it needs `lift_complaint=true`',
   'rate-limit-exceeded': 'too many requests; retry after Retry-After seconds',
   'service-unavailable': 'the database is unreachable; nothing was accepted, retry after Retry-After seconds',
   'internal-server-error': 'something went wrong on Mailplane’s side; nothing was accepted',
@@ -224,6 +261,9 @@ function requestBodies(maxRecipients: number) {
     CreateWebhook,
     UpdateWebhook,
     ReplayWebhook,
+    CreateTemplate,
+    UpdateTemplate,
+    RenderTemplate,
   };
 }
 type RequestBodies = ReturnType<typeof requestBodies>;
@@ -346,7 +386,10 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
         problems: AUTHENTICATED,
       },
     },
+    ...domainOperations(),
+    ...templateOperations(bodies),
     ...webhookOperations(),
+    ...suppressionOperations(),
     '/v1/stats': {
       get: {
         operationId: 'getStats',
@@ -447,6 +490,268 @@ const AuditLogQuery = z.object({
     .optional()
     .describe('An action, or its prefix: `webhook.` for every change of a webhook.'),
 });
+
+/** /v1/domains/{id} and its check (api/domains.ts). */
+function domainOperations(): Record<string, Partial<Record<Method, Operation>>> {
+  const domainId: Parameter = {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'The domain’s id, as GET /v1/domains lists it.',
+    schema: z.guid(),
+  };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  return {
+    '/v1/domains/{id}': {
+      get: {
+        operationId: 'getDomain',
+        tag: 'Domains',
+        summary: 'Read a domain, with what DNS says of each record to publish',
+        description:
+          'Resend’s domains.get. Each record’s status is the last check’s, the operator’s (on its ' +
+          'interval) or the api’s; with none recent, the api checks before answering. Needs the `read` scope.',
+        parameters: [domainId],
+        ok: { status: 200, description: 'The domain.', schema: DomainDetail },
+        problems: [...AUTHENTICATED, notFound],
+      },
+    },
+    '/v1/domains/{id}/verify': {
+      post: {
+        operationId: 'verifyDomain',
+        tag: 'Domains',
+        summary: 'Check the domain’s DNS records now',
+        description:
+          'Resend’s domains.verify: looks each record up now and keeps what it found, which ' +
+          'GET /v1/domains/{id} then shows. Takes no body. Needs the `read` scope.',
+        parameters: [domainId],
+        ok: { status: 200, description: 'Checked.', schema: VerifiedDomain },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound],
+      },
+    },
+  };
+}
+
+/** /v1/templates, in Resend's shapes (api/templates.ts). */
+function templateOperations(bodies: RequestBodies): Record<string, Partial<Record<Method, Operation>>> {
+  const manage = 'Needs both the `send` and the `read` scope: a template is what every email naming it says.';
+  const templateRef: Parameter = {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'The template’s id, or its name (as a send names it).',
+    schema: z.string().min(1).max(253),
+  };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  const readOnly: ProblemAnswer = { status: 403, types: ['template-read-only'] };
+  const exists: ProblemAnswer = { status: 409, types: ['template-exists'] };
+  const invalid: ProblemAnswer = { status: 422, types: ['validation-error', 'template-invalid'] };
+  return {
+    '/v1/templates': {
+      get: {
+        operationId: 'listTemplates',
+        tag: 'Templates',
+        summary: 'List the tenant’s templates, newest first',
+        description:
+          'Resend’s templates.list, those declared as Template resources included (`source: resource`). ' +
+          'Needs the `read` scope.',
+        query: TemplateListQuery,
+        ok: { status: 200, description: 'A page of templates.', schema: TemplateList },
+        problems: [...AUTHENTICATED, { status: 422, types: ['validation-error'] }],
+      },
+      post: {
+        operationId: 'createTemplate',
+        tag: 'Templates',
+        summary: 'Create a template',
+        description:
+          'Resend’s templates.create, in ejs. Its parts must compile, and render the sample data and ' +
+          `declared variables, in the sender’s sandbox before its first version is stored. ${manage}`,
+        body: { schema: bodies.CreateTemplate, description: 'The template.' },
+        ok: { status: 201, description: 'Created.', schema: TemplateRef, headers: ['Location'] },
+        problems: [...MANAGES, ...WITH_BODY, exists, invalid],
+      },
+    },
+    '/v1/templates/{id}': {
+      get: {
+        operationId: 'getTemplate',
+        tag: 'Templates',
+        summary: 'Read a template, its current version and its versions',
+        description: 'Resend’s templates.get. Needs the `read` scope.',
+        parameters: [templateRef],
+        ok: { status: 200, description: 'The template.', schema: Template },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateTemplate',
+        tag: 'Templates',
+        summary: 'Change a template: a new version, checked as a new one is',
+        description:
+          'Resend’s templates.update. What is not given is kept; a part given as null is removed. ' +
+          `Emails accepted before keep the version they pinned. One declared as a resource is changed there. ${manage}`,
+        parameters: [templateRef],
+        body: { schema: bodies.UpdateTemplate, description: 'What to change.' },
+        ok: { status: 200, description: 'Changed.', schema: TemplateRef },
+        problems: [...MANAGES, ...WITH_BODY, readOnly, notFound, exists, invalid],
+      },
+      delete: {
+        operationId: 'deleteTemplate',
+        tag: 'Templates',
+        summary: 'Remove a template and its versions',
+        description: `Resend’s templates.remove; emails still queued with it fail. ${manage}`,
+        parameters: [templateRef],
+        ok: { status: 200, description: 'Removed.', schema: DeletedTemplate },
+        problems: [...MANAGES, readOnly, notFound],
+      },
+    },
+    '/v1/templates/{id}/publish': {
+      post: {
+        operationId: 'publishTemplate',
+        tag: 'Templates',
+        summary: 'Publish a template (every version is in use once stored)',
+        description: `Resend’s templates.publish, which has nothing left to do here. Takes no body. ${manage}`,
+        parameters: [templateRef],
+        ok: { status: 200, description: 'Published.', schema: TemplateRef },
+        problems: [...MANAGES, ...WITH_BODY, notFound],
+      },
+    },
+    '/v1/templates/{id}/duplicate': {
+      post: {
+        operationId: 'duplicateTemplate',
+        tag: 'Templates',
+        summary: 'Copy a template under the name “… (copy)”',
+        description:
+          'Resend’s templates.duplicate. The copy is the API’s to change, whoever owns the original. ' +
+          `Takes no body. ${manage}`,
+        parameters: [templateRef],
+        ok: { status: 201, description: 'Copied.', schema: TemplateRef, headers: ['Location'] },
+        problems: [...MANAGES, ...WITH_BODY, notFound, exists],
+      },
+    },
+    '/v1/templates/{id}/render': {
+      post: {
+        operationId: 'renderTemplate',
+        tag: 'Templates',
+        summary: 'Preview: render a template with variables, as a send would',
+        description:
+          'Renders the current (or a stored) version in the sandbox the sender renders in. A template ' +
+          'that fails answers `template-render-failed` with the `part` and `line` at fault. Needs the `read` scope.',
+        parameters: [templateRef],
+        body: { schema: bodies.RenderTemplate, description: 'The variables, and a version.' },
+        ok: { status: 200, description: 'Rendered.', schema: RenderedTemplate },
+        problems: [
+          ...AUTHENTICATED,
+          ...WITH_BODY,
+          notFound,
+          { status: 422, types: ['validation-error', 'template-render-failed'] },
+        ],
+      },
+    },
+  };
+}
+
+/** /v1/suppressions (api/suppressions.ts). */
+function suppressionOperations(): Record<string, Partial<Record<Method, Operation>>> {
+  const invalid: ProblemAnswer = { status: 422, types: ['validation-error'] };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  const address: Parameter = {
+    name: 'address',
+    in: 'path',
+    required: true,
+    description: 'The suppressed address, URL-encoded, in any case.',
+    schema: z.string().min(3).max(254),
+  };
+  return {
+    '/v1/suppressions': {
+      get: {
+        operationId: 'listSuppressions',
+        tag: 'Suppressions',
+        summary: 'List the tenant’s suppressions, in address order, a page at a time',
+        description:
+          '`limit`, and `after` (or `before`) an address of the previous page; filtered by reason and ' +
+          'by address. A cursor stays valid when its own suppression is lifted. Needs the `read` scope.',
+        query: ListSuppressionsQuery,
+        ok: { status: 200, description: 'A page of suppressions.', schema: SuppressionList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+      post: {
+        operationId: 'addSuppressions',
+        tag: 'Suppressions',
+        summary: `Suppress one address, or up to ${MAX_ADDED}`,
+        description:
+          'Each address is checked as a send checks one; an address suppressed already keeps its ' +
+          'reason (`added: false`). In the audit log under the key. Needs the `send` scope.',
+        body: { schema: AddSuppressions, description: 'The suppressions.' },
+        ok: { status: 200, description: 'Each address, as it is now suppressed.', schema: AddedSuppressions },
+        problems: [...AUTHENTICATED, ...WITH_BODY, invalid],
+      },
+    },
+    '/v1/suppressions/import': {
+      post: {
+        operationId: 'importSuppressions',
+        tag: 'Suppressions',
+        summary: 'Suppress the addresses of a CSV file, streamed',
+        description:
+          'A header row naming the columns (`address`, then optional `reason` and `detail`; without ' +
+          'one, the columns are address, reason, detail), then one address a row; a reason left ' +
+          'empty is manual. Read and written in batches as it arrives, of any size: good rows are ' +
+          'kept, bad ones reported by line. GET /v1/suppressions/export writes what this reads. ' +
+          'Needs the `send` scope.',
+        body: {
+          schema: z.string().describe('CSV, UTF-8, with or without a byte order mark.'),
+          description: 'The list.',
+          mediaType: 'text/csv',
+        },
+        ok: { status: 200, description: 'What became of the rows.', schema: SuppressionImport },
+        problems: [...AUTHENTICATED, { status: 415, types: ['unsupported-media-type'] }],
+      },
+    },
+    '/v1/suppressions/export': {
+      get: {
+        operationId: 'exportSuppressions',
+        tag: 'Suppressions',
+        summary: 'The whole suppression list as CSV, streamed',
+        description:
+          '`address,reason,detail,created_at`, in address order, written as it is read. Needs the ' +
+          '`read` scope.',
+        query: ExportSuppressionsQuery,
+        ok: {
+          status: 200,
+          description: 'The list.',
+          schema: z.string(),
+          mediaType: 'text/csv',
+        },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/suppressions/{address}': {
+      get: {
+        operationId: 'getSuppression',
+        tag: 'Suppressions',
+        summary: 'Whether an address is suppressed, and why',
+        description: 'Needs the `read` scope.',
+        parameters: [address],
+        ok: { status: 200, description: 'The suppression.', schema: Suppression },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      delete: {
+        operationId: 'liftSuppression',
+        tag: 'Suppressions',
+        summary: 'Lift a suppression: the address may be mailed again',
+        description:
+          'One that came from a complaint needs `lift_complaint=true`. In the audit log under the ' +
+          'key. Needs the `send` scope.',
+        parameters: [address],
+        query: LiftSuppressionQuery,
+        ok: { status: 200, description: 'Lifted.', schema: LiftedSuppression },
+        problems: [
+          ...AUTHENTICATED,
+          notFound,
+          { status: 409, types: ['suppression-from-complaint'] },
+          invalid,
+        ],
+      },
+    },
+  };
+}
 
 /** /v1/webhooks, in Resend's shapes (api/webhooks.ts). */
 function webhookOperations(): Record<string, Partial<Record<Method, Operation>>> {
@@ -590,6 +895,11 @@ const TAGS: { name: Tag; description: string }[] = [
   { name: 'Emails', description: "Send, list, read, reschedule and cancel emails, in Resend's shapes." },
   { name: 'Domains', description: 'The sending domains of the tenant and their DNS records.' },
   {
+    name: 'Templates',
+    description:
+      'Templates in ejs, in Resend’s shapes: versions, the check every version passes, and a preview.',
+  },
+  {
     name: 'Webhooks',
     description:
       'Endpoints that receive every event, signed by the Standard Webhooks scheme, in Resend’s shapes; ' +
@@ -597,11 +907,29 @@ const TAGS: { name: Tag; description: string }[] = [
   },
   { name: 'Statistics', description: 'How the tenant’s mail fared.' },
   { name: 'Audit log', description: 'Who changed what for the tenant.' },
+  {
+    name: 'Suppressions',
+    description:
+      'The addresses the tenant no longer mails (bounced, complained, unsubscribed, or added by hand): ' +
+      'list, add, lift, and import and export as CSV.',
+  },
   { name: 'Service', description: 'Probes, metrics and this document; no API key needed.' },
 ];
 
 /** Responses other than requests' bodies: each the type of a view function. */
 const RESPONSE_SCHEMAS = {
+  DomainDetail,
+  DomainStatus,
+  CheckedDnsRecord,
+  VerifiedDomain,
+  Template,
+  TemplateSummary,
+  TemplateList,
+  TemplateRef,
+  DeletedTemplate,
+  RenderedTemplate,
+  TemplateVariable,
+  TemplateVersionSummary,
   Accepted,
   BatchAccepted,
   Email,
@@ -628,6 +956,11 @@ const RESPONSE_SCHEMAS = {
   ReplayedDelivery,
   WebhookReplay,
   AuditLog,
+  Suppression,
+  SuppressionList,
+  AddedSuppressions,
+  LiftedSuppression,
+  SuppressionImport,
   Health,
   OpenApiDocument,
   Problem,
@@ -762,7 +1095,11 @@ function operationObject(op: Operation, refOf: RefOf) {
 
 function requestBody(body: NonNullable<Operation['body']>, refOf: RefOf) {
   const schema = inlineSchema(body.schema, 'input', refOf);
-  return { required: true, description: body.description, content: { 'application/json': { schema } } };
+  return {
+    required: true,
+    description: body.description,
+    content: { [body.mediaType ?? 'application/json']: { schema } },
+  };
 }
 
 /** One response per status, naming every problem type answered there and why. */

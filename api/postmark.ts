@@ -11,7 +11,8 @@
 
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Problem, type FieldError, type ProblemType } from '../lib/problem.js';
-import type { PreparedEmail } from './accept.js';
+import type { PreparedEmail } from '../lib/send/accept.js';
+import { suppressedAmong } from '../lib/send/checks.js';
 import { authenticate, principalOf, requireScope, type Principal } from './auth.js';
 import { jsonBody } from './json-body.js';
 import { translatePostmark } from './postmark-request.js';
@@ -21,7 +22,6 @@ import {
   acceptAll,
   answerIdempotently,
   createPreparer,
-  suppressedAmong,
   TemplateNotFound,
   type Answer,
   type SendCoreDeps,

@@ -7,6 +7,7 @@
 
 import { z } from 'zod';
 import type { Mailbox } from '../lib/address.js';
+import { MAX_TAG, MAX_TAGS, TAG_CHAR } from '../lib/send/tags.js';
 import {
   addressStringFault,
   base64Bytes,
@@ -22,6 +23,8 @@ import {
   variablesFaults,
 } from './schemas-checks.js';
 
+export { MAX_TAG, TAG_CHAR };
+
 // RFC 5322 2.1.1: a line may not exceed 998 characters; a subject is one (folded) header.
 export const MAX_SUBJECT = 998;
 /**
@@ -31,13 +34,6 @@ export const MAX_SUBJECT = 998;
 const MAX_HEADER_VALUE = 998;
 /** Custom headers of one email; real ones carry a handful (List-Unsubscribe, X-Entity-Ref-ID, …). */
 const MAX_HEADERS = 100;
-/**
- * Tags of one email, as many as Amazon SES allows (Resend documents no count); they are stored with
- * the email and copied into its events.
- */
-const MAX_TAGS = 50;
-/** Resend's bound on a tag's name and value. */
-export const MAX_TAG = 256;
 /** Attachments of one email: their bytes are bounded by maxMessageBytes, their count by this. */
 const MAX_ATTACHMENTS = 100;
 /** A file name, as most file systems allow it. */
@@ -68,8 +64,6 @@ export const MAX_SCHEDULE_AHEAD_DAYS = 30;
 export const DEFAULT_MAX_RECIPIENTS = 50;
 
 const MEDIA_TYPE = /^[\w.+-]+\/[\w.+-]+$/;
-/** One character of a tag's name or value (Resend's rule). */
-export const TAG_CHAR = '[A-Za-z0-9_-]';
 const TAG_CHARS = new RegExp(`^${TAG_CHAR}+$`);
 /** Visible ASCII but the angle brackets that enclose a Content-ID in its header. */
 const CONTENT_ID = /^[!-;=?-~]+$/;
@@ -375,6 +369,41 @@ export const scheduledAtInstant = z
 
 const scheduledAt = scheduledAtInstant.nullish();
 
+/** unsubscribe: the one-click unsubscribe headers, or none; the Tenant's default when absent. */
+const unsubscribe = z
+  .boolean({ error: 'must be true or false' })
+  .nullish()
+  .describe(
+    'Whether each message carries List-Unsubscribe (an https link and a mailto address) and ' +
+      'List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058), both DKIM-signed; a recipient ' +
+      'who uses either is suppressed for the tenant (reason unsubscribe). When not given, the ' +
+      'Tenant’s spec.unsubscribe (false unless set).',
+  );
+
+/**
+ * tracking: opens and clicks on or off for this email, over its sending domain's spec.tracking; a
+ * member not given keeps the domain's.
+ */
+const tracking = z
+  .object(
+    {
+      opens: z
+        .boolean({ error: 'must be true or false' })
+        .nullish()
+        .describe('A 1×1 pixel in the html, fetched when the message is shown.'),
+      clicks: z
+        .boolean({ error: 'must be true or false' })
+        .nullish()
+        .describe('Each http(s) link of the html through a signed redirect on the tracking domain.'),
+    },
+    { error: 'must be an object such as {"opens": true, "clicks": false}' },
+  )
+  .nullish()
+  .describe(
+    'Open and click tracking for this email, over its SendingDomain’s spec.tracking. Each open and ' +
+      'click is an event (email.opened, email.clicked) that says whether a machine made it.',
+  );
+
 const MAX_SCHEDULE_AHEAD_MS = MAX_SCHEDULE_AHEAD_DAYS * 24 * 60 * 60 * 1000;
 
 /**
@@ -409,6 +438,8 @@ function buildSendEmail(maxRecipients: number) {
       attachments,
       tags,
       scheduled_at: scheduledAt,
+      unsubscribe,
+      tracking,
     })
     .describe(
       `An email in Resend's shape. to, cc and bcc together name at most ${maxRecipients} ` +

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { BounceClass } from '../lib/bounce-class.js';
 import { MESSAGE_STATUSES } from '../lib/db/schema.js';
 import { STAT_TYPES } from '../lib/db/stats.js';
+import { MACHINE_REASONS } from './machine-fetch.js';
 import { EVENT_TYPES } from '../lib/db/transitions.js';
 import type { ProblemType } from '../lib/problem.js';
 import { WEBHOOK_EVENT_TYPES } from '../lib/webhooks.js';
@@ -82,11 +83,31 @@ export const EventDetail = z.object({
   reporting_mta: z.string().optional(),
   feedback_type: z.string().optional().describe('The complaint’s Feedback-Type, such as abuse.'),
   user_agent: z.string().optional(),
+  link: z.string().optional().describe('The URL a click went to: exactly the link as the message had it.'),
+  machine: z
+    .boolean()
+    .optional()
+    .describe(
+      'An open or click made by a machine (a privacy proxy, an image proxy, a link scanner), not a person.',
+    ),
+  machine_reason: z
+    .enum(MACHINE_REASONS)
+    .optional()
+    .describe('Which signal said it was a machine (README: Open and click tracking).'),
+  network: z.string().optional().describe('For machine_reason scanner-network: whose network.'),
+  ip: z.string().optional().describe('The address an open or click came from.'),
   original_recipient: z.string().optional(),
   scheduled_at: dateTime.optional().describe('When a scheduled message is due.'),
   previous_scheduled_at: dateTime
     .optional()
     .describe('When it was due before it was rescheduled (PATCH /v1/emails/{id}).'),
+  method: z
+    .enum(['one-click', 'page', 'mailto'])
+    .optional()
+    .describe(
+      'How an unsubscribe came: one-click (a mail client’s RFC 8058 POST), page (the button of the ' +
+        'link’s page), mailto (a mail to the List-Unsubscribe address).',
+    ),
 });
 
 export const EmailEvent = z
@@ -194,18 +215,24 @@ export const EmailList = z
   );
 
 export const DnsRecord = z.object({
-  record: z.enum(['DKIM', 'SPF', 'DMARC', 'RETURN-PATH']),
-  type: z.enum(['TXT', 'MX']),
+  record: z.enum(['DKIM', 'SPF', 'DMARC', 'RETURN-PATH', 'TRACKING']),
+  type: z.enum(['TXT', 'MX', 'CNAME']),
   name: z.string(),
   value: z.string(),
-  purpose: z.enum(['dkim', 'spf', 'dmarc', 'return-path']),
+  purpose: z.enum(['dkim', 'spf', 'dmarc', 'return-path', 'tracking']),
   ttl: z.literal('Auto'),
 });
+
+/** Resend's status of a domain, from its records' in the last DNS check (api/schemas-domains.ts). */
+export const DomainStatus = z
+  .enum(['not_started', 'pending', 'verified', 'failed', 'partially_verified', 'partially_failed'])
+  .describe('From the records’ in the last DNS check: `verified` when every one is.');
 
 export const Domain = z.object({
   object: z.literal('domain'),
   id,
   name: z.string(),
+  status: DomainStatus,
   created_at: dateTime,
   dkim: z.object({ selector: z.string(), algorithm: z.enum(['rsa-2048', 'ed25519']) }),
   records: z.array(DnsRecord).describe('The DNS records to publish for mail from Mailplane to be accepted.'),
@@ -352,6 +379,10 @@ export const WebhookPayload = z
         .optional()
         .describe('email.failed and email.delivery_delayed.'),
       complaint: z.object({ type: z.string() }).optional().describe('email.complained: its Feedback-Type.'),
+      unsubscribe: z
+        .object({ method: z.enum(['one-click', 'page', 'mailto']) })
+        .optional()
+        .describe('email.unsubscribed: how the recipient asked (see EmailEvent.method).'),
       reply: z.string().optional().describe('email.delivered: the receiving server’s reply.'),
     }),
   })
@@ -418,6 +449,11 @@ export const PROBLEM_TYPES = [
   'not-reschedulable',
   'webhook-read-only',
   'webhook-disabled',
+  'template-read-only',
+  'template-exists',
+  'template-invalid',
+  'template-render-failed',
+  'suppression-from-complaint',
   'rate-limit-exceeded',
   'service-unavailable',
   'internal-server-error',
@@ -447,6 +483,11 @@ export const Problem = z
       .describe('The type with underscores, Resend’s error name where it has the same error.'),
     message: z.string().describe('The detail again, where Resend’s SDK reads it.'),
     request_id: z.string().describe('The request’s X-Request-Id, to quote when asking about it.'),
+    part: z
+      .enum(['subject', 'html', 'text'])
+      .optional()
+      .describe('template-invalid and template-render-failed: the part of the template at fault.'),
+    line: z.int().min(1).optional().describe('With part: the line of that part at fault, when known.'),
   })
   .describe('An RFC 9457 problem: `type` is stable, clients branch on it.');
 

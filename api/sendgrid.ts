@@ -7,7 +7,7 @@
 // under SendGrid's status (400 where /v1 answers 422).
 
 import express, { type NextFunction, type Request, type Response } from 'express';
-import type { PreparedEmail } from './accept.js';
+import type { PreparedEmail } from '../lib/send/accept.js';
 import { authenticate, principalOf, requireScope } from './auth.js';
 import { jsonBody } from './json-body.js';
 import { problemOf, RETRY_AFTER_SECONDS } from './problems.js';

@@ -355,7 +355,18 @@ function accepted(c: Checked, limits: Limits): SendRequest {
         ...(absent(a.content_id) ? {} : { content_id: a.content_id }),
       })),
       tags: (fields.tags ?? []).map(({ name, value }) => ({ name, value })),
+      // Absent: the tenant's default, read when each message is sent (sender/unsubscribe-offer.ts).
+      ...(typeof fields.unsubscribe === 'boolean' ? { unsubscribe: fields.unsubscribe } : {}),
+      ...(fields.tracking ? { tracking: trackingOverride(fields.tracking) } : {}),
     },
+  };
+}
+
+/** The members of `tracking` the request gave: one left out keeps the domain's setting. */
+function trackingOverride(t: { opens?: boolean | null; clicks?: boolean | null }) {
+  return {
+    ...(typeof t.opens === 'boolean' ? { opens: t.opens } : {}),
+    ...(typeof t.clicks === 'boolean' ? { clicks: t.clicks } : {}),
   };
 }
 

@@ -11,6 +11,9 @@ import { memoryKeyStore } from '../test/helpers/platform.js';
 import { load, loadConnections, startServer } from './api.js';
 import { stopChild } from './child.js';
 import { benchSender } from './sender.js';
+import { benchSubmission, submissionConnections } from './submission.js';
+import { benchTracking } from './tracking.js';
+import { benchUnsubscribe } from './unsubscribe.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const SECRET = 'bench-secret-key-of-at-least-32-characters';
@@ -19,7 +22,8 @@ function line(label: string, value: string): void {
   process.stdout.write(`${label.padEnd(44)} ${value}\n`);
 }
 
-async function benchApi(): Promise<void> {
+/** Returns the accept rate of POST /v1/emails, for the submission figure to stand beside. */
+async function benchApi(): Promise<number> {
   const testDb = await createTestDatabase();
   const database = openDatabase(testDb.url);
   const config = readConfig({ DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: SECRET });
@@ -51,6 +55,10 @@ async function benchApi(): Promise<void> {
   const bare = await startServer(['--import', 'tsx', 'bench/bare-api.ts'], env);
   const ceiling = await load(`http://127.0.0.1:${bare.port}/send`, body, {}, SECONDS);
   await stopChild(bare.child);
+  const tracking = process.env.BENCH_SKIP_TRACKING ? undefined : await benchTracking(env, key, SECONDS);
+  const unsubscribe = process.env.BENCH_SKIP_UNSUBSCRIBE
+    ? undefined
+    : await benchUnsubscribe(env, key, SECONDS);
   await testDb.drop();
 
   process.stdout.write(
@@ -64,6 +72,30 @@ async function benchApi(): Promise<void> {
     `${ceiling.requestsPerSecond.toFixed(0)}   p99 ${ceiling.p99} ms`,
   );
   line('ratio', `${(full.requestsPerSecond / ceiling.requestsPerSecond).toFixed(2)}   (target ≥ 0.6)`);
+  if (tracking) {
+    process.stdout.write(
+      `\ntracked links — GET /t/c/<token>, ${loadConnections} connections, ${SECONDS} s\n`,
+    );
+    for (const [label, value] of tracking.lines) line(label, value);
+  }
+  if (unsubscribe) {
+    process.stdout.write(
+      `\none-click unsubscribe — POST /u/<token>, ${loadConnections} connections, ${SECONDS} s\n`,
+    );
+    for (const [label, value] of unsubscribe.lines) line(label, value);
+  }
+  return full.requestsPerSecond;
+}
+
+async function benchSubmissionFigures(rest: number | undefined): Promise<void> {
+  const smtp = await benchSubmission(SECRET, SECONDS);
+  process.stdout.write(
+    `\nsubmission — single-recipient messages, ${submissionConnections} pooled STARTTLS connections (nodemailer), ${SECONDS} s\n`,
+  );
+  const beside = rest ? `   (REST above: ${rest.toFixed(0)}/s at ${loadConnections} connections)` : '';
+  line('accepted/s', `${smtp.perSecond.toFixed(0)}${beside}`);
+  line('end of DATA to 250, p50 / p99', `${smtp.p50Ms.toFixed(1)} ms / ${smtp.p99Ms.toFixed(1)} ms`);
+  line('accepted / refused or failed', `${smtp.sent} / ${smtp.failed}`);
 }
 
 async function benchSenderFigures(): Promise<void> {
@@ -72,6 +104,7 @@ async function benchSenderFigures(): Promise<void> {
   for (const [label, value] of lines) line(label, value);
 }
 
-if (!process.env.BENCH_SKIP_API) await benchApi();
+const rest = process.env.BENCH_SKIP_API ? undefined : await benchApi();
+if (!process.env.BENCH_SKIP_SUBMISSION) await benchSubmissionFigures(rest);
 await benchSenderFigures();
 process.exit(0);

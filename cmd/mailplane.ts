@@ -11,9 +11,11 @@ Commands:
   api        serve the REST API on $PORT (default 8080)
   sender     run send jobs
   smtp       take bounces and complaints on $MAILPLANE_SMTP_PORT (default 2525)
+  submission take mail from applications over authenticated SMTP on 587 (STARTTLS) and 465 (TLS)
   operator   reconcile Tenant, SendingDomain and Template resources ($KUBECONFIG or in-cluster)
   migrate    apply database migrations and exit
   apply      apply Tenant, SendingDomain and Template manifests to Postgres
+  suppressions  import or export a tenant's suppression list as CSV, through the API
   dev        everything on an embedded Postgres with a local inbox (development installs only)
 
 \`mailplane <command> --help\` lists a command's settings. Configuration is read from the
@@ -42,7 +44,18 @@ const HELP: Record<string, string> = {
   MAILPLANE_MAX_MESSAGE_BYTES         largest body plus attachments of one email (10485760)
   MAILPLANE_MAX_RECIPIENTS            recipients per email unless the Tenant sets its own (50)
   MAILPLANE_INBOUND_HOST              public name of the inbound smtp service, listed as the
-                                      return-path MX in /v1/domains (unset: none listed)`,
+                                      return-path MX in /v1/domains (unset: none listed)
+  MAILPLANE_SPF_INCLUDE               the relay's SPF domains, each an include: in SPF records
+  MAILPLANE_EGRESS_IPS                addresses or CIDR ranges mail leaves from, each ip4:/ip6:
+  MAILPLANE_DMARC_RUA                 addresses DMARC aggregate reports go to (rua=mailto:)
+  MAILPLANE_PUBLIC_URL                public base URL of /t/ and /u/: tracking domains are CNAMEs
+                                      of its host
+  MAILPLANE_TRUST_PROXY               proxies whose X-Forwarded-For names a tracking fetch's
+                                      client: a hop count or CIDRs (unset: none)
+  MAILPLANE_TRACKING_SCAN_SECONDS     a click sooner after sending is a link scanner's (5)
+  MAILPLANE_TRACKING_BURST_LINKS      links of a message clicked at once that are a scanner's (3)
+  MAILPLANE_TRACKING_BURST_SECONDS    the window of those clicks (2)
+  MAILPLANE_TRACKING_SIGNALS_FILE     JSON of machine networks and user agents (the shipped list)`,
   ),
   sender: help(
     'mailplane sender',
@@ -51,6 +64,12 @@ const HELP: Record<string, string> = {
   MAILPLANE_RELAY_URL                 smtp(s)://user:pass@host:port to relay all mail through
                                       (unset: direct MX delivery)
   MAILPLANE_HELO_NAME                 the name given in EHLO (the host name)
+  MAILPLANE_PUBLIC_URL                public https base URL of the api's /u/ (unsubscribe) and
+                                      /t/ (tracking) links (unset: mailto unsubscribe only)
+  MAILPLANE_DNS_SERVERS               resolvers for MX, A/AAAA and MTA-STS lookups, IP[:port]
+                                      comma-separated (the system's)
+  MAILPLANE_MX_PORT                   port of direct delivery (25; another for tests only)
+  MAILPLANE_MTA_STS_PORT              HTTPS port of MTA-STS policy hosts (443; for tests only)
   MAILPLANE_SENDER_CONCURRENCY        send jobs run at once (32)
   MAILPLANE_MESSAGE_LIFETIME_SECONDS  how long a deferred message is retried (432000)
   MAILPLANE_MAX_MESSAGE_BYTES         largest rendered message (10485760)
@@ -64,6 +83,18 @@ ${RENDER}`,
     'Takes bounces (DSNs) and complaints (ARF reports) addressed to return paths, and records\nthem. Serves /healthz, /readyz and /metrics on $PORT.',
     `  PORT                                HTTP port of the probes and metrics (8080)
   MAILPLANE_SMTP_PORT                 SMTP port to listen on (2525)
+  MAILPLANE_HELO_NAME                 the name given in the SMTP greeting (the host name)`,
+  ),
+  submission: help(
+    'mailplane submission',
+    'Takes mail from applications over SMTP: STARTTLS on one port, implicit TLS on the other,\nAUTH PLAIN or LOGIN with an API key (send scope) as the password. Each message is checked\nas POST /v1/emails checks a send and queued before the 250. Serves /healthz, /readyz and\n/metrics on $PORT.',
+    `  PORT                                HTTP port of the probes and metrics (8080)
+  MAILPLANE_SUBMISSION_PORT           SMTP port with STARTTLS (587)
+  MAILPLANE_SUBMISSIONS_PORT          SMTP port with implicit TLS (465)
+  MAILPLANE_TLS_CERT_FILE             PEM certificate chain (required; re-read when it changes)
+  MAILPLANE_TLS_KEY_FILE              PEM private key of that certificate (required)
+  MAILPLANE_MAX_MESSAGE_BYTES         largest body plus attachments, as in the api (10485760)
+  MAILPLANE_MAX_RECIPIENTS            recipients per message unless the Tenant sets its own (50)
   MAILPLANE_HELO_NAME                 the name given in the SMTP greeting (the host name)`,
   ),
   operator: help(
@@ -82,6 +113,11 @@ ${RENDER}`,
   MAILPLANE_DNS_SERVERS               resolvers for those checks, host[:port] comma-separated
                                       (the system's)
   MAILPLANE_INBOUND_HOST              public name of the inbound smtp service, the return-path MX
+  MAILPLANE_PUBLIC_URL                public base URL of /t/ and /u/: tracking domains are listed
+                                      as CNAMEs of its host
+  MAILPLANE_SPF_INCLUDE               the relay's SPF domains, each an include: in SPF records
+  MAILPLANE_EGRESS_IPS                addresses or CIDR ranges mail leaves from, each ip4:/ip6:
+  MAILPLANE_DMARC_RUA                 addresses DMARC aggregate reports go to (rua=mailto:)
   MAILPLANE_WEBHOOKS_ALLOW_PRIVATE    let Tenant webhooks point at private addresses and plain http
 ${RENDER}`,
   ),
@@ -99,6 +135,7 @@ const PROCESSES: Record<string, () => Promise<{ main(env: Env): Promise<void> }>
   api: () => import('../api/main.js'),
   sender: () => import('../sender/main.js'),
   smtp: () => import('../smtp/main.js'),
+  submission: () => import('../submission/main.js'),
   operator: () => import('../operator/main.js'),
 };
 
@@ -123,6 +160,10 @@ async function run(argv: string[], env: Env): Promise<number | 'running'> {
       const { migrateCommand } = await import('../lib/runtime.js');
       return migrateCommand(env);
     }
+    case 'suppressions': {
+      const { suppressionsCommand } = await import('../lib/suppressions-cli.js');
+      return suppressionsCommand(rest, env);
+    }
     case 'apply': {
       const { applyCommand } = await import('../lib/reconcile/cli.js');
       return applyCommand(rest, env);
@@ -136,7 +177,7 @@ async function run(argv: string[], env: Env): Promise<number | 'running'> {
         if ((err as NodeJS.ErrnoException).code !== 'ERR_MODULE_NOT_FOUND') throw err;
         return print(
           'mailplane dev runs from a development install (clone the repository, then `make dev`);\n' +
-            'this installation runs api, sender, smtp, operator, migrate and apply.',
+            'this installation runs api, sender, smtp, submission, operator, migrate and apply.',
           2,
         );
       }

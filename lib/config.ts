@@ -3,7 +3,10 @@
 
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { Level } from './log.js';
+import { readDnsSettings, type DnsSettings } from './dns-settings.js';
+import { readTrackingConfig, type TrackingConfig } from './tracking-config.js';
 import { UserError } from './user-error.js';
 
 export interface Config {
@@ -15,6 +18,17 @@ export interface Config {
   port: number;
   /** Port of the inbound SMTP listener (`mailplane smtp`). Default 2525: binding 25 needs privilege. */
   smtpPort: number;
+  /**
+   * Port of SMTP submission with STARTTLS (`mailplane submission`). Default 587 (RFC 6409); the
+   * chart's container listens on 2587 instead, since binding below 1024 needs privilege.
+   */
+  submissionPort: number;
+  /** Port of SMTP submission over implicit TLS (RFC 8314). Default 465; the chart's container, 2465. */
+  submissionsPort: number;
+  /** PEM certificate chain of SMTP submission's TLS, re-read when it changes. Required by `submission`. */
+  tlsCertFile: string | undefined;
+  /** PEM private key of that certificate, re-read with it. */
+  tlsKeyFile: string | undefined;
   /** debug | info | warn | error. Default info. */
   logLevel: Level;
   /** smtp(s)://user:pass@host:port to relay all mail through; unset means direct MX delivery. */
@@ -50,6 +64,34 @@ export interface Config {
   webhooksAllowPrivate: boolean;
   /** Template isolates per process, each up to renderMemoryMb. Default 2: a tenant holds all but one. */
   renderIsolates: number;
+  /**
+   * Public base URL of the api's public endpoints (one-click unsubscribe `/u/…`, tracking `/t/…`),
+   * as recipients reach it, e.g. https://mail.example.com. Unset: messages offer only the mailto
+   * unsubscribe. A SendingDomain's tracking domain takes its place for that domain's mail.
+   */
+  publicUrl: string | undefined;
+  /**
+   * Resolvers that DNS checks ask, host[:port] comma-separated (MAILPLANE_DNS_SERVERS), each an IP
+   * address (`[v6]:port` with a port). Default the system's.
+   */
+  dnsServers: string[] | undefined;
+  /**
+   * What each domain's SPF record authorises and where its DMARC reports go (MAILPLANE_SPF_INCLUDE,
+   * MAILPLANE_EGRESS_IPS, MAILPLANE_DMARC_RUA; lib/dns-settings.ts). Default none of them.
+   */
+  dns: DnsSettings;
+  /**
+   * Port of direct delivery to MX hosts (MAILPLANE_MX_PORT). Default 25, the only port MX hosts
+   * listen on; another is for tests, whose MTAs on loopback cannot all have 25.
+   */
+  mxPort: number;
+  /**
+   * Port of the HTTPS fetch of MTA-STS policies (MAILPLANE_MTA_STS_PORT). Default 443, which RFC
+   * 8461 fixes; another is for tests, whose policy server on loopback runs unprivileged.
+   */
+  mtaStsPort: number;
+  /** Open and click tracking: the trusted proxies and the machine signals' tunables (lib/tracking-config.ts). */
+  tracking: TrackingConfig;
 }
 
 type Env = Record<string, string | undefined>;
@@ -94,6 +136,22 @@ export function readConfig(env: Env): Readonly<Config> {
     problems.push(`MAILPLANE_RELAY_URL must start with smtp:// or smtps://, got "${relayUrl}"`);
   }
 
+  const publicUrl = (env.MAILPLANE_PUBLIC_URL || '').replace(/\/+$/, '') || undefined;
+  if (publicUrl && !/^https?:\/\/[^/?#@\s]+(\/[^?#\s]*)?$/.test(publicUrl)) {
+    problems.push(
+      `MAILPLANE_PUBLIC_URL must be an https:// (or http://) base URL without query or credentials, got "${publicUrl}"`,
+    );
+  }
+
+  const dnsServers = env.MAILPLANE_DNS_SERVERS
+    ? env.MAILPLANE_DNS_SERVERS.split(',').map((server) => server.trim())
+    : undefined;
+  for (const server of dnsServers ?? []) {
+    if (!isDnsServer(server)) {
+      problems.push(`MAILPLANE_DNS_SERVERS must list IP addresses with optional ports, got "${server}"`);
+    }
+  }
+
   const logLevel = (env.LOG_LEVEL ?? 'info') as Level;
   if (!['debug', 'info', 'warn', 'error'].includes(logLevel)) {
     problems.push(`LOG_LEVEL must be debug, info, warn or error, got "${logLevel}"`);
@@ -104,6 +162,10 @@ export function readConfig(env: Env): Readonly<Config> {
     secretKey: deriveKey(secret),
     port: int('PORT', 8080, 0),
     smtpPort: int('MAILPLANE_SMTP_PORT', 2525, 0),
+    submissionPort: int('MAILPLANE_SUBMISSION_PORT', 587, 0),
+    submissionsPort: int('MAILPLANE_SUBMISSIONS_PORT', 465, 0),
+    tlsCertFile: env.MAILPLANE_TLS_CERT_FILE || undefined,
+    tlsKeyFile: env.MAILPLANE_TLS_KEY_FILE || undefined,
     logLevel,
     relayUrl,
     inboundHost: env.MAILPLANE_INBOUND_HOST || undefined,
@@ -118,6 +180,12 @@ export function readConfig(env: Env): Readonly<Config> {
     renderIsolates: int('MAILPLANE_RENDER_ISOLATES', 2),
     webhookConcurrency: int('MAILPLANE_WEBHOOK_CONCURRENCY', 8),
     webhooksAllowPrivate: bool('MAILPLANE_WEBHOOKS_ALLOW_PRIVATE', false),
+    publicUrl,
+    dnsServers,
+    dns: readDnsSettings(env, problems),
+    mxPort: int('MAILPLANE_MX_PORT', 25),
+    mtaStsPort: int('MAILPLANE_MTA_STS_PORT', 443),
+    tracking: readTrackingConfig(env, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
@@ -129,6 +197,15 @@ export class ConfigError extends UserError {
     super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
     this.name = 'ConfigError';
   }
+}
+
+/** An IP address with an optional port, as node:dns setServers takes it: 10.0.0.2:53, [fd00::2]:53, fd00::2. */
+function isDnsServer(server: string): boolean {
+  const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(server);
+  const v4 = /^([\d.]+)(?::(\d{1,5}))?$/.exec(server);
+  const [host, port] = bracketed ? [bracketed[1]!, bracketed[2]] : v4 ? [v4[1]!, v4[2]] : [server, undefined];
+  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) return false;
+  return bracketed || !v4 ? isIPv6(host) : isIPv4(host);
 }
 
 /** The secret may be any string of 32+ characters; the cipher key is its SHA-256 under a label. */

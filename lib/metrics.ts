@@ -15,6 +15,18 @@ export interface Metrics {
   recoveredJobs: Counter<never>;
   /** Seconds the api spends answering, by route template (`/v1/emails/:id`, or `unmatched`) and status. */
   httpDuration: Histogram<'route' | 'status'>;
+  /**
+   * Direct delivery's SMTP sessions that negotiated TLS, by destination domain and policy type
+   * (`sts`, `no-policy-found`), as TLS-RPT (RFC 8460) counts them; sender/tls-report.ts bounds the
+   * domains.
+   */
+  tlsSessions: Counter<'domain' | 'policy_type'>;
+  /** Sessions and policy fetches that failed, by domain, policy type and RFC 8460 result type. */
+  tlsFailures: Counter<'domain' | 'policy_type' | 'result_type'>;
+  /** Opens and clicks the api classified (`opened`, `clicked`), a machine's or a person's (`true`, `false`). */
+  trackingEvents: Counter<'type' | 'machine'>;
+  /** Opens and clicks not recorded: more waiting than the api holds, or a write that failed. */
+  trackingLost: Counter<'reason'>;
 }
 
 /**
@@ -58,6 +70,30 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
       help: 'Seconds the api spends on a request, by route template (or unmatched) and status.',
       labelNames: ['route', 'status'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    tlsSessions: new Counter({
+      name: 'mailplane_tls_sessions_total',
+      help: 'Direct-delivery SMTP sessions that negotiated TLS, by destination domain and policy type.',
+      labelNames: ['domain', 'policy_type'],
+      registers: [registry],
+    }),
+    tlsFailures: new Counter({
+      name: 'mailplane_tls_failures_total',
+      help: 'Direct-delivery TLS failures by destination domain, policy type and RFC 8460 result type.',
+      labelNames: ['domain', 'policy_type', 'result_type'],
+      registers: [registry],
+    }),
+    trackingEvents: new Counter({
+      name: 'mailplane_tracking_events_total',
+      help: 'Opens and clicks classified by the api, by event type and whether a machine made them.',
+      labelNames: ['type', 'machine'],
+      registers: [registry],
+    }),
+    trackingLost: new Counter({
+      name: 'mailplane_tracking_lost_total',
+      help: 'Opens and clicks not recorded, by reason: overflow (too many waiting) or write (the database refused).',
+      labelNames: ['reason'],
       registers: [registry],
     }),
   };

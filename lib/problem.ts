@@ -36,6 +36,11 @@ export type ProblemType =
   | 'not-reschedulable'
   | 'webhook-read-only'
   | 'webhook-disabled'
+  | 'template-read-only'
+  | 'template-exists'
+  | 'template-invalid'
+  | 'template-render-failed'
+  | 'suppression-from-complaint'
   | 'rate-limit-exceeded'
   | 'service-unavailable'
   | 'internal-server-error';

@@ -7,7 +7,9 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { servedKinds, validateAgainstCrd } from './crd-schema.js';
+import { parseDuration } from './duration.js';
 import type { FieldError } from './problem.js';
+import { MAX_TEMPLATE_BYTES } from './template-check.js';
 import { UserError } from './user-error.js';
 import type { Scope } from './db/schema.js';
 import type { WebhookEventType } from './webhooks.js';
@@ -28,6 +30,8 @@ export interface TenantResource {
     apiKeys?: { name: string; scopes: Scope[] }[];
     /** Endpoints the tenant's events are posted to; read-only through the API. */
     webhooks?: TenantWebhook[];
+    /** One-click unsubscribe headers on email that does not say (POST /v1/emails `unsubscribe`). */
+    unsubscribe?: boolean;
   };
 }
 
@@ -55,9 +59,17 @@ export interface SendingDomainResource {
       secretRef?: { name: string };
       /** What happens to a generated key's Secret when the resource is deleted; Retain by default. */
       deletionPolicy?: 'Retain' | 'Delete';
+      /** How often the generated key is rotated, as a duration (`90d`, `2160h`); never when unset. */
+      rotateEvery?: string;
+      /** How long a replaced key stays published for mail in flight; 7d by default. */
+      retireAfter?: string;
+      /** An Ed25519 domain signs with an RSA key as well (RFC 8463), for receivers that verify only RSA; nothing for an RSA one. */
+      alsoRsa?: boolean;
     };
     /** Domain of the bounce (MAIL FROM) address; a subdomain with its own MX. */
     returnPath?: string;
+    /** Open and click tracking: the host tracked links are served under, and what is tracked. */
+    tracking?: { domain?: string; opens?: boolean; clicks?: boolean };
   };
 }
 
@@ -89,8 +101,6 @@ export class ManifestError extends UserError {
 /** The kinds apply takes, in the order they are applied; each has its CRD in crds/. */
 const KINDS: Resource['kind'][] = ['Tenant', 'SendingDomain', 'Template'];
 const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** ejs source of one template part; large enough for real newsletters, small enough to keep in a row. */
-const MAX_TEMPLATE_BYTES = 512 * 1024;
 
 /**
  * Parses a YAML stream (documents separated by `---`) into resources, each validated against its
@@ -176,8 +186,23 @@ export function checkResource(
     }
   }
 
+  if (kind === 'SendingDomain') checkDkim(spec.dkim as SendingDomainResource['spec']['dkim'], fail);
+
   if (errors.length > 0) throw new ManifestError(`${where} (${kind} ${namespace}/${name})`, errors);
   return { kind, metadata: { name, namespace }, spec } as Resource;
+}
+
+/** Shortest rotation period: shorter ones would outrun the DNS check that gates each switch. */
+const MIN_ROTATE_EVERY_MS = 60_000;
+
+/** What the CRD's schema checks of spec.dkim only by form: the value of a duration. */
+function checkDkim(
+  dkim: SendingDomainResource['spec']['dkim'],
+  fail: (field: string, message: string) => void,
+): void {
+  if (typeof dkim?.rotateEvery !== 'string') return;
+  const ms = parseDuration(dkim.rotateEvery);
+  if (ms !== undefined && ms < MIN_ROTATE_EVERY_MS) fail('spec.dkim.rotateEvery', 'must be at least 1m');
 }
 
 /**

@@ -19,6 +19,9 @@ export const WEBHOOK_EVENT_TYPES = [
   'email.failed',
   'email.suppressed',
   'email.canceled',
+  'email.unsubscribed',
+  'email.opened',
+  'email.clicked',
 ] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
@@ -38,6 +41,9 @@ export const WEBHOOK_TYPE_OF: Record<EventType, WebhookEventType | null> = {
   failed: 'email.failed',
   suppressed: 'email.suppressed',
   canceled: 'email.canceled',
+  unsubscribed: 'email.unsubscribed',
+  opened: 'email.opened',
+  clicked: 'email.clicked',
 };
 
 /**
@@ -134,6 +140,21 @@ export function webhookPayload(event: WebhookEventRow): Record<string, unknown> 
   }
   if (event.type === 'email.complained' && typeof detail.feedback_type === 'string') {
     data.complaint = { type: detail.feedback_type };
+  }
+  if (event.type === 'email.unsubscribed') {
+    data.unsubscribe = { method: typeof detail.method === 'string' ? detail.method : 'one-click' };
+  }
+  if (event.type === 'email.opened' || event.type === 'email.clicked') {
+    // Resend's click object (ipAddress, link, timestamp, userAgent), and whether a person made it.
+    const fetch: Record<string, unknown> = {
+      ...(typeof detail.ip === 'string' ? { ipAddress: detail.ip } : {}),
+      ...(typeof detail.link === 'string' ? { link: detail.link } : {}),
+      timestamp: event.createdAt.toISOString(),
+      ...(typeof detail.user_agent === 'string' ? { userAgent: detail.user_agent } : {}),
+      machine: detail.machine === true,
+      ...(typeof detail.machine_reason === 'string' ? { machineReason: detail.machine_reason } : {}),
+    };
+    data[event.type === 'email.opened' ? 'open' : 'click'] = fetch;
   }
   if (reply && event.type === 'email.delivered') data.reply = reply;
   return { type: event.type, created_at: event.createdAt.toISOString(), data };

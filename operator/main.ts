@@ -2,12 +2,12 @@
 // leader election and the HTTP endpoints a kubelet and Prometheus read → shutdown. startOperator
 // is what tests start.
 
-import { Resolver } from 'node:dns/promises';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 import { startProbeServer } from '../lib/probe-server.js';
+import { createResolver } from '../lib/resolver.js';
 import { openRuntime, templateRenderer } from '../lib/runtime.js';
 import { onShutdown } from '../lib/shutdown.js';
 import type { Renderer } from '../lib/render/sandbox.js';
@@ -49,8 +49,7 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
   const { config, operatorConfig: oc, log, metrics } = deps;
   const kubeConfig = deps.kubeConfig ?? defaultKubeConfig();
   const kube = new Kube(kubeConfig, metrics.kubeWrites);
-  const resolver = new Resolver({ timeout: 3000, tries: 2 });
-  if (oc.dnsServers) resolver.setServers(oc.dnsServers);
+  const resolver = createResolver(config.dnsServers);
 
   // Back from an outage, every object is reconciled at once, not at the next resync.
   const database = watchDatabase({ db: deps.db, log, onRecovered: () => controller.requeueAll() });
@@ -76,6 +75,8 @@ export async function startOperator(deps: OperatorDeps): Promise<RunningOperator
         resolver,
         dnsRecheckMs: oc.dnsRecheckMs,
         inboundHost: config.inboundHost,
+        dns: config.dns,
+        trackingTarget: config.publicUrl ? new URL(config.publicUrl).hostname : undefined,
       }),
       templateReconciler({ db: deps.db, renderer: deps.renderer }),
     ],

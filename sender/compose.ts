@@ -23,6 +23,12 @@ export interface ComposeInput {
   /** Without the angle brackets: `<messageId>@<from domain>`. */
   messageId: string;
   date: Date;
+  /**
+   * Fields Mailplane adds itself (List-Unsubscribe and List-Unsubscribe-Post): a caller's field of
+   * the same name is dropped, and with a List-Unsubscribe its List-Unsubscribe-Post too, so that a
+   * receiver sees one offer, the one Mailplane answers.
+   */
+  addedHeaders?: { key: string; value: string }[];
 }
 
 /** An attachment as the api stores it since inline images: `content_id` is Resend's field. */
@@ -56,9 +62,15 @@ export async function composeMessage(input: ComposeInput): Promise<Buffer> {
   const { content, rendered } = input;
   // The API refuses these; a job queued by an older version that let one through still must not
   // forge a trace field or contradict what the composer writes.
+  const added = input.addedHeaders ?? [];
+  const replaced = new Set(added.map((h) => h.key.toLowerCase()));
+  // A caller's List-Unsubscribe-Post would make one-click POST to a link it no longer names.
+  if (replaced.has('list-unsubscribe')) replaced.add('list-unsubscribe-post');
   const headers = Object.entries(content.headers ?? {})
     .filter(([key, value]) => isHeaderName(key) && !reservedHeader(key) && typeof value === 'string')
-    .map(([key, value]) => ({ key, value: oneLine(value) }));
+    .filter(([key]) => !replaced.has(key.toLowerCase()))
+    .map(([key, value]) => ({ key, value: oneLine(value) }))
+    .concat(added.map(({ key, value }) => ({ key, value: oneLine(value) })));
   const composer = new MailComposer({
     from: input.from,
     to: content.to,

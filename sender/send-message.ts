@@ -20,8 +20,13 @@ import { isSendMessagePayload, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Rendered, Renderer } from '../lib/render/sandbox.js';
+import { returnPathDomain } from '../lib/dns-records.js';
 import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
+import { trackMessageHtml } from './track-html.js';
+import { trackingOf } from '../lib/tracking.js';
+import { createUnsubscribeOffer, withOfferedHeaders } from './unsubscribe-offer.js';
+import { prepareRawMessage } from './raw-message.js';
 import { createDkimSigner } from './dkim.js';
 import {
   classifyDeliveryError,
@@ -45,7 +50,7 @@ export interface SendMessageDeps {
   db: Db;
   /** The same database as `db`, for the statements run once per message (prepared, by name). */
   pool: Queryable;
-  config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds' | 'inboundHost'>;
+  config: Pick<Config, 'secretKey' | 'messageLifetimeSeconds' | 'inboundHost' | 'publicUrl'>;
   log: Logger;
   metrics: Metrics;
   renderer: Renderer;
@@ -78,6 +83,7 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
   const { db, metrics } = deps;
   const signer = createDkimSigner(deps.config.secretKey);
   const templates = createTemplateVersions(db);
+  const unsubscribeOffer = createUnsubscribeOffer({ db, config: deps.config });
 
   /** Subject and bodies: the template's, rendered in the sandbox, or the request's own. */
   async function render(message: MessageToSend): Promise<Rendered> {
@@ -90,7 +96,10 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
         code: 'ETEMPLATE_NOT_FOUND',
       });
     }
-    return deps.renderer.render({ key: `${id}@${version}`, ...body }, variables ?? {}, {
+    const { fallbacks, ...parts } = body;
+    // A variable the email leaves out renders with the version's declared fallback.
+    const values = { ...fallbacks, ...variables };
+    return deps.renderer.render({ key: `${id}@${version}`, ...parts }, values, {
       tenant: message.tenantId,
     });
   }
@@ -108,15 +117,42 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       return { ok: false, failure: renderFailure(err) };
     }
 
+    // Open and click tracking, before signing, so that the tracked links are what DKIM covers.
+    const tracking = trackingOf(domain, message.content.tracking, deps.config.publicUrl);
+    if (tracking && rendered.html !== undefined && message.content.raw === undefined) {
+      rendered = {
+        ...rendered,
+        html: trackMessageHtml(rendered.html, {
+          secretKey: deps.config.secretKey,
+          tracking,
+          messageId: message.id,
+          sentAt: Date.now(),
+          ...(deps.config.publicUrl ? { publicUrl: deps.config.publicUrl } : {}),
+        }),
+      };
+    }
+
     let raw: Buffer;
     try {
-      raw = await composeMessage({
-        from: message.fromAddress,
-        content: message.content,
-        rendered,
-        messageId: `${message.id}@${domainOf(from)}`,
-        date: new Date(),
-      });
+      // The email's, not this recipient's: every To and Cc recipient sees one message, and replies
+      // thread across them. The same on every attempt, so a retry or a duplicate after a crash is
+      // recognisably the same message.
+      const messageId = `${message.emailId}@${domainOf(from)}`;
+      // Submitted over SMTP: the client's own message, not one composed from fields.
+      raw =
+        message.content.raw !== undefined
+          ? withOfferedHeaders(
+              prepareRawMessage({ raw: message.content.raw, messageId, date: new Date() }),
+              await unsubscribeOffer(message),
+            )
+          : await composeMessage({
+              from: message.fromAddress,
+              content: message.content,
+              rendered,
+              messageId,
+              date: new Date(),
+              addedHeaders: await unsubscribeOffer(message),
+            });
     } catch (err) {
       // The same content fails the same way every time: give up at once.
       return failed('fail', errorCode(err, 'ECOMPOSE'), (err as Error).message);
@@ -129,6 +165,14 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
         domain: domain.name,
         selector: domain.selector,
         privateKeyEnvelope: domain.dkim_private_key,
+        ...(domain.also_signing
+          ? {
+              also: domain.also_signing.map((k) => ({
+                selector: k.selector,
+                privateKeyEnvelope: k.private_key,
+              })),
+            }
+          : {}),
       });
     } catch (err) {
       // The key does not decrypt or parse: a wrong MAILPLANE_SECRET_KEY or a damaged row, which an
@@ -139,11 +183,10 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
     // A signed VERP address brings a later bounce back to this message (smtp/inbound-server.ts).
     // Only once the installation has an inbound host, the MX the return-path domain is told to
     // publish: before that the domain has no MX, bounces to it would be lost, and receivers that
-    // check the envelope sender's domain may refuse the mail. The From address stands in.
-    const envelopeFrom =
-      domain.return_path_domain && deps.config.inboundHost
-        ? bounceAddress(deps.config.secretKey, message.id, domain.return_path_domain)
-        : from;
+    // check the envelope sender's domain may refuse the mail. The From address stands in. The SPF
+    // record each domain lists is at the same domain (lib/dns-records.ts).
+    const bounces = returnPathDomain(domain, deps.config.inboundHost);
+    const envelopeFrom = bounces ? bounceAddress(deps.config.secretKey, message.id, bounces) : from;
     try {
       const receipt = await deps.transport.send({ from: envelopeFrom, to: message.recipient }, signed);
       return { ok: true, ...receipt };

@@ -37,6 +37,12 @@ const FULL = [
   '--set',
   'inboundHost=mx.example.com',
   '--set',
+  'spf.include={amazonses.com}',
+  '--set',
+  'spf.egressIPs={203.0.113.5,2001:db8::/48}',
+  '--set',
+  'dmarc.rua={dmarc@reports.example.com}',
+  '--set',
   'extraEnv[0].name=MAILPLANE_MAX_RECIPIENTS',
   '--set-string',
   'extraEnv[0].value=100',
@@ -44,6 +50,20 @@ const FULL = [
   'operator.tolerations[0].operator=Exists',
   '--set',
   'api.nodeSelector.pool=web',
+  '--set',
+  'submission.enabled=true',
+  '--set',
+  'submission.certificate.enabled=true',
+  '--set',
+  'submission.certificate.issuerRef.name=cluster-ca',
+  '--set',
+  'publicUrl=https://mail.example.com',
+  '--set',
+  'ingress.enabled=true',
+  '--set',
+  'ingress.hosts={mail.example.com,track.example.com}',
+  '--set',
+  'ingress.tls.secretName=mailplane-public-tls',
 ];
 
 let cp: ControlPlane;
@@ -195,6 +215,201 @@ test('the operator is told its Lease and where its RBAC lets it keep Secrets, an
   assert.ok(!none.objects.some((o) => o.kind === 'Namespace'));
 });
 
+test('the optional Ingress routes only /t/ and /u/ of each host to the api Service, with the TLS Secret named, and the api believes one proxy hop', async () => {
+  assert.ok(!(await render(DEFAULTS)).some((o) => o.kind === 'Ingress'), 'no Ingress unless asked for');
+  const objects = await render([
+    ...DEFAULTS,
+    '--set',
+    'publicUrl=https://mail.example.com',
+    '--set',
+    'ingress.enabled=true',
+    '--set',
+    'ingress.className=nginx',
+    '--set',
+    'ingress.hosts={mail.example.com,track.example.com}',
+    '--set',
+    'ingress.tls.secretName=mailplane-public-tls',
+  ]);
+  const ingress = objects.find((o) => o.kind === 'Ingress')!;
+  assert.equal(ingress.spec!.ingressClassName, 'nginx');
+  assert.deepEqual(ingress.spec!.tls, [
+    { secretName: 'mailplane-public-tls', hosts: ['mail.example.com', 'track.example.com'] },
+  ]);
+  const service = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'mailplane-api')!;
+  assert.ok(service.spec!.ports.some((p: Loose) => p.name === 'http'));
+  assert.deepEqual(
+    ingress.spec!.rules.map((r: Loose) => [
+      r.host,
+      r.http.paths.map(
+        (p: Loose) => `${p.pathType} ${p.path} → ${p.backend.service.name}:${p.backend.service.port.name}`,
+      ),
+    ]),
+    ['mail.example.com', 'track.example.com'].map((host) => [
+      host,
+      ['Prefix /t/ → mailplane-api:http', 'Prefix /u/ → mailplane-api:http'],
+    ]),
+  );
+  const env = (name: string) =>
+    podSpecs(objects).find((p) => p.name === name)!.spec.containers[0].env as {
+      name: string;
+      value?: string;
+    }[];
+  assert.deepEqual(
+    env('mailplane-api').find((e) => e.name === 'MAILPLANE_TRUST_PROXY'),
+    { name: 'MAILPLANE_TRUST_PROXY', value: '1' },
+  );
+  assert.ok(
+    !env('mailplane-sender').some((e) => e.name === 'MAILPLANE_TRUST_PROXY'),
+    'only the api is behind it',
+  );
+  for (const name of ['mailplane-api', 'mailplane-sender', 'mailplane-operator']) {
+    assert.deepEqual(
+      env(name).find((e) => e.name === 'MAILPLANE_PUBLIC_URL'),
+      { name: 'MAILPLANE_PUBLIC_URL', value: 'https://mail.example.com' },
+      name,
+    );
+  }
+  const noHosts = await run(HELM, [
+    'template',
+    'mailplane',
+    CHART,
+    ...DEFAULTS,
+    '--set',
+    'ingress.enabled=true',
+  ]);
+  assert.notEqual(noHosts.code, 0);
+  assert.match(noHosts.stderr, /ingress\.hosts must name at least one host/);
+  const badHost = await run(HELM, [
+    'template',
+    'mailplane',
+    CHART,
+    ...DEFAULTS,
+    '--set',
+    'ingress.enabled=true',
+    '--set',
+    'ingress.hosts={Not A Host}',
+  ]);
+  assert.notEqual(badHost.code, 0);
+  assert.match(badHost.stderr, /\/ingress\/hosts\/0/);
+});
+
+test('SMTP submission: off by default; on, a Deployment on non-privileged ports with the TLS Secret mounted whole, a ClusterIP Service on 587 and 465, a PDB, the optional Certificate and a NetworkPolicy for in-cluster clients', async () => {
+  const names = (objects: Obj[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`);
+  assert.ok(!names(await render(DEFAULTS)).some((n) => n.endsWith('/mailplane-submission')));
+
+  const withSecret = await render([
+    ...DEFAULTS,
+    '--set',
+    'submission.enabled=true',
+    '--set',
+    'submission.tls.existingSecret=smtp-tls',
+  ]);
+  for (const expected of [
+    'Deployment/mailplane-submission',
+    'Service/mailplane-submission',
+    'PodDisruptionBudget/mailplane-submission',
+    'ServiceAccount/mailplane-submission',
+  ]) {
+    assert.ok(names(withSecret).includes(expected), `missing ${expected}`);
+  }
+  assert.ok(!withSecret.some((o) => o.kind === 'Certificate'), 'no Certificate unless asked for');
+  const service = withSecret.find((o) => o.kind === 'Service' && o.metadata.name === 'mailplane-submission')!;
+  assert.equal(service.spec!.type, 'ClusterIP');
+  assert.deepEqual(service.spec!.ports, [
+    { name: 'submission', port: 587, targetPort: 'submission' },
+    { name: 'submissions', port: 465, targetPort: 'submissions' },
+  ]);
+  const pod = podSpecs(withSecret).find((p) => p.name === 'mailplane-submission')!.spec;
+  const container = pod.containers[0];
+  assert.deepEqual(container.args, ['submission']);
+  const env = Object.fromEntries(
+    (container.env as { name: string; value?: string }[]).map((e) => [e.name, e.value]),
+  );
+  assert.equal(env.MAILPLANE_SUBMISSION_PORT, '2587');
+  assert.equal(env.MAILPLANE_SUBMISSIONS_PORT, '2465');
+  assert.equal(env.MAILPLANE_TLS_CERT_FILE, '/etc/mailplane/tls/tls.crt');
+  assert.equal(env.MAILPLANE_TLS_KEY_FILE, '/etc/mailplane/tls/tls.key');
+  assert.deepEqual(
+    container.ports.filter((p: Loose) => p.name !== 'http'),
+    [
+      { name: 'submission', containerPort: 2587 },
+      { name: 'submissions', containerPort: 2465 },
+    ],
+  );
+  const mount = container.volumeMounts.find((m: Loose) => m.name === 'submission-tls');
+  assert.deepEqual(
+    mount,
+    { name: 'submission-tls', mountPath: '/etc/mailplane/tls', readOnly: true },
+    'the Secret mounted whole: a subPath mount would never see a renewal',
+  );
+  assert.equal(pod.volumes.find((v: Loose) => v.name === 'submission-tls').secret.secretName, 'smtp-tls');
+  assert.equal(pod.automountServiceAccountToken, false);
+
+  const full = await render(FULL);
+  const certificate = full.find((o) => o.kind === 'Certificate')!;
+  assert.equal(certificate.apiVersion, 'cert-manager.io/v1');
+  assert.equal(certificate.spec!.secretName, 'mailplane-submission-tls');
+  assert.deepEqual(certificate.spec!.issuerRef, {
+    name: 'cluster-ca',
+    kind: 'Issuer',
+    group: 'cert-manager.io',
+  });
+  assert.ok(certificate.spec!.dnsNames.includes(`mailplane-submission.${RELEASE_NS}.svc`));
+  const fullPod = podSpecs(full).find((p) => p.name === 'mailplane-submission')!.spec;
+  assert.equal(
+    fullPod.volumes.find((v: Loose) => v.name === 'submission-tls').secret.secretName,
+    certificate.spec!.secretName,
+  );
+  const policy = full.find((o) => o.kind === 'NetworkPolicy' && o.metadata.name === 'mailplane-submission')!;
+  const smtpRule = policy.spec!.ingress.find((r: Loose) =>
+    r.ports.some((p: Loose) => p.port === 'submission'),
+  );
+  assert.deepEqual(smtpRule.from, [{ namespaceSelector: {} }], 'pods of the cluster, nothing from outside');
+  assert.ok(
+    !policy.spec!.egress.some((r: Loose) => r.ports.some((p: Loose) => p.port === 25 || p.port === 587)),
+    'submission sends nothing itself',
+  );
+
+  const refused: [string[], RegExp][] = [
+    [['--set', 'submission.enabled=true'], /submission needs a certificate/],
+    [
+      ['--set', 'submission.enabled=true', '--set', 'submission.certificate.enabled=true'],
+      /submission\.certificate\.issuerRef\.name must name/,
+    ],
+    [['--set', 'submission.containerPort=587'], /\/submission\/containerPort.*minimum/],
+  ];
+  for (const [args, message] of refused) {
+    const result = await run(HELM, ['template', 'mailplane', CHART, ...DEFAULTS, ...args]);
+    assert.notEqual(result.code, 0, `accepted: ${args.join(' ')}`);
+    assert.match(result.stderr, message);
+  }
+});
+
+test('api.machineSignals replaces the api’s machine lists from a ConfigMap it mounts, as JSON the api reads', async () => {
+  const signals = {
+    apple: { cidrs: ['17.0.0.0/8'], userAgents: ['^Mozilla/5\\.0$'] },
+    google: { cidrs: [], userAgents: ['GoogleImageProxy'] },
+    scanners: { userAgents: ['Barracuda'], networks: { 'corporate-gateway': ['198.51.100.0/24'] } },
+  };
+  assert.ok(
+    !(await render(DEFAULTS)).some(
+      (o) => o.kind === 'ConfigMap' && o.metadata.name.endsWith('-machine-signals'),
+    ),
+  );
+  const objects = await render([...DEFAULTS, '--set-json', `api.machineSignals=${JSON.stringify(signals)}`]);
+  const map = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'mailplane-machine-signals')!;
+  assert.deepEqual(JSON.parse((map as Loose).data['machine-signals.json']), signals);
+  const pod = podSpecs(objects).find((p) => p.name === 'mailplane-api')!.spec;
+  const env = pod.containers[0].env as { name: string; value?: string }[];
+  const file = env.find((e) => e.name === 'MAILPLANE_TRACKING_SIGNALS_FILE')!.value!;
+  const mount = (pod.containers[0].volumeMounts as Loose[]).find((m) => m.name === 'machine-signals')!;
+  assert.equal(file, `${mount.mountPath}/machine-signals.json`);
+  assert.deepEqual(
+    (pod.volumes as Loose[]).find((v) => v.name === 'machine-signals'),
+    { name: 'machine-signals', configMap: { name: 'mailplane-machine-signals' } },
+  );
+});
+
 test('every pod is restricted, and only the operator mounts a service-account token', async () => {
   for (const { name, spec } of podSpecs(await render(FULL))) {
     assert.equal(spec.securityContext.runAsNonRoot, true, name);
@@ -211,7 +426,10 @@ test('every pod is restricted, and only the operator mounts a service-account to
 
 test('every rendered object passes a server-side dry run in a namespace enforcing the restricted Pod Security Standard', async () => {
   // ServiceMonitor and PrometheusRule need the Prometheus operator's CRDs, which this API server lacks.
-  const objects = (await render(FULL)).filter((o) => !o.apiVersion.startsWith('monitoring.coreos.com/'));
+  // Nor does it have cert-manager's, for the submission Certificate.
+  const objects = (await render(FULL)).filter(
+    (o) => !o.apiVersion.startsWith('monitoring.coreos.com/') && !o.apiVersion.startsWith('cert-manager.io/'),
+  );
   const crds = objects.filter((o) => o.kind === 'CustomResourceDefinition');
   const rest = objects.filter((o) => o.kind !== 'CustomResourceDefinition');
   const toYaml = (list: Obj[]) => list.map((o) => JSON.stringify(o)).join('\n---\n');
@@ -250,6 +468,10 @@ test('helm install and upgrade: the secret key is generated once and kept; unins
     ...DEFAULTS,
     '--set',
     `operator.secretNamespaces={${TENANT_NS}}`,
+    '--set',
+    'submission.enabled=true',
+    '--set',
+    'submission.tls.existingSecret=smtp-tls',
   ];
   await helm(['install', 'mailplane', CHART, ...install]);
   const key = async () =>
@@ -269,7 +491,7 @@ test('helm install and upgrade: the secret key is generated once and kept; unins
   await kubectl(['wait', '--for=condition=Established', 'crd/tenants.mailplane.io', '--timeout=30s']);
 });
 
-test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api, sender and smtp nothing', async () => {
+test('kubectl auth can-i: the operator may do what its reconcilers list and nothing more; api, sender, smtp and submission nothing', async () => {
   const can = async (sa: string, args: string[]) => {
     const result = await cp.kubectl([
       'auth',
@@ -311,7 +533,7 @@ test('kubectl auth can-i: the operator may do what its reconcilers list and noth
   ];
   for (const args of denied)
     assert.equal(await can(operator, args), false, `operator should not: ${args.join(' ')}`);
-  for (const sa of ['mailplane-api', 'mailplane-sender', 'mailplane-smtp']) {
+  for (const sa of ['mailplane-api', 'mailplane-sender', 'mailplane-smtp', 'mailplane-submission']) {
     for (const args of [
       ['get', 'secrets', '-n', RELEASE_NS],
       ['list', 'tenants.mailplane.io', '--all-namespaces'],

@@ -272,6 +272,12 @@ test('no user mistake ends in a stack trace: each is one line saying what to fix
       { env: { MAILPLANE_SECRET_KEY: '' } },
     ],
     ['an argument to a process', ['api', '--port', '9000'], /takes no arguments .* see mailplane api --help/],
+    [
+      'SMTP submission without a certificate',
+      ['submission'],
+      /mailplane submission needs a certificate: set MAILPLANE_TLS_CERT_FILE and MAILPLANE_TLS_KEY_FILE/,
+      { env: { MAILPLANE_TLS_CERT_FILE: '', MAILPLANE_TLS_KEY_FILE: '' } },
+    ],
     ['an unknown command', ['sendr'], /unknown command "sendr"/],
     ['an unknown dev argument', ['dev', 'aply'], /unknown argument "aply"/],
   ];
@@ -288,7 +294,7 @@ test('no user mistake ends in a stack trace: each is one line saying what to fix
 });
 
 test('--help works on every command and lists its settings; every setting is listed somewhere', async () => {
-  const commands = ['api', 'sender', 'smtp', 'operator', 'migrate', 'apply', 'dev'];
+  const commands = ['api', 'sender', 'smtp', 'submission', 'operator', 'migrate', 'apply', 'dev'];
   const helps = await Promise.all(
     commands.map(async (command) => {
       const [long, short] = await Promise.all([

@@ -25,6 +25,7 @@ import { createMetrics } from '../lib/metrics.js';
 import { sendingDomain, startTestPlatform, tenant, type TestPlatform } from './helpers/platform.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 
 interface OpenApiDocument {
   paths: Record<string, Record<string, { responses: Record<string, Response> }>>;
@@ -54,6 +55,8 @@ const NO_4XX = ['/v1/openapi.json', '/healthz', '/readyz', '/metrics'];
 
 let database: TestDatabase;
 let proxy: TcpProxy;
+/** Where the api's checks of domains look: loopback, never the machine's resolvers. */
+let dns: DnsServer;
 let platform: TestPlatform;
 let document: OpenApiDocument;
 let ajv: Ajv2020;
@@ -66,6 +69,7 @@ before(async () => {
   database = await createTestDatabase();
   const direct = new URL(database.url);
   proxy = await startTcpProxy(Number(direct.port || 5432), direct.hostname);
+  dns = await startDnsServer();
   const proxied = new URL(database.url);
   proxied.hostname = '127.0.0.1';
   proxied.port = String(proxy.port);
@@ -73,6 +77,7 @@ before(async () => {
     DATABASE_URL: proxied.toString(),
     MAILPLANE_INBOUND_HOST: 'mx.mailplane.example',
     MAILPLANE_MAX_RECIPIENTS: String(MAX_RECIPIENTS),
+    MAILPLANE_DNS_SERVERS: dns.address,
   });
   await platform.apply([
     tenant('globex', [
@@ -99,6 +104,7 @@ before(async () => {
 after(async () => {
   await platform?.close();
   await proxy?.close();
+  await dns?.close();
   await database?.drop();
 });
 
@@ -544,6 +550,139 @@ describe('every answer of every route is one the document describes', () => {
     await check('DELETE', hook, 404);
   });
 
+  test('/v1/domains/{id} and its verify: read, checked, and each refusal', async () => {
+    const list = await check('GET', '/v1/domains', 200);
+    const domain = `/v1/domains/${(list.body as { data: { id: string }[] }).data[0]!.id}`;
+    const missing = '/v1/domains/00000000-0000-4000-8000-000000000000';
+    await check('GET', domain, 200);
+    await check('GET', domain, 401, { key: null });
+    await check('GET', domain, 403, { key: keys.send });
+    await check('GET', missing, 404);
+    await check('POST', `${domain}/verify`, 200);
+    await check('POST', `${domain}/verify`, 400, { body: '{' });
+    await check('POST', `${domain}/verify`, 401, { key: null });
+    await check('POST', `${domain}/verify`, 403, { key: keys.send });
+    await check('POST', `${missing}/verify`, 404);
+    await check('POST', `${domain}/verify`, 413, { body: tooLarge() });
+    await check('POST', `${domain}/verify`, 415, { body: 'x', headers: { 'content-type': 'text/plain' } });
+  });
+
+  test('/v1/templates: every route, its preview, and each refusal', async () => {
+    const body = { name: 'documented', subject: 'Hi <%= name %>', html: '<p><%= name %></p>', text: 'Hi' };
+    const created = await check('POST', '/v1/templates', 201, { body });
+    assert.ok(created.headers.get('location'));
+    const template = `/v1/templates/${idOf(created)}`;
+    const missing = '/v1/templates/no-such-template';
+    const plain = { body: 'x', headers: { 'content-type': 'text/plain' } };
+    await check('POST', '/v1/templates', 400, { body: '{' });
+    await check('POST', '/v1/templates', 401, { body, key: null });
+    await check('POST', '/v1/templates', 403, { body, key: keys.read });
+    await check('POST', '/v1/templates', 409, { body });
+    await check('POST', '/v1/templates', 413, { body: tooLarge() });
+    await check('POST', '/v1/templates', 415, plain);
+    await check('POST', '/v1/templates', 422, { body: { ...body, name: 'other', alias: 'x' } });
+    await check('POST', '/v1/templates', 422, { body: { ...body, name: 'other', html: '<% if (x) { %>' } });
+
+    await check('GET', '/v1/templates?limit=10', 200);
+    await check('GET', '/v1/templates', 401, { key: null });
+    await check('GET', '/v1/templates', 403, { key: keys.send });
+    await check('GET', '/v1/templates?limit=0', 422);
+    await check('GET', template, 200);
+    await check('GET', '/v1/templates/welcome', 200);
+    await check('GET', template, 401, { key: null });
+    await check('GET', template, 403, { key: keys.send });
+    await check('GET', missing, 404);
+
+    await check('PATCH', template, 200, { body: { text: 'Hello' } });
+    await check('PATCH', template, 400, { body: '{' });
+    await check('PATCH', template, 401, { body: {}, key: null });
+    await check('PATCH', template, 403, { body: {}, key: keys.read });
+    await check('PATCH', '/v1/templates/welcome', 403, { body: { subject: 'x' } });
+    await check('PATCH', missing, 404, { body: {} });
+    await check('PATCH', template, 409, { body: { name: 'welcome' } });
+    await check('PATCH', template, 413, { body: tooLarge() });
+    await check('PATCH', template, 415, plain);
+    await check('PATCH', template, 422, { body: { subject: '' } });
+    await check('PATCH', template, 422, { body: { html: '<%= ( %>' } });
+
+    await check('POST', `${template}/render`, 200, { body: { variables: { name: 'Ada' } } });
+    await check('POST', `${template}/render`, 400, { body: '{' });
+    await check('POST', `${template}/render`, 401, { key: null });
+    await check('POST', `${template}/render`, 403, { key: keys.send });
+    await check('POST', `${missing}/render`, 404);
+    await check('POST', `${template}/render`, 413, { body: tooLarge() });
+    await check('POST', `${template}/render`, 415, plain);
+    await check('POST', `${template}/render`, 422, { body: { version: 0 } });
+    const failed = await check('POST', `${template}/render`, 422, { body: { variables: {} } });
+    assert.equal((failed.body as { part: string }).part, 'subject');
+
+    await check('POST', `${template}/publish`, 200);
+    await check('POST', `${template}/publish`, 400, { body: '{' });
+    await check('POST', `${template}/publish`, 401, { key: null });
+    await check('POST', `${template}/publish`, 403, { key: keys.read });
+    await check('POST', `${missing}/publish`, 404);
+    await check('POST', `${template}/publish`, 413, { body: tooLarge() });
+    await check('POST', `${template}/publish`, 415, plain);
+
+    const copy = await check('POST', `${template}/duplicate`, 201);
+    await check('POST', `${template}/duplicate`, 400, { body: '{' });
+    await check('POST', `${template}/duplicate`, 401, { key: null });
+    await check('POST', `${template}/duplicate`, 403, { key: keys.read });
+    await check('POST', `${missing}/duplicate`, 404);
+    await check('POST', `${template}/duplicate`, 413, { body: tooLarge() });
+    await check('POST', `${template}/duplicate`, 415, plain);
+    // Every name a copy may take, taken.
+    for (let n = 2; n <= 10; n++) await check('POST', `${template}/duplicate`, 201);
+    await check('POST', `${template}/duplicate`, 409);
+
+    await check('DELETE', `/v1/templates/${idOf(copy)}`, 200);
+    await check('DELETE', template, 401, { key: null });
+    await check('DELETE', template, 403, { key: keys.read });
+    await check('DELETE', '/v1/templates/welcome', 403);
+    await check('DELETE', `/v1/templates/${idOf(copy)}`, 404);
+  });
+
+  test('/v1/suppressions: list, add, read, lift, import and export, and each refusal', async () => {
+    await check('POST', '/v1/suppressions', 200, { body: { address: 'doc-1@example.org' } });
+    await check('POST', '/v1/suppressions', 200, {
+      body: { suppressions: [{ address: 'doc-2@example.org', reason: 'complaint', detail: 'abuse' }] },
+    });
+    await check('POST', '/v1/suppressions', 401, { key: null, body: { address: 'x@example.org' } });
+    await check('POST', '/v1/suppressions', 403, { key: keys.read, body: { address: 'x@example.org' } });
+    await check('POST', '/v1/suppressions', 400, { body: '{' });
+    await check('POST', '/v1/suppressions', 413, { body: tooLarge() });
+    await check('POST', '/v1/suppressions', 415, { body: 'x', headers: { 'content-type': 'text/plain' } });
+    await check('POST', '/v1/suppressions', 422, { body: { address: 'nope' } });
+    await check('GET', '/v1/suppressions?limit=1', 200);
+    await check('GET', '/v1/suppressions?reason=complaint&address=DOC-2@example.org', 200);
+    await check('GET', '/v1/suppressions', 401, { key: null });
+    await check('GET', '/v1/suppressions', 403, { key: keys.send });
+    await check('GET', '/v1/suppressions?reason=spam', 422);
+    await check('GET', '/v1/suppressions/doc-1@example.org', 200);
+    await check('GET', '/v1/suppressions/doc-1@example.org', 401, { key: null });
+    await check('GET', '/v1/suppressions/doc-1@example.org', 403, { key: keys.send });
+    await check('GET', '/v1/suppressions/none@example.org', 404);
+    await check('DELETE', '/v1/suppressions/doc-2@example.org', 409);
+    await check('DELETE', '/v1/suppressions/doc-2@example.org?lift_complaint=maybe', 422);
+    await check('DELETE', '/v1/suppressions/doc-2@example.org?lift_complaint=true', 200);
+    await check('DELETE', '/v1/suppressions/doc-2@example.org', 404);
+    await check('DELETE', '/v1/suppressions/doc-1@example.org', 401, { key: null });
+    await check('DELETE', '/v1/suppressions/doc-1@example.org', 403, { key: keys.read });
+    const csv = {
+      body: 'address,reason\ndoc-3@example.org,bounce\nbad,manual\n',
+      headers: { 'content-type': 'text/csv' },
+    };
+    await check('POST', '/v1/suppressions/import', 200, csv);
+    await check('POST', '/v1/suppressions/import', 401, { ...csv, key: null });
+    await check('POST', '/v1/suppressions/import', 403, { ...csv, key: keys.read });
+    await check('POST', '/v1/suppressions/import', 415, { body: { address: 'doc-4@example.org' } });
+    await check('GET', '/v1/suppressions/export', 200);
+    await check('GET', '/v1/suppressions/export?reason=bounce', 200);
+    await check('GET', '/v1/suppressions/export', 401, { key: null });
+    await check('GET', '/v1/suppressions/export', 403, { key: keys.send });
+    await check('GET', '/v1/suppressions/export?reason=spam', 422);
+  });
+
   test('with Postgres unreachable, every route that reads it answers the documented 503', async () => {
     const id = idOf(await check('POST', '/v1/emails', 202, { body: EMAIL }));
     const hook = idOf(
@@ -562,6 +701,16 @@ describe('every answer of every route is one the document describes', () => {
       await check('PATCH', `/v1/emails/${id}`, 503, { body: at });
       await check('POST', `/v1/emails/${id}/cancel`, 503);
       await check('GET', '/v1/domains', 503);
+      await check('GET', `/v1/domains/${id}`, 503);
+      await check('POST', `/v1/domains/${id}/verify`, 503);
+      await check('GET', '/v1/templates', 503);
+      await check('POST', '/v1/templates', 503, { body: { name: 'cut', subject: 'S', text: 't' } });
+      await check('GET', '/v1/templates/welcome', 503);
+      await check('PATCH', '/v1/templates/welcome', 503, { body: { text: 't' } });
+      await check('DELETE', '/v1/templates/welcome', 503);
+      await check('POST', '/v1/templates/welcome/publish', 503);
+      await check('POST', '/v1/templates/welcome/duplicate', 503);
+      await check('POST', '/v1/templates/welcome/render', 503);
       await check('GET', '/v1/stats', 503);
       await check('GET', '/v1/audit-log', 503);
       await check('POST', '/v1/webhooks', 503, {
@@ -577,6 +726,15 @@ describe('every answer of every route is one the document describes', () => {
       await check('GET', `${webhook}/events/1`, 503);
       await check('POST', `${webhook}/events/1/replay`, 503);
       await check('POST', `${webhook}/replay`, 503, { body: { email_id: id } });
+      await check('GET', '/v1/suppressions', 503);
+      await check('POST', '/v1/suppressions', 503, { body: { address: 'cut@example.org' } });
+      await check('GET', '/v1/suppressions/export', 503);
+      await check('GET', '/v1/suppressions/cut@example.org', 503);
+      await check('DELETE', '/v1/suppressions/cut@example.org', 503);
+      await check('POST', '/v1/suppressions/import', 503, {
+        body: 'address\ncut@example.org\n',
+        headers: { 'content-type': 'text/csv' },
+      });
       await check('GET', '/readyz', 503, { key: null });
     } finally {
       await proxy.restore();

@@ -414,6 +414,21 @@ test('DNS: published records verify the domain; a missing record is named in the
   publish(await waitCondition(space, 'sendingdomain', 'partial', 'Ready', 'True'), 'dmarc');
 
   await waitCondition(space, 'sendingdomain', 'good', 'DNSVerified', 'True', 'RecordsFound');
+  // The findings are on the domain's row too, where the api reads them (GET /v1/domains/:id).
+  const findings = await database.db
+    .selectFrom('domains')
+    .select(['dns_findings', 'dns_checked_at'])
+    .where('name', '=', 'good.example')
+    .executeTakeFirstOrThrow();
+  assert.ok(findings.dns_checked_at);
+  assert.deepEqual(
+    findings.dns_findings?.map((f) => [f.purpose, f.status]),
+    [
+      ['dkim', 'verified'],
+      ['spf', 'verified'],
+      ['dmarc', 'verified'],
+    ],
+  );
   // Only DMARC is left missing once the re-check has seen the published records.
   await eventually('the DNS condition to name only the missing DMARC record', async () => {
     const c = condition(await getObject(space, 'sendingdomain', 'partial'), 'DNSVerified');

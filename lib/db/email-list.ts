@@ -66,7 +66,7 @@ const COUNT_CAP = 20_000;
  * What the summary leaves out of an email's content: the parts that make it large (and, below,
  * a template's variables, up to 256 KiB).
  */
-const LARGE_PARTS = ['html', 'text', 'headers', 'attachments'];
+const LARGE_PARTS = ['html', 'text', 'headers', 'attachments', 'raw'];
 
 /** Which index a page is read along. */
 type Walk = 'recipient' | 'status' | 'domain' | 'emails';

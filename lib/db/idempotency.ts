@@ -1,7 +1,7 @@
 // Idempotency-Key records, per tenant (the api's side is api/idempotency.ts): claim a key for a
 // request, find its first answer, release a refused request's claim, purge expired keys. The
 // answer of an accepted request is written by the statement that queues its emails
-// (api/accept.ts), so that a 202 and its record commit together.
+// (lib/send/accept.ts), so that a 202 and its record commit together.
 
 import { sql } from 'kysely';
 import type { Db } from './index.js';

@@ -15,6 +15,10 @@ import * as eventsByTime from './migrations/2026-12-01T05-00-events-by-time.js';
 import * as tenantRetention from './migrations/2026-12-01T06-00-tenant-retention.js';
 import * as emailSearch from './migrations/2026-12-01T07-00-email-search.js';
 import * as auditLog from './migrations/2026-12-01T08-00-audit-log.js';
+import * as dkimRotation from './migrations/2026-12-02T05-00-dkim-rotation.js';
+import * as templateVersions from './migrations/2026-12-02T01-00-template-versions.js';
+import * as unsubscribe from './migrations/2026-12-02T02-00-unsubscribe.js';
+import * as tracking from './migrations/2026-12-02T03-00-tracking.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -27,6 +31,10 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-01T06-00-tenant-retention': tenantRetention,
   '2026-12-01T07-00-email-search': emailSearch,
   '2026-12-01T08-00-audit-log': auditLog,
+  '2026-12-02T05-00-dkim-rotation': dkimRotation,
+  '2026-12-02T01-00-template-versions': templateVersions,
+  '2026-12-02T02-00-unsubscribe': unsubscribe,
+  '2026-12-02T03-00-tracking': tracking,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

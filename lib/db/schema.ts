@@ -2,6 +2,7 @@
 // interfaces follow them.
 
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { DnsRecord } from '../dns-records.js';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type Json<T> = ColumnType<T, string, string>;
@@ -16,6 +17,8 @@ export interface TenantTable {
   namespace: string;
   name: string;
   limits: Json<TenantLimits>;
+  /** Whether an email that does not say carries List-Unsubscribe (the Tenant's spec.unsubscribe). */
+  unsubscribe: Generated<boolean>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
   /** Set when its Tenant resource was deleted with its rows retained; a re-created Tenant clears it. */
@@ -45,8 +48,51 @@ export interface DomainTable {
   dkim_private_key: string;
   dkim_public_key: string;
   return_path_domain: string | null;
+  /** When the row's key started signing; a rotation is due spec.dkim.rotateEvery after it. */
+  dkim_activated_at: Generated<Date>;
+  /** The host tracked links and the open pixel are served under (spec.tracking.domain). */
+  tracking_domain: string | null;
+  /** Whether opens, and clicks, are tracked for an email that does not say. */
+  track_opens: Generated<boolean>;
+  track_clicks: Generated<boolean>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+  /** The last DNS check of each record (lib/db/dns-findings.ts), by the operator or the api. */
+  dns_findings: Json<DnsFinding[]> | null;
+  dns_checked_at: Timestamp | null;
+}
+
+/**
+ * A DKIM key besides the one its domain row signs with: the next key of a rotation, a key being
+ * retired, or the RSA key an Ed25519 domain also signs with (slot `rsa`).
+ */
+export interface DkimKeyTable {
+  id: Generated<string>;
+  domain_id: string;
+  slot: 'primary' | 'rsa';
+  state: 'next' | 'active' | 'retiring';
+  selector: string;
+  algorithm: 'rsa-2048' | 'ed25519';
+  /** Encrypted envelope (lib/crypto encrypt) of the PKCS#8 PEM. */
+  private_key: string;
+  public_key: string;
+  created_at: Generated<Date>;
+  activated_at: Timestamp | null;
+  /** For a retiring key: when it stops being published. */
+  retire_at: Timestamp | null;
+}
+
+/** What one DNS check found for one record to publish. */
+export interface DnsFinding {
+  purpose: DnsRecord['purpose'];
+  type: DnsRecord['type'];
+  name: string;
+  /** The value checked for: a finding about another key or host says nothing of the current one. */
+  value: string;
+  /** verified: found as published; pending: absent; failed: present but wrong; temporary_failure: the lookup failed. */
+  status: 'verified' | 'pending' | 'failed' | 'temporary_failure';
+  /** What was wrong, as the operator's DNSVerified condition says it. */
+  problem?: string;
 }
 
 export interface TemplateTable {
@@ -54,6 +100,8 @@ export interface TemplateTable {
   tenant_id: string;
   name: string;
   current_version: number;
+  /** A Template resource's (read-only through the API), or one made through the API. */
+  source: ColumnType<'resource' | 'api', 'resource' | 'api' | undefined, 'resource' | 'api'>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }
@@ -66,7 +114,17 @@ export interface TemplateVersionTable {
   text: string | null;
   /** SHA-256 of the content: re-applying an unchanged template makes no new version. */
   digest: string;
+  /** Resend's variable declarations ({key, type, fallback_value}), for versions made through the API. */
+  variables: ColumnType<TemplateVariable[] | null, string | null | undefined, string | null>;
+  /** The variables the version was checked with (and a preview renders without its own). */
+  sample_data: ColumnType<Record<string, unknown> | null, string | null | undefined, string | null>;
   created_at: Generated<Date>;
+}
+
+export interface TemplateVariable {
+  key: string;
+  type: 'string' | 'number';
+  fallback_value: string | number | null;
 }
 
 export interface Attachment {
@@ -89,6 +147,20 @@ export interface EmailContent {
   attachments: Attachment[];
   tags: { name: string; value: string }[];
   template?: { id: string; version: number; variables: Record<string, unknown> };
+  /**
+   * The whole message as an SMTP client submitted it, base64 (8-bit MIME need not be UTF-8), without
+   * X-Mailplane-Tags: sent as it is (sender/raw-message.ts) instead of composed from the fields
+   * above, which then only describe it (its addresses and subject, for the API's views).
+   */
+  raw?: string;
+  /**
+   * Whether its messages carry List-Unsubscribe and List-Unsubscribe-Post (RFC 8058), as the
+   * request said; absent, the tenant's default (tenants.unsubscribe) when each message is sent, so
+   * that every way in (REST, SendGrid, Postmark, SMTP) gets the Tenant's setting.
+   */
+  unsubscribe?: boolean;
+  /** The request's `tracking`: what it turns on or off against its sending domain's defaults. */
+  tracking?: { opens?: boolean; clicks?: boolean };
 }
 
 export interface EmailTable {
@@ -161,7 +233,9 @@ export interface EventTable {
   created_at: Generated<Date>;
 }
 
-export type SuppressionReason = 'bounce' | 'complaint' | 'unsubscribe' | 'manual';
+/** Why an address is suppressed: a hard bounce, a complaint, an unsubscribe, or by hand (API, CSV). */
+export const SUPPRESSION_REASONS = ['bounce', 'complaint', 'unsubscribe', 'manual'] as const;
+export type SuppressionReason = (typeof SUPPRESSION_REASONS)[number];
 
 export interface SuppressionTable {
   tenant_id: string;
@@ -280,6 +354,7 @@ export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
   domains: DomainTable;
+  dkim_keys: DkimKeyTable;
   templates: TemplateTable;
   template_versions: TemplateVersionTable;
   emails: EmailTable;
@@ -299,6 +374,7 @@ export interface Database {
 export type Tenant = Selectable<TenantTable>;
 export type ApiKey = Selectable<ApiKeyTable>;
 export type Domain = Selectable<DomainTable>;
+export type DkimKey = Selectable<DkimKeyTable>;
 export type Template = Selectable<TemplateTable>;
 export type TemplateVersion = Selectable<TemplateVersionTable>;
 export type Email = Selectable<EmailTable>;

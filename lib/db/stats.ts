@@ -1,6 +1,7 @@
 // Statistics from the rollups that every event updates (lib/db/transitions.ts FOLLOW_UPS): counts
 // per hour of sent, delivered, deferred, bounced, complained, failed, suppressed and canceled
-// messages, per sending domain and per tag, and their rates. Reading never touches messages.
+// messages, and of opens and clicks (a person's apart from a machine's), per sending domain and per
+// tag, and their rates. Reading never touches messages.
 
 import { sql } from 'kysely';
 import type { Db } from './index.js';
@@ -18,11 +19,22 @@ export const STAT_TYPES = [
   'failed',
   'suppressed',
   'canceled',
+  'unsubscribed',
+  'opened',
+  'clicked',
+  'machine_opened',
+  'machine_clicked',
 ] as const;
 export type StatType = (typeof STAT_TYPES)[number];
 
-/** The stat an `ev` row counts as, or null: for the statement that writes the event. */
+/**
+ * The stat an `ev` row counts as, or null: for the statement that writes the event. An open or a
+ * click a machine made (api/machine-fetch.ts) counts apart, as machine_opened or machine_clicked,
+ * so that opened and clicked are people's.
+ */
 export const STAT_TYPE_SQL = `case ev.type when 'sending' then case when (ev.detail->>'attempt')::int = 1 then 'sent' end
+      when 'opened' then case when (ev.detail->>'machine')::boolean then 'machine_opened' else 'opened' end
+      when 'clicked' then case when (ev.detail->>'machine')::boolean then 'machine_clicked' else 'clicked' end
       when 'delayed' then null when 'scheduled' then null else ev.type end`;
 
 export type StatsInterval = 'hour' | 'day';

@@ -7,7 +7,8 @@
 //
 //   queued ─claim→ sending ─settle→ delivered | failed | suppressed
 //      │              └──defer→ deferred ─claim→ sending …      └─(late) bounce→ bounced
-//      └─cancel→ canceled       └──bounce→ bounced             complaint, delay: events only
+//      └─cancel→ canceled       └──bounce→ bounced             complaint, delay, open, click,
+//                                                              unsubscribe: events only
 //   queued and not yet due ─reschedule→ queued, due at another time (a `scheduled` event again)
 //
 // Each transition applies only from the statuses it may leave, and the event is written only when
@@ -47,6 +48,9 @@ export const EVENT_TYPES = [
   'canceled',
   'delayed',
   'complained',
+  'unsubscribed',
+  'opened',
+  'clicked',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -119,7 +123,7 @@ const FOLLOW_UPS = `, counted as (
       returning id
     )`;
 /**
- * For the accept statement (api/accept.ts): a `scheduled` event for each new message of `source`
+ * For the accept statement (lib/send/accept.ts): a `scheduled` event for each new message of `source`
  * (id, email_id, tenant_id, run_at) due later, and what follows it; a CTE list to continue.
  */
 export function scheduledEvents(source: string): string {
@@ -146,6 +150,12 @@ export interface MessageToSend {
   /** Undefined when the domain is gone (or belongs to another tenant now). */
   domain?: Pick<DomainTable, 'name' | 'selector' | 'dkim_private_key' | 'return_path_domain'> & {
     id: string;
+    /** Open and click tracking defaults (lib/tracking.ts). */
+    tracking_domain: string | null;
+    track_opens: boolean;
+    track_clicks: boolean;
+    /** Keys that sign beside the row's (the RSA key of a dual-signing domain), from dkim_keys. */
+    also_signing?: { selector: string; private_key: string }[];
   };
 }
 
@@ -173,7 +183,10 @@ const CLAIM = {
     ), ${events('claimed', `'sending'`, `jsonb_build_object('attempt', s.attempts)`)}${FOLLOW_UPS}
     select m.id, m.email_id, m.tenant_id, m.recipient, m.status, t.suppressed, c.attempts as attempt,
            e.from_address, e.content, greatest(e.created_at, e.scheduled_at) as due_at,
-           d.id as domain_id, d.name as domain_name, d.selector, d.dkim_private_key, d.return_path_domain
+           d.id as domain_id, d.name as domain_name, d.selector, d.dkim_private_key, d.return_path_domain,
+           d.tracking_domain, d.track_opens, d.track_clicks,
+           (select json_agg(json_build_object('selector', k.selector, 'private_key', k.private_key) order by k.selector)
+              from dkim_keys k where k.domain_id = d.id and k.state = 'active') as also_signing
     from messages m
     join target t on t.id = m.id
     join emails e on e.id = m.email_id
@@ -213,6 +226,10 @@ export async function claimMessage(pool: Queryable, messageId: string): Promise<
     selector: string | null;
     dkim_private_key: string | null;
     return_path_domain: string | null;
+    tracking_domain: string | null;
+    track_opens: boolean | null;
+    track_clicks: boolean | null;
+    also_signing: { selector: string; private_key: string }[] | null;
   }>({ ...CLAIM, values: [messageId] });
   const row = rows[0];
   if (!row) return undefined;
@@ -234,6 +251,10 @@ export async function claimMessage(pool: Queryable, messageId: string): Promise<
             selector: row.selector,
             dkim_private_key: row.dkim_private_key,
             return_path_domain: row.return_path_domain,
+            tracking_domain: row.tracking_domain,
+            track_opens: row.track_opens ?? false,
+            track_clicks: row.track_clicks ?? false,
+            ...(row.also_signing ? { also_signing: row.also_signing } : {}),
           }
         : undefined,
   };
@@ -390,6 +411,105 @@ export async function recordComplaint(
       ), ${eventsSql('m', 'complained', json(c.detail))}${sql.raw(FINISH)}`,
   );
   return events > 0;
+}
+
+/** An open (the pixel fetched) or a click (a tracked link followed), as api/tracking.ts records it. */
+export interface Engagement {
+  type: 'opened' | 'clicked';
+  messageId: string;
+  /** What the timeline, webhooks and statistics read: `machine` and its reason, the link, the client. */
+  detail: Record<string, unknown> & { machine: boolean };
+}
+
+const ENGAGEMENT = {
+  // Named: a scanner's burst of fetches is written through it in groups, many a second.
+  name: 'mailplane_record_engagement',
+  text: `
+    with input as (
+      select * from jsonb_to_recordset($1::jsonb) as h(message_id uuid, type text, detail jsonb)
+    ), m as (
+      select msg.id, msg.email_id, msg.tenant_id, i.type, i.detail
+      from input i join messages msg on msg.id = i.message_id
+    ), ${events('m', 's.type', 's.detail')}${FINISH}`,
+};
+
+/**
+ * Opens and clicks: an `opened` or `clicked` event for each of a message that still exists, with
+ * its follow-ups — webhooks (email.opened, email.clicked) and statistics, which count a machine's
+ * apart from a person's (lib/db/stats.ts). The status stays. Many in one statement, since a
+ * scanner may fetch every link of every message at once. Answers the events written.
+ *
+ *   await recordEngagements(pool, [{ type: 'clicked', messageId, detail: { machine: false, link } }]);
+ */
+export async function recordEngagements(pool: Queryable, items: readonly Engagement[]): Promise<number> {
+  if (items.length === 0) return 0;
+  const rows = items.map((e) => ({ message_id: e.messageId, type: e.type, detail: e.detail }));
+  const { rows: result } = await pool.query<{ events: number }>({
+    ...ENGAGEMENT,
+    values: [JSON.stringify(rows)],
+  });
+  return result[0]?.events ?? 0;
+}
+
+/** The advisory lock space (the first of the two keys) that orders unsubscribes of one message. */
+const UNSUBSCRIBE_LOCK = 0x756e7375; // "unsu"
+
+/** One recipient's unsubscribe: from a link's token or the message a mailto address names. */
+export interface Unsubscribe {
+  tenantId: string;
+  /** Lower-cased. */
+  address: string;
+  /** The message whose timeline gets the event, when it still exists. */
+  messageId: string;
+  /** How: `{ method: 'one-click' | 'page' | 'mailto' }`; the method is also the suppression's detail. */
+  detail: Record<string, unknown> & { method: string };
+}
+
+/**
+ * Recipients who asked for no more mail: each address suppressed for its tenant (reason
+ * `unsubscribe`; an address suppressed already keeps its first reason), and an `unsubscribed`
+ * event once per message that still exists, so that webhooks (email.unsubscribed) and statistics
+ * hear of it. The status stays. Many in one statement: the api writes a burst of one-click POSTs
+ * in groups. A tenant deleted with its rows is skipped. Answers the events written.
+ *
+ *   await recordUnsubscribes(db, [{ tenantId, address: 'ada@example.org', messageId, detail: { method: 'one-click' } }]);
+ */
+export async function recordUnsubscribes(db: Db, items: readonly Unsubscribe[]): Promise<number> {
+  if (items.length === 0) return 0;
+  if (!db.isTransaction) return db.transaction().execute((trx) => recordUnsubscribes(trx, items));
+  // Two presses of one link at once (a double click, a client retrying) would both find no event
+  // and write one each: the second waits here, and then sees the first's. In id order, so that two
+  // groups never wait on each other.
+  const ids = [...new Set(items.map((u) => u.messageId))].sort();
+  await sql`select pg_advisory_xact_lock(${UNSUBSCRIBE_LOCK}, hashtext(id))
+    from (select unnest(${ids}::text[]) as id order by 1) ids`.execute(db);
+  const rows = items.map((u) => ({
+    tenant_id: u.tenantId,
+    address: u.address.toLowerCase(),
+    message_id: u.messageId,
+    detail: u.detail,
+  }));
+  return written(
+    db,
+    sql<{ events: number }>`
+      with input as (
+        select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+          as u(tenant_id uuid, address text, message_id uuid, detail jsonb)
+      ), suppressed as (
+        insert into suppressions (tenant_id, address, reason, detail)
+        select distinct on (i.tenant_id, i.address) i.tenant_id, i.address, 'unsubscribe', i.detail->>'method'
+        from input i join tenants t on t.id = i.tenant_id
+        on conflict (tenant_id, address) do nothing
+      ), found as (
+        select distinct on (m.id) m.id, m.email_id, m.tenant_id, i.detail
+        from input i
+        join messages m on m.id = i.message_id and m.tenant_id = i.tenant_id and lower(m.recipient) = i.address
+      ), m as (
+        select * from found f where not exists (
+          select 1 from events e where e.email_id = f.email_id and e.message_id = f.id and e.type = 'unsubscribed'
+        )
+      ), ${sql.raw(events('m', `'unsubscribed'`, 's.detail'))}${sql.raw(FINISH)}`,
+  );
 }
 
 /**

@@ -1,5 +1,7 @@
-// A small authoritative DNS server on loopback (UDP and TCP on one port) answering TXT and MX
-// from a table the test edits, so that the operator's DNS check runs against real lookups.
+// A small authoritative DNS server on loopback (UDP and TCP on one port) answering TXT, MX, A,
+// AAAA and CNAME (when asked for a CNAME: none is followed) from a table the test edits, so that
+// the operator's DNS check and the sender's direct delivery (MX, addresses, MTA-STS) run against
+// real lookups.
 //
 //   const dns = await startDnsServer();
 //   dns.records.set('_dmarc.example.com', [{ type: 'TXT', value: 'v=DMARC1; p=none' }]);
@@ -8,7 +10,12 @@
 import { createSocket } from 'node:dgram';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 
-export type DnsAnswer = { type: 'TXT'; value: string } | { type: 'MX'; priority: number; exchange: string };
+export type DnsAnswer =
+  | { type: 'TXT'; value: string }
+  | { type: 'MX'; priority: number; exchange: string }
+  | { type: 'A'; address: string }
+  | { type: 'AAAA'; address: string }
+  | { type: 'CNAME'; target: string };
 
 export interface DnsServer {
   /** host:port, as MAILPLANE_DNS_SERVERS takes it. */
@@ -18,7 +25,7 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-const TYPE = { TXT: 16, MX: 15 } as const;
+const TYPE = { TXT: 16, MX: 15, A: 1, AAAA: 28, CNAME: 5 } as const;
 
 function encodeName(name: string): Buffer {
   const labels = name.replace(/\.$/, '').split('.').filter(Boolean);
@@ -29,6 +36,9 @@ function encodeName(name: string): Buffer {
 }
 
 function rdata(answer: DnsAnswer): Buffer {
+  if (answer.type === 'A') return Buffer.from(answer.address.split('.').map(Number));
+  if (answer.type === 'AAAA') return ipv6Bytes(answer.address);
+  if (answer.type === 'CNAME') return encodeName(answer.target);
   if (answer.type === 'MX') {
     const pref = Buffer.alloc(2);
     pref.writeUInt16BE(answer.priority);
@@ -42,6 +52,21 @@ function rdata(answer: DnsAnswer): Buffer {
     chunks.push(Buffer.from([part.length]), part);
   }
   return Buffer.concat(chunks);
+}
+
+/** The 16 bytes of an IPv6 address in any of its spellings (`::1`, `2001:db8::25`). */
+function ipv6Bytes(address: string): Buffer {
+  const [head = '', tail] = address.split('::');
+  const groups = (part: string) => (part ? part.split(':') : []);
+  const missing = 8 - groups(head).length - groups(tail ?? '').length;
+  const all = [
+    ...groups(head),
+    ...(tail === undefined ? [] : Array<string>(missing).fill('0')),
+    ...groups(tail ?? ''),
+  ];
+  const bytes = Buffer.alloc(16);
+  all.forEach((group, i) => bytes.writeUInt16BE(parseInt(group, 16), i * 2));
+  return bytes;
 }
 
 /** Answers one query message; undefined for a message that is not a query we can read. */

@@ -52,6 +52,14 @@ capabilities:
 {{- end -}}
 
 {{/* The environment every Mailplane process shares. */}}
+{{- /*
+The DNS servers every component that resolves asks (MAILPLANE_DNS_SERVERS): dnsServers, or the
+operator.dnsServers of earlier releases.
+*/ -}}
+{{- define "mailplane.dnsServers" -}}
+{{- .Values.dnsServers | default .Values.operator.dnsServers -}}
+{{- end -}}
+
 {{- define "mailplane.env" -}}
 - name: DATABASE_URL
   valueFrom:
@@ -68,6 +76,22 @@ capabilities:
 {{- if .Values.inboundHost }}
 - name: MAILPLANE_INBOUND_HOST
   value: {{ .Values.inboundHost | quote }}
+{{- end }}
+{{- with .Values.spf.include }}
+- name: MAILPLANE_SPF_INCLUDE
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.spf.egressIPs }}
+- name: MAILPLANE_EGRESS_IPS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.dmarc.rua }}
+- name: MAILPLANE_DMARC_RUA
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- if .Values.publicUrl }}
+- name: MAILPLANE_PUBLIC_URL
+  value: {{ .Values.publicUrl | quote }}
 {{- end }}
 {{- if .Values.webhooks.allowPrivate }}
 - name: MAILPLANE_WEBHOOKS_ALLOW_PRIVATE
