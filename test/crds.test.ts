@@ -80,6 +80,17 @@ test('a SendingDomain with a malformed domain is refused in words, not with a re
   assert.doesNotMatch(stderr, /should match|\[a-z0-9\]/);
 });
 
+test('an international domain is taken as its A-labels, A-label top-level domains included, and refused as U-labels', async () => {
+  for (const name of ['mail.xn--bcher-kva.example', 'mail.example.xn--p1ai']) {
+    await ok(['apply', '--dry-run=server', '-f', '-'], domain(`{tenantRef: {name: acme}, domain: ${name}}`));
+  }
+  const stderr = await refused(domain('{tenantRef: {name: acme}, domain: mail.bücher.example}'));
+  assert.match(
+    stderr,
+    /spec\.domain: Invalid value: "string": .*as its A-labels, e\.g\. mail\.xn--bcher-kva\.example/,
+  );
+});
+
 test('every malformed name, selector and return path is refused in words', async () => {
   const cases: [string, RegExp][] = [
     [
