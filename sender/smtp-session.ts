@@ -4,6 +4,7 @@
 // allows and count it. A session carries many messages, one at a time, through `sendMail`, the same
 // call a nodemailer pool takes, so that one send function serves the relay and direct delivery.
 
+import { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import MimeNode from 'nodemailer/lib/mime-node';
 import { offersSmtpUtf8, Utf8Connection } from './smtputf8.js';
@@ -59,6 +60,8 @@ export interface SmtpSession extends Poolable {
  * (often about 100) and answer the next one with a 4xx; replacing first costs one handshake.
  */
 const MAX_MESSAGES_PER_SESSION = 100;
+/** Longest a message may take from MAIL FROM to the final reply (RFC 5321 §4.5.3.2's 10 minutes). */
+const SEND_DEADLINE_MS = 10 * 60_000;
 
 /**
  * Opens a session and resolves once EHLO (and STARTTLS, when used) is done. A handshake that fails
@@ -155,20 +158,62 @@ export async function openSession(options: SessionOptions): Promise<SmtpSession>
         // The envelope as a nodemailer pool sends it: domains lower-cased and in A-labels (kept
         // UTF-8 beside a UTF-8 local part), an odd local part quoted.
         const { from, to } = new MimeNode().setEnvelope(envelope).getEnvelope();
-        connection.send({ ...envelope, from: from || '', to }, raw, (err, info) => {
-          if (!err) return resolve({ response: String(info?.response ?? '') });
+        // Once the whole message has gone out, a failure without a reply (a timeout, a dropped
+        // connection) may follow a server that took it: `afterData` tells the transport not to
+        // hand the message straight to another host, which would deliver it twice.
+        let dataSent = false;
+        const body = Readable.from([raw]);
+        body.once('end', () => {
+          dataSent = true;
+        });
+        let settled = false;
+        const finish = (err?: Error & { code?: string }, response?: string) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(deadline);
+          if (!err) return resolve({ response: response ?? '' });
+          const failed = err as Error & { responseCode?: number; afterData?: boolean };
+          if (dataSent && failed.responseCode === undefined) failed.afterData = true;
+          reject(failed);
+        };
+        // The socket timeout counts silence only: a server trickling a byte a minute would hold
+        // the message and the slot for ever. RFC 5321 §4.5.3.2 waits 10 minutes for the last reply.
+        const deadline = setTimeout(() => {
+          broken = true;
+          connection.close();
+          finish(
+            Object.assign(new Error('no answer to the message within 10 minutes'), { code: 'ETIMEDOUT' }),
+          );
+        }, SEND_DEADLINE_MS);
+        deadline.unref();
+        // nodemailer may drop a callback when the connection closes under it (an RSET queued
+        // behind a server that hangs up): the end of the session settles what is still open, with
+        // the server's refusal when there was one.
+        let refusal: (Error & { code?: string }) | undefined;
+        const closed = () =>
+          Object.assign(new Error('the connection closed during the message'), { code: 'ECONNECTION' });
+        if (ended) return finish(closed());
+        endCallbacks.push(() => {
+          broken = true;
+          finish(refusal ?? closed());
+        });
+        connection.send({ ...envelope, from: from || '', to }, body, (err, info) => {
+          if (!err) return finish(undefined, String(info?.response ?? ''));
           const e = err as Error & { code?: string; responseCode?: number };
           // A refusal of this message leaves the session fit for the next after RSET; anything
           // else (a dropped connection, a 421) ends it.
           if ((e.code === 'EENVELOPE' || e.code === 'EMESSAGE') && e.responseCode !== 421 && !ended) {
+            // A server that hangs up instead of answering RSET ends the session: the refusal
+            // stands (see `closed` above), and the session is not used again.
+            refusal = e;
             connection.reset((resetErr) => {
               if (resetErr) broken = true;
-              reject(err);
+              finish(e);
             });
             return;
           }
           broken = true;
-          reject(err);
+          finish(e);
         });
       }),
   };

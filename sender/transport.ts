@@ -305,7 +305,7 @@ function directTransport(options: TransportOptions): Transport {
     } catch (err) {
       // A kept session the server closed meanwhile fails before the message was sent: once more
       // on a new session, rather than a deferral for a connection that was merely old.
-      if (!stale) throw err;
+      if (!stale || (err as { afterData?: boolean }).afterData) throw err;
       return { reply: await attempt(), host: target.host };
     }
   }
@@ -344,8 +344,11 @@ function directTransport(options: TransportOptions): Transport {
             lastError = err;
             // A reply from a server is its answer for this recipient; only a host that could not
             // be reached, that is closing its doors (421) or that the policy refused sends us on.
+            // A failure after the whole message went out is no such case: that server may have
+            // taken it, and the next would deliver it a second time. It waits for a retry.
             const code = (err as { responseCode?: number }).responseCode;
             if (code !== undefined && code !== 421) throw err;
+            if ((err as { afterData?: boolean }).afterData) throw err;
             refusals.push((err as Error).message);
           }
         }
