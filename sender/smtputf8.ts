@@ -112,12 +112,12 @@ async function sendWithSmtpUtf8(
     // The EHLO reply (after STARTTLS, the second one): connect() calls back once it is read.
     if (!offersSmtpUtf8(connection)) throw notOffered(options.host ?? 'the relay', envelope, need);
     if (auth && connection.allowsAuth) {
-      await new Promise<void>((resolve, reject) =>
+      await untilEnd<void>(connection, (resolve, reject) =>
         connection.login(auth, (err) => (err ? reject(err) : resolve())),
       );
     }
     connection.forceSmtpUtf8 = true;
-    const info = await new Promise<{ response?: string }>((resolve, reject) =>
+    const info = await untilEnd<{ response?: string }>(connection, (resolve, reject) =>
       connection.send(
         { from: envelope.from, to: [envelope.to], size: raw.length, use8BitMime: true },
         raw as Buffer | Readable,
@@ -131,6 +131,31 @@ async function sendWithSmtpUtf8(
     if (sent) connection.quit();
     else connection.close();
   }
+}
+
+/**
+ * A step of a connection that settles even when the connection ends under it: nodemailer drops
+ * the callbacks it had queued (a login, a send) when a server hangs up or goes silent.
+ */
+function untilEnd<T>(
+  connection: SMTPConnection,
+  step: (resolve: (value: T) => void, reject: (err: Error) => void) => void,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const ended = () =>
+      reject(Object.assign(new Error('the connection closed before its answer'), { code: 'ECONNECTION' }));
+    connection.once('end', ended);
+    step(
+      (value) => {
+        connection.removeListener('end', ended);
+        resolve(value);
+      },
+      (err) => {
+        connection.removeListener('end', ended);
+        reject(err);
+      },
+    );
+  });
 }
 
 /**
