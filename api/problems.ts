@@ -76,6 +76,10 @@ export function sendProblem(req: Request, res: Response, problem: Problem): void
 export function problemOf(err: unknown, req: Request): Problem {
   const problem = err instanceof Problem ? err : fromParserError(err as { type?: string });
   if (problem) return problem;
+  // A path parameter that is not valid percent-encoding (`/v1/emails/%ZZ`): the router's URIError.
+  if (err instanceof URIError && (err as { status?: number }).status === 400) {
+    return new Problem(400, 'bad-request', 'The request path is not valid percent-encoding.');
+  }
   if (isDatabaseUnavailable(err)) {
     req.log.warn('database unavailable', {
       err: err as Error,

@@ -398,6 +398,16 @@ describe('absurd sizes, depths and numbers', () => {
   });
 });
 
+describe('paths', () => {
+  test('a path that is not valid percent-encoding is a 400, on the public routes and under /v1 alike', async () => {
+    for (const path of ['/v1/emails/%ZZ', '/v1/templates/%E0%A4%A', '/u/%ZZ', '/t/c/%ZZ', '/t/o/%ZZ']) {
+      const res = await fetch(platform.url + path, { headers: { authorization: `Bearer ${key}` } });
+      assert.equal(res.status, 400, path);
+      assert.equal(((await res.json()) as { type: string }).type.endsWith('bad-request'), true, path);
+    }
+  });
+});
+
 describe('addresses', () => {
   // International addresses (bücher.de, ада@пример.рф) are accepted: test/international.test.ts.
   test('absurd addresses are refused naming the field: 2,000-character local parts, no domain', async () => {
