@@ -50,8 +50,10 @@ export function trackingRouter(deps: { secretKey: Buffer; recorder: EngagementRe
   router.get('/t/c/:token', (req, res) => {
     const token = req.params.token;
     const click = token.length <= MAX_TOKEN ? readClickToken(secretKey, token) : undefined;
-    if (!click) throw notFound();
-    const { url, ...message } = click;
+    // Only under the host it was made for (req.hostname: the Host, or X-Forwarded-Host from a
+    // trusted proxy): elsewhere a tenant's token would be an open redirect on another's domain.
+    if (!click || click.host !== req.hostname.toLowerCase()) throw notFound();
+    const { url, host: _host, ...message } = click;
     recorder.record({ kind: 'click', ...message, link: url, ...client(req) });
     // Not cached either: a second click is a click too, and the answer is for this token only.
     res.set(NO_CACHE).redirect(302, url);

@@ -6,7 +6,7 @@
 // change to send a person elsewhere.
 //
 //   https://<tracking domain>/t/o/<token>   the open pixel      token: [message id, sent at]
-//   https://<tracking domain>/t/c/<token>   a tracked link      token: [message id, sent at, URL]
+//   https://<tracking domain>/t/c/<token>   a tracked link      token: [message id, sent at, URL, host]
 
 import { signToken, verifyToken } from './signed-token.js';
 
@@ -71,7 +71,8 @@ export function clickUrl(
   sentAt: number,
   url: string,
 ): string {
-  return `${base}${CLICK_PATH}${signToken(secretKey, 'click', [messageId, sentField(sentAt), url])}`;
+  const fields = [messageId, sentField(sentAt), url, new URL(base).hostname];
+  return `${base}${CLICK_PATH}${signToken(secretKey, 'click', fields)}`;
 }
 
 function fetched(fields: string[] | undefined, count: number): TrackedFetch | undefined {
@@ -90,19 +91,21 @@ export function readOpenToken(secretKey: Buffer, token: string): TrackedFetch | 
 }
 
 /**
- * The message and URL of a tracked link's token, or undefined for anything Mailplane did not sign
- * or a URL that is not http(s) (a token from a version that let one through must still not
- * redirect to `javascript:`).
+ * The message, URL and tracking host of a tracked link's token, or undefined for anything
+ * Mailplane did not sign or a URL that is not http(s) (a token from a version that let one through
+ * must still not redirect to `javascript:`). The host is the one the link was made for: one
+ * tenant's token must not redirect from another tenant's tracking domain, nor from the shared
+ * public host unless it was made there.
  */
 export function readClickToken(
   secretKey: Buffer,
   token: string,
-): (TrackedFetch & { url: string }) | undefined {
+): (TrackedFetch & { url: string; host: string }) | undefined {
   const fields = verifyToken(secretKey, 'click', token);
   const message = fetched(fields?.slice(0, 2), 2);
-  const url = fields?.length === 3 ? fields[2]! : undefined;
-  if (!message || url === undefined || !trackableUrl(url)) return undefined;
-  return { ...message, url };
+  const [url, host] = fields?.length === 4 ? fields.slice(2) : [];
+  if (!message || url === undefined || host === undefined || !trackableUrl(url)) return undefined;
+  return { ...message, url, host };
 }
 
 /** An absolute http or https URL that parses. */

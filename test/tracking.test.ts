@@ -124,8 +124,13 @@ async function eventsOf(messageId: string, count = 1) {
 
 function fetchTracked(url: string, init: { headers?: Record<string, string>; method?: string } = {}) {
   // The tracked URL's host is the tracking domain; the api behind it is on loopback.
-  const { pathname } = new URL(url);
-  return fetch(`${platform.url}${pathname}`, { redirect: 'manual', ...init });
+  // The Ingress says which host was asked for, as it says who asked.
+  const { pathname, host } = new URL(url);
+  return fetch(`${platform.url}${pathname}`, {
+    redirect: 'manual',
+    ...init,
+    headers: { 'x-forwarded-host': host, ...init.headers },
+  });
 }
 
 before(async () => {
@@ -254,13 +259,26 @@ describe('a tracked message', () => {
       `${payload}`, // no MAC at all
       signToken(Buffer.alloc(32, 7), 'click', [messageId!, sentAt!, 'https://evil.example/']), // another key
       signToken(platform.config.secretKey, 'open', [messageId!, sentAt!]), // another purpose's token
-      signToken(platform.config.secretKey, 'click', [messageId!, sentAt!, 'javascript:alert(1)']),
+      signToken(platform.config.secretKey, 'click', [
+        messageId!,
+        sentAt!,
+        'javascript:alert(1)',
+        'track.example.com',
+      ]),
     ];
     for (const bad of forged) {
-      const res = await fetch(`${platform.url}/t/c/${bad}`, { redirect: 'manual' });
+      const res = await fetchTracked(`https://track.example.com/t/c/${bad}`);
       assert.equal(res.status, 404, bad);
       assert.equal(res.headers.get('location'), null, bad);
     }
+    // The genuine link redirects only under the tracking host it was made for: not under the
+    // shared public host, nor another tenant's tracking domain.
+    for (const host of [new URL(PUBLIC_URL).host, 'track.other-tenant.example']) {
+      const res = await fetchTracked(`https://${host}/t/c/${token}`);
+      assert.equal(res.status, 404, host);
+      assert.equal(res.headers.get('location'), null, host);
+    }
+    assert.equal((await fetchTracked(link)).status, 302);
     const pixel = await fetch(`${platform.url}/t/o/${flip(payload, 10)}.${mac}`);
     assert.equal(pixel.status, 404);
   });
