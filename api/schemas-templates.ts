@@ -125,6 +125,7 @@ export const RenderTemplate = z.strictObject({
   version: z
     .int({ error: 'must be a version number' })
     .min(1, { error: 'must be a version number' })
+    .max(2_147_483_647, { error: 'must be a version number' })
     .optional()
     .describe('A stored version; the current one when not given.'),
 });

@@ -109,7 +109,7 @@ export function suppressionsRouter(db: Db): Router {
     res.write(csvLine(COLUMNS));
     while (!page.done) {
       const chunk = page.value
-        .map((r) => csvLine([r.address, r.reason, r.detail ?? '', r.created_at.toISOString()]))
+        .map((r) => csvLine([r.address, r.reason, inert(r.detail ?? ''), r.created_at.toISOString()]))
         .join('');
       // A client that reads slowly holds the walk back; one that went away stops it.
       if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
@@ -270,6 +270,15 @@ function rowOf(
   const detail = at(columns.detail);
   if (detail.length > MAX_DETAIL) return `detail: must be at most ${MAX_DETAIL} characters`;
   return { address, reason: reason as SuppressionReason, detail: detail || null };
+}
+
+/**
+ * A detail is free text, often a remote server's words (a bounce's diagnostic): one a spreadsheet
+ * would run as a formula (`=HYPERLINK(…)`) goes out behind an apostrophe, as OWASP advises.
+ * Addresses and reasons are checked on the way in and need nothing.
+ */
+function inert(text: string): string {
+  return /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
 }
 
 /** One CSV line (RFC 4180): a field with a comma, quote or line break is quoted. */

@@ -73,5 +73,6 @@ export function verifyToken(secretKey: Buffer, purpose: TokenPurpose, token: str
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
   // Base64url that decodes to the same bytes can be spelled more than one way; only ours counts.
   if (payload.toString('base64url') !== token.slice(0, dot)) return undefined;
+  if (given.toString('base64url') !== token.slice(dot + 1)) return undefined;
   return payload.toString('utf8').split(SEPARATOR);
 }

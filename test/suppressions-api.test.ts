@@ -348,6 +348,19 @@ describe('the suppression API', () => {
     );
   });
 
+  test('a detail a spreadsheet would run as a formula is exported behind an apostrophe', async () => {
+    const added = await call('POST', '/v1/suppressions', {
+      body: { address: 'formula@csv.example', detail: '=HYPERLINK("https://evil.example","x")' },
+    });
+    assert.ok(added.status < 300, added.text);
+    const exported = await call('GET', '/v1/suppressions/export');
+    const line = exported.text.split('\r\n').find((l: string) => l.startsWith('formula@csv.example,'));
+    assert.match(
+      line ?? '',
+      /^formula@csv\.example,manual,"'=HYPERLINK\(""https:\/\/evil\.example"",""x""\)",/,
+    );
+  });
+
   test('a CSV import is streamed: 20,000 rows sent as they are made are all taken', async () => {
     const ROWS = 20_000;
     let i = 0;
