@@ -69,6 +69,7 @@ const HELP: Record<string, string> = {
   MAILPLANE_DNS_SERVERS               resolvers for MX, A/AAAA and MTA-STS lookups, IP[:port]
                                       comma-separated (the system's)
   MAILPLANE_MX_PORT                   port of direct delivery (25; another for tests only)
+  MAILPLANE_DELIVERY_ALLOW_PRIVATE    deliver to MX hosts at private addresses (false; tests only)
   MAILPLANE_MTA_STS_PORT              HTTPS port of MTA-STS policy hosts (443; for tests only)
   MAILPLANE_SENDER_CONCURRENCY        send jobs run at once (32)
   MAILPLANE_MESSAGE_LIFETIME_SECONDS  how long a deferred message is retried (432000)

@@ -90,6 +90,12 @@ export interface Config {
    * 8461 fixes; another is for tests, whose policy server on loopback runs unprivileged.
    */
   mtaStsPort: number;
+  /**
+   * Lets direct delivery reach MX and MTA-STS hosts at private, loopback and link-local addresses
+   * (MAILPLANE_DELIVERY_ALLOW_PRIVATE). Default false: a recipient domain's DNS must not make the
+   * sender talk to servers inside the cluster. Tests and `make dev` on loopback set it.
+   */
+  deliveryAllowPrivate: boolean;
   /** Open and click tracking: the trusted proxies and the machine signals' tunables (lib/tracking-config.ts). */
   tracking: TrackingConfig;
 }
@@ -185,6 +191,7 @@ export function readConfig(env: Env): Readonly<Config> {
     dns: readDnsSettings(env, problems),
     mxPort: int('MAILPLANE_MX_PORT', 25),
     mtaStsPort: int('MAILPLANE_MTA_STS_PORT', 443),
+    deliveryAllowPrivate: bool('MAILPLANE_DELIVERY_ALLOW_PRIVATE', false),
     tracking: readTrackingConfig(env, problems),
   };
   if (problems.length > 0) throw new ConfigError(problems);

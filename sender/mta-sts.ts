@@ -13,6 +13,7 @@
 
 import { request } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
+import { isPublicAddress } from '../lib/net-policy.js';
 import { addressesOf } from './mx.js';
 import { isCertificateError, type TlsResultType } from './tls-report.js';
 
@@ -44,6 +45,8 @@ export interface MtaStsOptions {
   resolver: StsResolver;
   /** HTTPS port of the policy host. Default 443, which RFC 8461 fixes (other values are for tests). */
   port?: number;
+  /** Policy hosts may be at private or loopback addresses (tests). Default false, as for MX hosts. */
+  allowPrivate?: boolean;
   now?: () => number;
   /** Called once per failed lookup or fetch, for the TLS report and the log. */
   onFailure?: (domain: string, failure: PolicyFailure) => void;
@@ -125,7 +128,7 @@ export function createMtaSts(options: MtaStsOptions): MtaSts {
     if (cached && cached.policy!.id === record.id) return keep();
 
     try {
-      const text = await fetchPolicy(domain, port, options.resolver);
+      const text = await fetchPolicy(domain, port, options.resolver, options.allowPrivate === true);
       const parsed = parsePolicy(text);
       if ('invalid' in parsed) {
         return keep({ result: 'sts-policy-invalid', reason: `policy of ${domain}: ${parsed.invalid}` });
@@ -228,12 +231,28 @@ export function mxMatches(patterns: readonly string[], host: string): boolean {
 }
 
 /** GETs the policy file: a valid certificate for mta-sts.<domain>, status 200, text/plain, no redirects. */
-async function fetchPolicy(domain: string, port: number, resolver: StsResolver): Promise<string> {
+async function fetchPolicy(
+  domain: string,
+  port: number,
+  resolver: StsResolver,
+  allowPrivate: boolean,
+): Promise<string> {
   const host = `mta-sts.${domain}`;
-  // The policy host is resolved by the configured DNS servers, as the MX hosts are.
+  // The policy host is resolved by the configured DNS servers, as the MX hosts are, and like them
+  // is not fetched from a private address unless the installation allows it.
   const lookup: LookupFunction = (hostname, lookupOptions, callback) => {
     addressesOf(resolver, hostname).then(
-      (addresses) => {
+      (found) => {
+        const addresses = allowPrivate ? found : found.filter(isPublicAddress);
+        if (addresses.length === 0) {
+          return callback(
+            Object.assign(new Error(`${hostname} has only private addresses (${found.join(', ')})`), {
+              code: 'EPRIVATE',
+            }),
+            '',
+            0,
+          );
+        }
         if (lookupOptions.all) {
           callback(
             null,

@@ -27,6 +27,7 @@ import type { Logger } from '../lib/log.js';
 import { createResolver } from '../lib/resolver.js';
 import { createIpPool } from './ip-pool.js';
 import { createMtaSts, mxMatches, type StsPolicy } from './mta-sts.js';
+import { isPublicAddress } from '../lib/net-policy.js';
 import { addressesOf, mxHosts, smtpError, type AddressResolver, type MxResolver } from './mx.js';
 import { openSession, type SmtpSession, type TlsUse } from './smtp-session.js';
 import { sendInternational, smtpUtf8Need } from './smtputf8.js';
@@ -84,6 +85,12 @@ export interface TransportOptions {
   port?: number;
   /** Direct delivery only: HTTPS port of MTA-STS policy hosts (MAILPLANE_MTA_STS_PORT; 443 by default). */
   mtaStsPort?: number;
+  /**
+   * Direct delivery only: MX hosts (and MTA-STS policy hosts) may be at private, loopback or
+   * link-local addresses (MAILPLANE_DELIVERY_ALLOW_PRIVATE). Default false: a recipient domain
+   * whose MX names 10.0.0.5 must not make the sender talk to a server inside the cluster.
+   */
+  allowPrivate?: boolean;
   /** Direct delivery only: false applies no MTA-STS policies (tests of the bare transport). */
   mtaSts?: false;
   /** Direct delivery only: where each session's TLS outcome is counted. */
@@ -217,6 +224,7 @@ function directTransport(options: TransportOptions): Transport {
       : createMtaSts({
           resolver,
           port: options.mtaStsPort,
+          allowPrivate: options.allowPrivate === true,
           onFailure: (domain, failure) => {
             report.failure(domain, 'sts', failure.result);
             options.log?.warn('MTA-STS policy not available', { domain, ...failure });
@@ -337,7 +345,18 @@ function directTransport(options: TransportOptions): Transport {
           refusals.push(`${host}: ${(err as Error).message}`);
           continue;
         }
-        for (const ip of addresses.slice(0, MAX_ADDRESSES_PER_HOST)) {
+        const reachable = options.allowPrivate ? addresses : addresses.filter(isPublicAddress);
+        if (reachable.length === 0) {
+          lastError = Object.assign(
+            new Error(
+              `${host} has only private addresses (${addresses.join(', ')}), which are not delivered to`,
+            ),
+            { code: 'EPRIVATE' },
+          );
+          refusals.push((lastError as Error).message);
+          continue;
+        }
+        for (const ip of reachable.slice(0, MAX_ADDRESSES_PER_HOST)) {
           try {
             return await deliverVia({ domain, host, ip, heloName, policy }, envelope, raw);
           } catch (err) {

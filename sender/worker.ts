@@ -255,6 +255,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
       resolver: createResolver(config.dnsServers),
       port: config.mxPort,
       mtaStsPort: config.mtaStsPort,
+      allowPrivate: config.deliveryAllowPrivate,
       tlsReport: createTlsReport(deps.metrics),
       log: log.child({ component: 'transport' }),
     });

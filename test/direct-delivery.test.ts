@@ -180,6 +180,8 @@ before(async () => {
     MAILPLANE_HELO_NAME: 'sender.mailplane.test',
     MAILPLANE_DNS_SERVERS: dns.address,
     MAILPLANE_MX_PORT: String(mxPort),
+    // Every MTA of the test is on loopback, which a real recipient domain's MX may not name.
+    MAILPLANE_DELIVERY_ALLOW_PRIVATE: 'true',
     MAILPLANE_MTA_STS_PORT: String(policyPort),
     NODE_EXTRA_CA_CERTS: ca.caFile,
   });

@@ -249,6 +249,7 @@ describe('direct delivery to an MX', () => {
       port: mx.port,
       // The test's MX table is all the DNS there is.
       mtaSts: false,
+      allowPrivate: true,
       resolveMx: async () => [{ exchange: '127.0.0.1', priority: 10 }],
     });
 

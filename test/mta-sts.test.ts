@@ -126,6 +126,8 @@ describe('policy cache', () => {
     const mtaSts = createMtaSts({
       resolver: createResolver([dns.address]),
       port,
+      // The policy server is on loopback.
+      allowPrivate: true,
       now: () => clock,
       onFailure: (_domain, failure) => failures.push(failure),
     });

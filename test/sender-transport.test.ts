@@ -67,6 +67,7 @@ describe('direct MX delivery', () => {
       port: inbox.smtpPort,
       // No MTA-STS lookups: the test's MX table is all the DNS there is.
       mtaSts: false,
+      allowPrivate: true,
       resolveMx: async (domain) => {
         asked.push(domain);
         // 127.0.0.2 is loopback too, but nothing listens there.
@@ -86,12 +87,35 @@ describe('direct MX delivery', () => {
     }
   });
 
+  test("by default an MX at a private or loopback address is not delivered to: nobody's DNS points the sender inside", async () => {
+    const before = inbox.messages().length;
+    const transport = createTransport({
+      heloName: 'sender.test',
+      port: inbox.smtpPort,
+      mtaSts: false,
+      resolveMx: async () => [
+        { exchange: '127.0.0.1', priority: 10 },
+        { exchange: '10.0.0.5', priority: 20 },
+      ],
+    });
+    try {
+      await assert.rejects(transport.send({ from: 'a@example.com', to: 'inside@direct.example' }, RAW), {
+        code: 'EPRIVATE',
+        message: /10\.0\.0\.5 has only private addresses/,
+      });
+      assert.equal(inbox.messages().length, before, 'nothing reached the loopback server');
+    } finally {
+      await transport.close();
+    }
+  });
+
   test('a server that answers is final: a 5xx from the first MX is not retried at the next', async () => {
     const transport = createTransport({
       heloName: 'sender.test',
       port: inbox.smtpPort,
       // No MTA-STS lookups: the test's MX table is all the DNS there is.
       mtaSts: false,
+      allowPrivate: true,
       resolveMx: async () => [
         { exchange: '127.0.0.1', priority: 10 },
         { exchange: '127.0.0.3', priority: 20 },
@@ -195,6 +219,7 @@ describe('wire manners', () => {
       port: sink.port,
       resolveMx: async () => [],
       mtaSts: false,
+      allowPrivate: true,
     });
     try {
       await transport.send({ from: 'a@sending.example', to: 'x@127.0.0.1' }, RAW);
