@@ -14,6 +14,7 @@ import { withAuditContext } from '../lib/db/audit.js';
 import type { Db } from '../lib/db/index.js';
 import { recordUnsubscribes, type Unsubscribe } from '../lib/db/transitions.js';
 import { createGroupCommitter } from '../lib/group-commit.js';
+import { Problem } from '../lib/problem.js';
 import { readUnsubscribeToken, UNSUBSCRIBE_PATH, type UnsubscribeTarget } from '../lib/unsubscribe.js';
 
 export interface UnsubscribeDeps {
@@ -29,6 +30,11 @@ const MAX_BODY = '2kb';
 /** Groups written at once: few, so that a burst never holds more than two of the pool's connections. */
 const MAX_IN_FLIGHT = 2;
 const MAX_GROUP = 500;
+/**
+ * Presses waiting to be written, each (message, address) once: a repeat while one waits shares
+ * its write, and past this many the answer is a 503 to retry rather than a queue without end.
+ */
+const MAX_WAITING = 10_000;
 /** Who the audit log says added the suppression: the recipient, by the link. */
 const ACTOR = 'recipient:unsubscribe-link';
 
@@ -55,6 +61,23 @@ export function unsubscribeRouter(deps: UnsubscribeDeps): Router {
     },
     { maxInFlight: MAX_IN_FLIGHT, maxGroup: MAX_GROUP },
   );
+  const waiting = new Map<string, Promise<void>>();
+  const press = (target: UnsubscribeTarget, method: string): Promise<void> => {
+    const key = `${target.tenantId}\n${target.messageId}\n${target.address}`;
+    let written = waiting.get(key);
+    if (!written) {
+      if (waiting.size >= MAX_WAITING) {
+        throw new Problem(
+          503,
+          'service-unavailable',
+          'Too many unsubscribes at once; retry in a few seconds.',
+        );
+      }
+      written = writes.write([{ ...target, detail: { method } }]).finally(() => waiting.delete(key));
+      waiting.set(key, written);
+    }
+    return written;
+  };
   const router = Router();
 
   /** The token's target, or undefined for anything not signed here (answered alike). */
@@ -82,7 +105,7 @@ export function unsubscribeRouter(deps: UnsubscribeDeps): Router {
       // The page's button says so; a mail client sends `List-Unsubscribe=One-Click` (or, outside
       // RFC 8058, nothing), and either way the signed link is the consent.
       const fromPage = (req.body as Record<string, unknown> | undefined)?.confirm === 'page';
-      await writes.write([{ ...target, detail: { method: fromPage ? 'page' : 'one-click' } }]);
+      await press(target, fromPage ? 'page' : 'one-click');
       if (fromPage) {
         return page(res, 200, 'Unsubscribed', [
           `<p><strong>${escapeHtml(target.address)}</strong> will get no more mail from this sender.</p>`,
