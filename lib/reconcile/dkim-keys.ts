@@ -401,7 +401,7 @@ function currentCondition(run: Run, rsa: DkimKey | undefined): KeysOutcome['curr
   return {
     status: 'True',
     reason: 'KeyInUse',
-    message: `signing with ${signing}${dkim.secretRef ? ' (your own key: rotate it with a new Secret under a new selector)' : '; spec.dkim.rotateEvery is unset, so it is rotated only when the spec asks for another algorithm or selector'}`,
+    message: `signing with ${signing}${dkim.secretRef ? ' (your own key, from spec.dkim.secretRef, which Mailplane does not rotate)' : '; spec.dkim.rotateEvery is unset, so it is rotated only when the spec asks for another algorithm or selector'}`,
   };
 }
 
