@@ -12,6 +12,7 @@ import { stopChild } from './child.js';
 
 /** Enough that a link comes round again only after the recorder's 2 s repeat window: each click is written. */
 const LINKS = 20_000;
+const TRACKING_HOST = 'track.example.com';
 
 async function get(url: string, paths: string[], seconds: number) {
   // One counter for every connection: each request the next link, not each connection the same list.
@@ -22,6 +23,8 @@ async function get(url: string, paths: string[], seconds: number) {
     requests: [
       {
         method: 'GET' as const,
+        // A tracked link redirects only under the host it was made for, as a person's click comes.
+        headers: { host: TRACKING_HOST },
         setupRequest: (request: autocannon.Request) => ({ ...request, path: paths[next++ % paths.length]! }),
       },
     ],
@@ -74,7 +77,7 @@ export async function benchTracking(
     const paths = Array.from({ length: LINKS }, (_, i) => {
       const url = clickUrl(
         config.secretKey,
-        'https://track.example.com',
+        `https://${TRACKING_HOST}`,
         rows[i % rows.length]!.id,
         Date.now() - 3600_000,
         `https://shop.example.com/products/${i}?utm_source=newsletter&utm_medium=email#reviews`,
