@@ -93,7 +93,7 @@ export interface Config {
   /**
    * Lets direct delivery reach MX and MTA-STS hosts at private, loopback and link-local addresses
    * (MAILPLANE_DELIVERY_ALLOW_PRIVATE). Default false: a recipient domain's DNS must not make the
-   * sender talk to servers inside the cluster. Tests and `make dev` on loopback set it.
+   * sender talk to servers inside the cluster. Tests, whose MTAs are on loopback, set it.
    */
   deliveryAllowPrivate: boolean;
   /** Open and click tracking: the trusted proxies and the machine signals' tunables (lib/tracking-config.ts). */
