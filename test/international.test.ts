@@ -10,10 +10,9 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
-import { dkimTxtValue } from '../lib/crypto.js';
 import { createTransport } from '../sender/transport.js';
 import { startSender, type Sender } from '../sender/worker.js';
-import { verifyDkimIndependently, verifyDkimWithOpenDkim } from './helpers/dkim.js';
+import { verifyDkimIndependently, verifyDkimWithOpenDkim, dkimRecordsOf } from './helpers/dkim.js';
 import { startPostfix } from './helpers/postfix.js';
 import { startTestPlatform, type TestPlatform } from './helpers/platform.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
@@ -114,20 +113,7 @@ async function suppressed(address: string): Promise<boolean> {
   return row !== undefined;
 }
 
-/** The DKIM record of the examples' domain, as a receiver would look it up. */
-async function dkimRecords(): Promise<Record<string, string>> {
-  const domain = await platform.database.db
-    .selectFrom('domains')
-    .select(['name', 'selector', 'dkim_algorithm', 'dkim_public_key'])
-    .where('name', '=', 'example.com')
-    .executeTakeFirstOrThrow();
-  return {
-    [`${domain.selector}._domainkey.${domain.name}`]: dkimTxtValue(
-      domain.dkim_algorithm,
-      domain.dkim_public_key,
-    ),
-  };
-}
+const dkimRecords = () => dkimRecordsOf(platform.database.db);
 
 function headerOf(raw: string, name: string): string | undefined {
   const header = raw.slice(0, raw.indexOf('\r\n\r\n')).replace(/\r\n[ \t]+/g, ' ');

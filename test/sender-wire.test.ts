@@ -8,10 +8,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { dkimTxtValue, type DkimAlgorithm } from '../lib/crypto.js';
 import { SOFT_RETRY_SECONDS } from '../sender/outcome.js';
 import type { Sender } from '../sender/worker.js';
-import { verifyDkimIndependently, verifyDkimWithOpenDkim } from './helpers/dkim.js';
+import { verifyDkimIndependently, verifyDkimWithOpenDkim, dkimRecordsOf } from './helpers/dkim.js';
 import { startTestPlatform, startTestSender, type TestPlatform } from './helpers/platform.js';
 import { startSmtpSink, type SinkReply, type SmtpSink } from './helpers/smtp-sink.js';
 
@@ -97,19 +96,7 @@ async function suppressed(address: string): Promise<boolean> {
   return row !== undefined;
 }
 
-async function dkimRecords(): Promise<Record<string, string>> {
-  const domain = await platform.database.db
-    .selectFrom('domains')
-    .select(['name', 'selector', 'dkim_algorithm', 'dkim_public_key'])
-    .where('name', '=', 'example.com')
-    .executeTakeFirstOrThrow();
-  return {
-    [`${domain.selector}._domainkey.${domain.name}`]: dkimTxtValue(
-      domain.dkim_algorithm as DkimAlgorithm,
-      domain.dkim_public_key,
-    ),
-  };
-}
+const dkimRecords = () => dkimRecordsOf(platform.database.db);
 
 function received(rcpt: string) {
   return sink.messages().filter((m) => m.envelope.to.includes(rcpt));

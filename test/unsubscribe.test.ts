@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { headerValue } from '../dev/inbox.js';
-import { dkimTxtValue, encrypt, type DkimAlgorithm } from '../lib/crypto.js';
+import { encrypt } from '../lib/crypto.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
 import { signToken } from '../lib/signed-token.js';
@@ -24,7 +24,7 @@ import { newWebhookSecret } from '../lib/webhooks.js';
 import { withOfferedHeaders } from '../sender/unsubscribe-offer.js';
 import type { Sender } from '../sender/worker.js';
 import { startInboundServer, type InboundServer } from '../smtp/inbound-server.js';
-import { verifyDkimIndependently } from './helpers/dkim.js';
+import { verifyDkimIndependently, dkimRecordsOf } from './helpers/dkim.js';
 import { eventually } from './helpers/eventually.js';
 import { startTestPlatform, startTestSender, type TestPlatform } from './helpers/platform.js';
 import { startSmtpSink, type SmtpSink } from './helpers/smtp-sink.js';
@@ -152,19 +152,7 @@ function offers(raw: string): { url: string; mailto: string } {
 /** The link's path on the api under test. */
 const local = (url: string) => `${platform.url}${new URL(url).pathname}`;
 
-async function dkimRecords(): Promise<Record<string, string>> {
-  const domain = await platform.database.db
-    .selectFrom('domains')
-    .select(['name', 'selector', 'dkim_algorithm', 'dkim_public_key'])
-    .where('name', '=', 'example.com')
-    .executeTakeFirstOrThrow();
-  return {
-    [`${domain.selector}._domainkey.${domain.name}`]: dkimTxtValue(
-      domain.dkim_algorithm as DkimAlgorithm,
-      domain.dkim_public_key,
-    ),
-  };
-}
+const dkimRecords = () => dkimRecordsOf(platform.database.db);
 
 function oneClick(url: string): Promise<Response> {
   return fetch(local(url), {

@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { fileURLToPath } from 'node:url';
+import { dkimTxtValue, type DkimAlgorithm } from '../../lib/crypto.js';
+import type { Db } from '../../lib/db/index.js';
 
 const SCRIPT = fileURLToPath(new URL('./dkim_verify.py', import.meta.url));
 
@@ -124,4 +126,24 @@ export async function verifyDkimWithOpenDkim(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The DKIM record of a domain as its row holds it, keyed by the name a receiver looks up: what
+ * the verifiers above take as `records`.
+ *
+ *   await verifyDkimIndependently(raw, await dkimRecordsOf(platform.database.db));
+ */
+export async function dkimRecordsOf(db: Db, name = 'example.com'): Promise<Record<string, string>> {
+  const domain = await db
+    .selectFrom('domains')
+    .select(['name', 'selector', 'dkim_algorithm', 'dkim_public_key'])
+    .where('name', '=', name)
+    .executeTakeFirstOrThrow();
+  return {
+    [`${domain.selector}._domainkey.${domain.name}`]: dkimTxtValue(
+      domain.dkim_algorithm as DkimAlgorithm,
+      domain.dkim_public_key,
+    ),
+  };
 }
