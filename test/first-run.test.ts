@@ -58,6 +58,8 @@ function startDev(env: Record<string, string> = {}): Dev {
       PORT: '0',
       MAILPLANE_INBOX_PORT: '0',
       MAILPLANE_INBOX_SMTP_PORT: '0',
+      MAILPLANE_SUBMISSION_PORT: '0',
+      MAILPLANE_SUBMISSIONS_PORT: '0',
       LOG_LEVEL: 'info',
       ...env,
     },
@@ -249,7 +251,13 @@ test('the embedded Postgres keeps its port across starts while it is free, and m
 });
 
 test('a taken port says which port and which setting moves it, and leaves nothing running', async () => {
-  for (const setting of ['MAILPLANE_INBOX_PORT', 'MAILPLANE_INBOX_SMTP_PORT', 'PORT']) {
+  for (const setting of [
+    'MAILPLANE_INBOX_PORT',
+    'MAILPLANE_INBOX_SMTP_PORT',
+    'MAILPLANE_SUBMISSION_PORT',
+    'MAILPLANE_SUBMISSIONS_PORT',
+    'PORT',
+  ]) {
     const port = await freePort();
     const squatter = await occupy(port, '0.0.0.0');
     try {

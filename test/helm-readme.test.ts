@@ -80,6 +80,9 @@ test("the README's helm install and first kubectl apply work as written on a fre
   assert.match(result.stdout, /mailplane-smtp\s+LoadBalancer/);
   assert.match(result.stdout, /tenant\.mailplane\.io\/acme/);
   assert.match(result.stdout, /sendingdomain\.mailplane\.io\/example-com/);
+  // The Ingress host is all it takes for one-click unsubscribe links: no second setting, no warning.
+  assert.match(result.stdout, /served at https:\/\/mail\.example\.com\/u\//);
+  assert.doesNotMatch(result.stdout, /WARNING: no public URL/);
   // The namespace the chart made is kept on uninstall: it holds the applications' objects.
   const apps = JSON.parse(await k.kubectl(['get', 'namespace', 'apps', '-o', 'json'])) as {
     metadata: { annotations?: Record<string, string> };
@@ -192,6 +195,8 @@ test("the operator, with its Deployment's environment and its ServiceAccount's t
   );
   operator = await startOperatorProcess({
     ...env,
+    // The Deployment's probe port is the pod's own; on a shared machine, any free one.
+    PORT: '0',
     // The README's URL is a placeholder; the test's Postgres stands in for it.
     DATABASE_URL: testDb.url,
     KUBECONFIG: tokenConfig,
