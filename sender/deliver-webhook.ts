@@ -2,18 +2,17 @@
 // it in slots of its own, so a slow or dead endpoint holds webhook slots, never send slots.
 //
 //   load → endpoint disabled? abandoned | sign → POST →
-//   2xx delivered | 410 Gone: endpoint disabled | anything else: retried on the schedule, then failed
+//   2xx delivered (the dispatcher records it with its next claim) | 410 Gone: endpoint disabled |
+//   anything else: retried on the schedule, then failed
 
 import { decrypt } from '../lib/crypto.js';
 import type { Db } from '../lib/db/index.js';
 import {
-  deliveriesDelivered,
   deliveryAbandoned,
   deliveryFailed,
   type DeliveredAttempt,
   type DeliveryToSend,
 } from '../lib/db/webhooks.js';
-import { createGroupCommitter } from '../lib/group-commit.js';
 import type { Logger } from '../lib/log.js';
 import { signWebhook, webhookPayload } from '../lib/webhooks.js';
 import { postWebhook, WebhookError } from './webhook-http.js';
@@ -33,19 +32,16 @@ const ERROR_CHARS = 500;
 const SECRET_CACHE_ENTRIES = 1_000;
 
 /**
- * Creates the attempt function the dispatcher calls with a delivery it holds.
+ * Creates the attempt function the dispatcher calls with a delivery it holds. An attempt that got
+ * a 2xx is not written here: it resolves with what to record, and the dispatcher records it with
+ * its next claim, one statement for a whole batch (claimDueDeliveries). Every other outcome is
+ * written before it resolves.
  *
  *   const deliver = createWebhookDeliverer({ db, secretKey, log, allowPrivate });
- *   await deliver(delivery);   // one claimDueDeliveries returned
+ *   const delivered = await deliver(delivery);   // one claimDueDeliveries returned
  */
 export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const { db } = deps;
-  // Most attempts succeed, and a busy dispatcher records hundreds a second: attempts finishing
-  // together share one statement (and one commit) instead of a statement each.
-  const delivered = createGroupCommitter<DeliveredAttempt>((attempts) => deliveriesDelivered(db, attempts), {
-    maxInFlight: 2,
-    maxGroup: 500,
-  });
   const secrets = new Map<string, string>();
   const secretOf = (envelope: string): string => {
     let secret = secrets.get(envelope);
@@ -56,8 +52,9 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     }
     return secret;
   };
-  return async function deliverWebhook(delivery: DeliveryToSend): Promise<void> {
-    const log = deps.log.child({ deliveryId: delivery.id });
+  return async function deliverWebhook(delivery: DeliveryToSend): Promise<DeliveredAttempt | undefined> {
+    // A logger of its own only when there is something to say: most attempts say nothing.
+    const log = () => deps.log.child({ deliveryId: delivery.id });
     if (delivery.status !== 'pending') return;
     if (!delivery.enabled) {
       await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
@@ -94,20 +91,23 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
       const res = await postWebhook(delivery.url, headers, body, { allowPrivate: deps.allowPrivate });
       const result = { status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
       if (res.status >= 200 && res.status < 300) {
-        await delivered.write([{ id: delivery.id, result }]);
-        log.debug('webhook delivered', { status: res.status, latencyMs: res.latencyMs });
-        return;
+        deps.log.debug('webhook delivered', {
+          deliveryId: delivery.id,
+          status: res.status,
+          latencyMs: res.latencyMs,
+        });
+        return { id: delivery.id, result };
       }
       // 410 Gone: the receiver says the endpoint is no more (Standard Webhooks).
       const disable = res.status === 410 ? 'the endpoint answered 410 Gone' : undefined;
       const next = await deliveryFailed(db, delivery.id, result, { disable });
-      log.info('webhook refused', { status: res.status, next });
+      log().info('webhook refused', { status: res.status, next });
     } catch (err) {
       if (!(err instanceof WebhookError)) throw err;
       const next = await deliveryFailed(db, delivery.id, {
         error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS),
       });
-      log.info('webhook not delivered', { code: err.code, error: err.message, next });
+      log().info('webhook not delivered', { code: err.code, error: err.message, next });
     }
   };
 }

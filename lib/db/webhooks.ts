@@ -7,7 +7,7 @@
 import { sql, type Selectable } from 'kysely';
 import type { Db } from './index.js';
 import type { WebhookDeliveryTable, WebhookEndpointTable } from './schema.js';
-import type { EventType } from './transitions.js';
+import type { EventType, Queryable } from './transitions.js';
 import { WEBHOOK_TYPE_SQL, type WebhookEventType } from '../webhooks.js';
 
 /**
@@ -19,31 +19,60 @@ export const WEBHOOK_RETRY_SECONDS = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10
 export const DISABLE_AFTER_FAILING_DAYS = 5;
 
 /**
- * Takes up to `limit` due deliveries for this dispatcher, oldest first, for `leaseSeconds`: one
- * that is not settled by then (its dispatcher died) is due again for anyone. Skips rows another
- * dispatcher is taking at the same moment.
+ * Records the attempts that got a 2xx (`delivered`: each delivery delivered, its endpoint no
+ * longer failing), then takes up to `limit` due deliveries for this dispatcher, oldest first, for
+ * `leaseSeconds`: one that is not settled by then (its dispatcher died) is due again for anyone.
+ * Skips rows another dispatcher is taking at the same moment.
  *
- * Each comes with what its attempt needs (as loadDelivery reads it), in the same round trip.
+ * Most attempts succeed, and a busy dispatcher records and claims hundreds a second: one named
+ * statement (planned once per connection) and one commit do both, for a whole batch. Each
+ * delivery taken comes with what its attempt needs (as loadDelivery reads it).
  *
- *   const due = await claimDueDeliveries(db, { limit: 8, leaseSeconds: 60 });
+ *   const due = await claimDueDeliveries(pool, { limit: 16, leaseSeconds: 60, delivered: [] });
  */
 export async function claimDueDeliveries(
-  db: Db,
-  options: { limit: number; leaseSeconds: number },
+  pool: Queryable,
+  options: { limit: number; leaseSeconds: number; delivered: readonly DeliveredAttempt[] },
 ): Promise<DeliveryToSend[]> {
-  const { rows } = await sql<DueDeliveryRow>`
-    with d as (
-      update webhook_deliveries d set locked_until = now() + make_interval(secs => ${options.leaseSeconds})
+  const column = <T>(pick: (a: DeliveredAttempt) => T) => options.delivered.map(pick);
+  const { rows } = await pool.query<DueDeliveryRow>({
+    name: 'mailplane_claim_webhooks',
+    text: `
+    with r as (
+      select * from unnest($3::bigint[], $4::int[], $5::text[], $6::int[])
+        as r(id, response_status, response_excerpt, latency_ms)
+    ), settled as (
+      update webhook_deliveries d
+      set status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), next_attempt_at = null,
+          locked_until = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
+          error = null, latency_ms = r.latency_ms
+      from r where d.id = r.id and d.status = 'pending'
+      returning d.endpoint_id
+    ), healed as (
+      update webhook_endpoints w set failing_since = null
+      where w.id in (select endpoint_id from settled) and w.failing_since is not null
+    ), d as (
+      update webhook_deliveries d set locked_until = now() + make_interval(secs => $2)
       where d.id in (
         select id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= now() and (locked_until is null or locked_until < now())
+          and id <> all($3::bigint[])
         order by next_attempt_at
-        limit ${options.limit}
+        limit $1
         for update skip locked
       )
       returning d.id, d.endpoint_id, d.event_id, d.status, d.attempts, d.type
     )
-    ${sql.raw(DELIVERY_SELECT)}`.execute(db);
+    ${DELIVERY_SELECT}`,
+    values: [
+      options.limit,
+      options.leaseSeconds,
+      column((a) => a.id),
+      column((a) => a.result.status ?? null),
+      column((a) => a.result.excerpt ?? null),
+      column((a) => a.result.latencyMs ?? null),
+    ],
+  });
   return rows.map(deliveryOf);
 }
 
@@ -63,7 +92,8 @@ const DELIVERY_SELECT = `
     select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
            d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
-           e.id as email_id, e.from_address, e.content, e.subject, m.recipient, ev.detail
+           e.id as email_id, e.from_address, e.content->'to' as to_addresses, e.content->'tags' as tags, e.subject,
+           m.recipient, ev.detail
     from d
     join webhook_endpoints w on w.id = d.endpoint_id
     join events ev on ev.id = d.event_id
@@ -84,7 +114,8 @@ interface DueDeliveryRow {
   event_created_at: Date;
   email_id: string;
   from_address: string;
-  content: { to?: string[]; tags?: { name: string; value: string }[] };
+  to_addresses: string[] | null;
+  tags: { name: string; value: string }[] | null;
   subject: string;
   recipient: string | null;
   detail: Record<string, unknown>;
@@ -104,10 +135,10 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
     eventCreatedAt: row.event_created_at,
     emailId: row.email_id,
     from: row.from_address,
-    to: row.content.to ?? [],
+    to: row.to_addresses ?? [],
     subject: row.subject,
     recipient: row.recipient,
-    tags: row.content.tags ?? [],
+    tags: row.tags ?? [],
     detail: row.detail,
   };
 }
@@ -148,37 +179,10 @@ export interface AttemptResult {
   latencyMs?: number;
 }
 
-/** A delivery whose attempt got a 2xx, as deliveriesDelivered records it. */
+/** A delivery whose attempt got a 2xx, as claimDueDeliveries records it. */
 export interface DeliveredAttempt {
   id: string;
   result: AttemptResult;
-}
-
-/**
- * 2xx answers: each delivery delivered, and its endpoint no longer failing — for many deliveries
- * in one statement, since a busy dispatcher records hundreds a second and each is a commit.
- *
- *   await deliveriesDelivered(db, [{ id, result: { status: 200, excerpt: '', latencyMs: 3 } }]);
- */
-export async function deliveriesDelivered(db: Db, attempts: readonly DeliveredAttempt[]): Promise<void> {
-  if (attempts.length === 0) return;
-  const column = <T>(pick: (a: DeliveredAttempt) => T) => attempts.map(pick);
-  await sql`
-    with r as (
-      select * from unnest(
-        ${column((a) => a.id)}::bigint[], ${column((a) => a.result.status ?? null)}::int[],
-        ${column((a) => a.result.excerpt ?? null)}::text[], ${column((a) => a.result.latencyMs ?? null)}::int[]
-      ) as r(id, response_status, response_excerpt, latency_ms)
-    ), d as (
-      update webhook_deliveries d
-      set status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), next_attempt_at = null,
-          locked_until = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
-          error = null, latency_ms = r.latency_ms
-      from r where d.id = r.id and d.status = 'pending'
-      returning d.endpoint_id
-    )
-    update webhook_endpoints w set failing_since = null
-    where w.id in (select endpoint_id from d) and w.failing_since is not null`.execute(db);
 }
 
 /**
