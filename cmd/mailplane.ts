@@ -55,6 +55,7 @@ const HELP: Record<string, string> = {
   MAILPLANE_TRACKING_SCAN_SECONDS     a click sooner after sending is a link scanner's (5)
   MAILPLANE_TRACKING_BURST_LINKS      links of a message clicked at once that are a scanner's (3)
   MAILPLANE_TRACKING_BURST_SECONDS    the window of those clicks (2)
+  MAILPLANE_TRACKING_EVENTS_PER_HOUR  opens, and clicks, stored per message per hour (200; 0: all)
   MAILPLANE_TRACKING_SIGNALS_FILE     JSON of machine networks and user agents (the shipped list)`,
   ),
   sender: help(

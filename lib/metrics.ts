@@ -27,6 +27,14 @@ export interface Metrics {
   trackingEvents: Counter<'type' | 'machine'>;
   /** Opens and clicks not recorded: more waiting than the api holds, or a write that failed. */
   trackingLost: Counter<'reason'>;
+  /** Opens and clicks not stored because their message had its hour's worth (MAILPLANE_TRACKING_EVENTS_PER_HOUR). */
+  trackingCapped: Counter<'type'>;
+  /**
+   * Clicks whose burst was judged on what this api replica saw alone, the other replicas' clicks
+   * out of reach: `timeout` (Postgres slow), `error` (Postgres refused or down), `busy` (lookups
+   * already waiting on it).
+   */
+  trackingBurstLocal: Counter<'reason'>;
 }
 
 /**
@@ -93,6 +101,18 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     trackingLost: new Counter({
       name: 'mailplane_tracking_lost_total',
       help: 'Opens and clicks not recorded, by reason: overflow (too many waiting) or write (the database refused).',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    trackingCapped: new Counter({
+      name: 'mailplane_tracking_capped_total',
+      help: 'Opens and clicks not stored because their message reached the hourly cap, by event type.',
+      labelNames: ['type'],
+      registers: [registry],
+    }),
+    trackingBurstLocal: new Counter({
+      name: 'mailplane_tracking_burst_local_total',
+      help: 'Clicks judged for a burst on what this api replica saw alone, by reason: timeout, error or busy.',
       labelNames: ['reason'],
       registers: [registry],
     }),

@@ -1,6 +1,7 @@
 // The settings of open and click tracking, read with the rest of the configuration (lib/config.ts)
-// and reported with its other problems: whose X-Forwarded-For the api believes, and the tunables
-// of telling people from machines (api/machine-fetch.ts; the README's "Open and click tracking").
+// and reported with its other problems: whose X-Forwarded-For the api believes, the tunables of
+// telling people from machines (api/machine-fetch.ts; the README's "Open and click tracking"), and
+// how many opens and clicks one message stores (api/engagement-recorder.ts).
 
 import ipaddr from 'ipaddr.js';
 
@@ -38,6 +39,15 @@ export interface TrackingConfig {
   burstLinks: number;
   /** MAILPLANE_TRACKING_BURST_SECONDS: the window of the burst signal. Default 2. */
   burstSeconds: number;
+  /**
+   * MAILPLANE_TRACKING_EVENTS_PER_HOUR: opens, and apart from them clicks, of one message stored
+   * in one clock hour at most, over all api replicas; past it a fetch is answered as ever but not
+   * stored (mailplane_tracking_capped_total), so that a token replayed from many clients cannot
+   * grow a timeline, its webhooks and statistics without bound. Default 200: far above what a
+   * person makes, and above a link scanner following every link of a long newsletter twice. 0:
+   * no cap.
+   */
+  eventsPerHour: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -66,6 +76,7 @@ export function readTrackingConfig(env: Env, problems: string[]): TrackingConfig
     scanSeconds: int('MAILPLANE_TRACKING_SCAN_SECONDS', 5),
     burstLinks: int('MAILPLANE_TRACKING_BURST_LINKS', 3),
     burstSeconds: int('MAILPLANE_TRACKING_BURST_SECONDS', 2),
+    eventsPerHour: int('MAILPLANE_TRACKING_EVENTS_PER_HOUR', 200),
   };
 }
 
