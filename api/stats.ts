@@ -6,7 +6,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { Db } from '../lib/db/index.js';
-import { readStats, STAT_TYPES, type StatsRow, type StatType } from '../lib/db/stats.js';
+import { readStats, statRates, STAT_TYPES, type StatsRow, type StatType } from '../lib/db/stats.js';
 import type { FieldError } from '../lib/problem.js';
 import { principalOf, requireScope } from './auth.js';
 import { parseRequest } from './requests.js';
@@ -51,16 +51,6 @@ export const StatsQuery = z.object({
     .describe('none (the default), domain (the sending domain) or tag (name:value).'),
 });
 
-/** Rates as Resend and ESPs report them: of what was sent, and complaints of what was delivered. */
-function rates(c: Counts) {
-  const ratio = (n: number, d: number) => (d > 0 ? Math.round((n / d) * 10_000) / 10_000 : 0);
-  return {
-    delivery_rate: ratio(c.delivered, c.sent),
-    bounce_rate: ratio(c.bounced, c.sent),
-    complaint_rate: ratio(c.complained, c.delivered),
-  };
-}
-
 function parseQuery(query: unknown, now: Date) {
   const q = parseRequest(StatsQuery, query, {
     more: (q): FieldError[] => {
@@ -99,7 +89,7 @@ export function statsRouter(db: Db): Router {
   return router;
 }
 
-/** The window's totals and one entry per bucket (and group), each with its rates. */
+/** The window's totals and one entry per bucket (and group), each with its rates (lib/db/stats.ts STAT_RATES). */
 export function statsView(
   q: { from: Date; to: Date; interval: Stats['interval']; groupBy: Stats['group_by'] },
   rows: StatsRow[],
@@ -113,12 +103,12 @@ export function statsView(
     to: q.to.toISOString(),
     interval: q.interval,
     group_by: q.groupBy,
-    totals: { ...totals, ...rates(totals) },
+    totals: { ...totals, ...statRates(totals) },
     data: rows.map((row) => ({
       start: row.bucket.toISOString(),
       ...(row.group !== undefined ? { [groupKey]: row.group } : {}),
       ...row.counts,
-      ...rates(row.counts),
+      ...statRates(row.counts),
     })),
   };
 }

@@ -1,7 +1,8 @@
 // Statistics from the rollups that every event updates (lib/db/transitions.ts FOLLOW_UPS): counts
 // per hour of sent, delivered, deferred, bounced, complained, failed, suppressed and canceled
-// messages, and of opens and clicks (a person's apart from a machine's), per sending domain and per
-// tag, and their rates. Reading never touches messages.
+// messages, of opens and clicks (a person's apart from a machine's), and of the messages opened and
+// clicked at least once (unique: counted at the first, by recordEngagements), per sending domain
+// and per tag, and their rates. Reading never touches messages.
 
 import { sql } from 'kysely';
 import type { Db } from './index.js';
@@ -24,6 +25,12 @@ export const STAT_TYPES = [
   'clicked',
   'machine_opened',
   'machine_clicked',
+  // Messages, not events: each counted once, in the hour of its first open or click (a person's;
+  // `_any`: a person's, a proxy's or a scanner's, whichever came first).
+  'unique_opened',
+  'unique_clicked',
+  'unique_opened_any',
+  'unique_clicked_any',
 ] as const;
 export type StatType = (typeof STAT_TYPES)[number];
 
@@ -36,6 +43,64 @@ export const STAT_TYPE_SQL = `case ev.type when 'sending' then case when (ev.det
       when 'opened' then case when (ev.detail->>'machine')::boolean then 'machine_opened' else 'opened' end
       when 'clicked' then case when (ev.detail->>'machine')::boolean then 'machine_clicked' else 'clicked' end
       when 'delayed' then null when 'scheduled' then null else ev.type end`;
+
+/**
+ * The rates GET /v1/stats answers with, each a count of another (null where that one is 0), as
+ * ESPs report them: what became of what was sent, and what recipients did with what was delivered.
+ * Opens and clicks are the unique ones, a person's: the share of delivered messages a person opened
+ * or clicked, which neither a repeated open nor a proxy's fetch can raise.
+ */
+export const STAT_RATES = {
+  delivery_rate: { of: 'delivered', per: 'sent' },
+  bounce_rate: { of: 'bounced', per: 'sent' },
+  complaint_rate: { of: 'complained', per: 'delivered' },
+  unsubscribe_rate: { of: 'unsubscribed', per: 'delivered' },
+  open_rate: { of: 'unique_opened', per: 'delivered' },
+  click_rate: { of: 'unique_clicked', per: 'delivered' },
+} as const satisfies Record<string, { of: StatType; per: StatType }>;
+export type StatRate = keyof typeof STAT_RATES;
+
+/**
+ * Each rate of `counts`, to 4 decimal places; null where its denominator is 0, since a share of
+ * nothing is not 0.
+ *
+ *   statRates({ ...counts, sent: 3, delivered: 2 }).delivery_rate   // 0.6667
+ */
+export function statRates(counts: Record<StatType, number>): Record<StatRate, number | null> {
+  const rates = {} as Record<StatRate, number | null>;
+  for (const [name, { of, per }] of Object.entries(STAT_RATES) as [
+    StatRate,
+    { of: StatType; per: StatType },
+  ][]) {
+    rates[name] = counts[per] > 0 ? Math.round((counts[of] / counts[per]) * 10_000) / 10_000 : null;
+  }
+  return rates;
+}
+
+/**
+ * The CTEs `<name>_stats` and `<name>_tag_stats` that add the rows of `source` (tenant_id,
+ * email_id, bucket: an hour, type: a StatType) to the rollups, as FOLLOW_UPS adds each event's:
+ * for the email's sending domain and for each of its tags, in the writing connection's shard. For
+ * counts that are not one per event (the unique opens and clicks); a CTE list to continue.
+ *
+ *   `${rollupInserts('unique', 'unique_counted')}`
+ */
+export function rollupInserts(name: string, source: string): string {
+  return `${name}_stats as (
+      insert into email_stats (tenant_id, bucket, domain_id, type, shard, count)
+      select c.tenant_id, c.bucket, e.domain_id, c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
+      from ${source} c join emails e on e.id = c.email_id
+      group by c.tenant_id, c.bucket, e.domain_id, c.type
+      on conflict (tenant_id, bucket, domain_id, type, shard) do update set count = email_stats.count + excluded.count
+    ), ${name}_tag_stats as (
+      insert into email_tag_stats (tenant_id, bucket, tag, type, shard, count)
+      select c.tenant_id, c.bucket, (t.tag->>'name') || ':' || (t.tag->>'value'), c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
+      from ${source} c join emails e on e.id = c.email_id
+      cross join lateral jsonb_array_elements(coalesce(e.content->'tags', '[]'::jsonb)) as t(tag)
+      group by 1, 2, 3, 4
+      on conflict (tenant_id, bucket, tag, type, shard) do update set count = email_tag_stats.count + excluded.count
+    )`;
+}
 
 export type StatsInterval = 'hour' | 'day';
 export type StatsGroup = 'none' | 'domain' | 'tag';
