@@ -3,8 +3,12 @@
 // record (Resend's domains.get), and a check now (domains.verify). The operator checks on its
 // interval and keeps its findings on the domain's row; where none are recent (no operator runs, as
 // under `mailplane apply`), a read checks too, so a status is never older than FINDINGS_FRESH_MS.
+// The records are the SendingDomain status's (lib/dns-records.ts domainRecords): during a DKIM
+// rotation, the next and the retiring key's too. A check now runs at most once per
+// VERIFY_INTERVAL_MS for a domain, whoever asks; sooner is a 429 saying when.
 
 import { Router, type Request } from 'express';
+import { sql } from 'kysely';
 import { checkDnsRecords, type TxtMxResolver } from '../lib/dns-check.js';
 import {
   domainStatus,
@@ -15,7 +19,13 @@ import {
 } from '../lib/db/dns-findings.js';
 import type { Db } from '../lib/db/index.js';
 import type { Domain as DomainRow, DnsFinding } from '../lib/db/schema.js';
-import { dnsRecords, type DnsRecord, type DnsRecordOptions } from '../lib/dns-records.js';
+import {
+  domainRecords,
+  inUse,
+  type DnsRecordOptions,
+  type ListedRecord,
+  type OtherDkimKey,
+} from '../lib/dns-records.js';
 import type { DnsSettings } from '../lib/dns-settings.js';
 import { Problem } from '../lib/problem.js';
 import { principalOf, requireScope } from './auth.js';
@@ -33,7 +43,8 @@ type DomainFacts = Pick<
   | 'tracking_domain'
   | 'created_at'
 >;
-type ListedDomain = DomainFacts & Pick<DomainRow, 'dns_findings'>;
+/** A domain's row with its other DKIM keys (dkim_keys), whose records are listed beside its own. */
+type ListedDomain = DomainFacts & Pick<DomainRow, 'dns_findings'> & { others: OtherDkimKey[] };
 type CheckedDomain = ListedDomain & Pick<DomainRow, 'dns_checked_at'>;
 
 export interface DomainsDeps {
@@ -55,10 +66,18 @@ export interface DomainsDeps {
  */
 export const FINDINGS_FRESH_MS = 10 * 60 * 1000;
 
+/**
+ * How soon after a check of a domain (the api's or the operator's) another may run on request:
+ * one check is a handful of lookups, and a script that loops on verify would otherwise put them
+ * on the resolvers as fast as it can ask. Ten seconds is less than a person takes to publish a
+ * record and come back to check it.
+ */
+export const VERIFY_INTERVAL_MS = 10_000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Resend names each record by what it is for, in capitals. */
-const RECORD_NAMES: Record<DnsRecord['purpose'], Domain['records'][number]['record']> = {
+const RECORD_NAMES: Record<ListedRecord['purpose'], Domain['records'][number]['record']> = {
   dkim: 'DKIM',
   spf: 'SPF',
   dmarc: 'DMARC',
@@ -88,10 +107,11 @@ export function domainsRouter(deps: DomainsDeps): Router {
   // Checks of one domain under way, by id: requests that come together share one set of lookups.
   const checking = new Map<string, Promise<void>>();
 
+  // Every record listed, a next key's too: what its owner has published so far is worth showing.
   const check = (domain: CheckedDomain): Promise<void> => {
     const running = checking.get(domain.id);
     if (running) return running;
-    const records = dnsRecords(domain, options);
+    const records = domainRecords(domain, domain.others, options);
     const done = checkDnsRecords(deps.resolver, records)
       .then(findingsOf, (err: unknown) => lookupFailedFindings(records, err))
       .then((findings) => saveDnsFindings(db, domain.id, findings))
@@ -112,7 +132,7 @@ export function domainsRouter(deps: DomainsDeps): Router {
           .executeTakeFirst()
       : undefined;
     if (!row) throw new Problem(404, 'not-found', `No domain ${id}.`);
-    return row;
+    return { ...row, others: (await otherKeys(db, [row.id])).get(row.id) ?? [] };
   };
 
   const reread = async (domain: CheckedDomain, req: Request): Promise<CheckedDomain> => {
@@ -128,7 +148,16 @@ export function domainsRouter(deps: DomainsDeps): Router {
       .where('tenant_id', '=', principal.tenantId)
       .orderBy('name')
       .execute();
-    res.json(domainListView(rows, options));
+    const others = await otherKeys(
+      db,
+      rows.map((r) => r.id),
+    );
+    res.json(
+      domainListView(
+        rows.map((row) => ({ ...row, others: others.get(row.id) ?? [] })),
+        options,
+      ),
+    );
   });
 
   router.get('/domains/:id', requireScope('read'), async (req, res) => {
@@ -138,19 +167,85 @@ export function domainsRouter(deps: DomainsDeps): Router {
   });
 
   router.post('/domains/:id/verify', requireScope('read'), async (req, res) => {
-    const domain = await reread(await domainOf(req), req);
+    let domain = await domainOf(req);
+    // A check under way here is joined, not refused: it is the one the limit allows.
+    const waitMs = checking.has(domain.id) ? 0 : await claimVerify(db, domain.id);
+    if (waitMs > 0) {
+      const seconds = Math.ceil(waitMs / 1000);
+      const last = domainDetailView(domain, options);
+      res.set('Retry-After', String(seconds));
+      throw new Problem(
+        429,
+        'rate-limit-exceeded',
+        `${domain.name} was checked at ${last.dns_checked_at} and found ${last.status}; it may be ` +
+          `checked again in ${seconds} s. GET /v1/domains/${domain.id} shows what each record was found to be.`,
+      );
+    }
+    domain = await reread(domain, req);
     const view = domainDetailView(domain, options);
     res.json({ object: 'domain', id: view.id, status: view.status } satisfies VerifiedDomain);
   });
   return router;
 }
 
-/** No check covers every record as it is now, or the last one is older than FINDINGS_FRESH_MS. */
+/**
+ * Takes the domain's turn for a check on request, or says how long until the next one: 0 when
+ * this request may check (its last check, or a claim, is older than VERIFY_INTERVAL_MS), else the
+ * milliseconds to wait. The claim stamps dns_checked_at in one conditional update, on the
+ * database's clock, so that api replicas behind one Service share the limit and two of them
+ * asking at once run one check between them.
+ *
+ *   await claimVerify(db, domain.id)   // 0, then 9,9xx for a second request at once
+ */
+async function claimVerify(db: Db, domainId: string): Promise<number> {
+  const { rows } = await sql<{ claimed: boolean; wait_ms: number }>`
+    with claim as (
+      update domains set dns_checked_at = now()
+      where id = ${domainId}
+        and (dns_checked_at is null or dns_checked_at <= now() - make_interval(secs => ${VERIFY_INTERVAL_MS / 1000}))
+      returning id
+    )
+    select exists (select 1 from claim) as claimed,
+      ceil(greatest(0, extract(epoch from
+        d.dns_checked_at + make_interval(secs => ${VERIFY_INTERVAL_MS / 1000}) - now()) * 1000))::int as wait_ms
+    from domains d where d.id = ${domainId}`.execute(db);
+  const row = rows[0];
+  if (!row || row.claimed) return 0;
+  // A claim that lost by a hair may find no time left: wait a moment rather than check twice.
+  return Math.max(1, row.wait_ms);
+}
+
+/**
+ * The domains' DKIM keys besides the rows' own, by domain id, in the order the operator lists
+ * them (lib/reconcile/dkim-keys.ts loadKeys): oldest first.
+ */
+async function otherKeys(db: Db, domainIds: string[]): Promise<Map<string, OtherDkimKey[]>> {
+  const byDomain = new Map<string, OtherDkimKey[]>();
+  if (domainIds.length === 0) return byDomain;
+  const rows = await db
+    .selectFrom('dkim_keys')
+    .select(['domain_id', 'selector', 'algorithm', 'public_key', 'state'])
+    .where('domain_id', 'in', domainIds)
+    .orderBy('created_at')
+    .orderBy('selector')
+    .execute();
+  for (const { domain_id, ...key } of rows)
+    byDomain.set(domain_id, [...(byDomain.get(domain_id) ?? []), key]);
+  return byDomain;
+}
+
+/**
+ * No check covers every record in use as it is now, or the last one is older than
+ * FINDINGS_FRESH_MS. A next or retiring key's record is left to the operator's checks, which look
+ * at the records in use only (operator/reconcilers/domain.ts), so that a read does not check again
+ * on every call for a record they never cover.
+ */
 function needsCheck(domain: CheckedDomain, options: DnsRecordOptions = {}): boolean {
   if (!domain.dns_checked_at || Date.now() - domain.dns_checked_at.getTime() > FINDINGS_FRESH_MS) return true;
-  return recordStatuses(dnsRecords(domain, options), domain.dns_findings).some(
-    (r) => r.status === 'not_started',
-  );
+  return recordStatuses(
+    domainRecords(domain, domain.others, options).filter(inUse),
+    domain.dns_findings,
+  ).some((r) => r.status === 'not_started');
 }
 
 /** GET /v1/domains: Resend's list envelope around each domain's view. */
@@ -158,7 +253,7 @@ export function domainListView(rows: ListedDomain[], options: DnsRecordOptions =
   return { object: 'list', data: rows.map((row) => domainView(row, options)) };
 }
 
-function recordView(r: DnsRecord): Domain['records'][number] {
+function recordView(r: ListedRecord): Domain['records'][number] {
   return {
     record: RECORD_NAMES[r.purpose],
     type: r.type,
@@ -166,17 +261,22 @@ function recordView(r: DnsRecord): Domain['records'][number] {
     value: r.value,
     purpose: r.purpose,
     ttl: 'Auto',
+    ...(r.state ? { state: r.state } : {}),
   };
 }
 
-/** The list's view: each record as it is to publish, the domain's status as the last check found it. */
+/**
+ * The list's view: each record as it is to publish, the domain's status as the last check found
+ * the records in use (a next key's record missing does not make the domain unverified: its mail
+ * is signed with the published key).
+ */
 function domainView(row: ListedDomain, options: DnsRecordOptions = {}): Domain {
-  const records = dnsRecords(row, options);
+  const records = domainRecords(row, row.others, options);
   return {
     object: 'domain',
     id: row.id,
     name: row.name,
-    status: domainStatus(recordStatuses(records, row.dns_findings).map((r) => r.status)),
+    status: domainStatus(recordStatuses(records.filter(inUse), row.dns_findings).map((r) => r.status)),
     created_at: row.created_at.toISOString(),
     dkim: { selector: row.selector, algorithm: row.dkim_algorithm },
     records: records.map(recordView),
@@ -186,7 +286,7 @@ function domainView(row: ListedDomain, options: DnsRecordOptions = {}): Domain {
 /** GET /v1/domains/:id: the domain, its status and each record's. */
 export function domainDetailView(row: CheckedDomain, options: DnsRecordOptions = {}): DomainDetail {
   const findings: DnsFinding[] | null = row.dns_findings;
-  const records = recordStatuses(dnsRecords(row, options), findings);
+  const records = recordStatuses(domainRecords(row, row.others, options), findings);
   return {
     ...domainView(row, options),
     dns_checked_at: row.dns_checked_at?.toISOString() ?? null,

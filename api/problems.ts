@@ -58,7 +58,10 @@ export function databaseUnavailable(): Problem {
  *   sendProblem(req, res, databaseUnavailable());
  */
 export function sendProblem(req: Request, res: Response, problem: Problem): void {
-  if (problem.status === 503 || problem.status === 429) res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+  // A route that knows how long to wait (a per-domain limit, api/domains.ts) has said so already.
+  if ((problem.status === 503 || problem.status === 429) && !res.get('Retry-After')) {
+    res.set('Retry-After', String(RETRY_AFTER_SECONDS));
+  }
   res
     .status(problem.status)
     .type('application/problem+json')

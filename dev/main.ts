@@ -1,6 +1,9 @@
 // `mailplane dev`: the whole platform in one process for a first look. Postgres is embedded
 // (unless DATABASE_URL is set), mail goes to a local inbox on loopback (unless
 // MAILPLANE_RELAY_URL is set), the manifests in examples/ are applied, and an API key is printed.
+// SMTP submission listens beside the api with a self-signed certificate (dev/submission-tls.ts),
+// and the api's own address is the public URL of unsubscribe and tracking links, so that both
+// work from a local mail client and browser.
 // State lives in the checkout's `.dev/`. `mailplane dev apply -f …` (`make apply F=…`) applies
 // more manifests to the same database, keeping their keys beside the others.
 
@@ -26,21 +29,26 @@ import { onShutdown } from '../lib/shutdown.js';
 import { UserError } from '../lib/user-error.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startInbox } from './inbox.js';
+import { devSubmissionTls } from './submission-tls.js';
 
 type Env = Record<string, string | undefined>;
 
 /** Ports a newcomer can remember; each can be changed by its variable. */
 const DEFAULT_INBOX_HTTP_PORT = 8025;
 const DEFAULT_INBOX_SMTP_PORT = 2525;
+/** SMTP submission's, as 587 and 465 with a 2 before them: those need root. */
+const DEFAULT_SUBMISSION_PORT = 2587;
+const DEFAULT_SUBMISSIONS_PORT = 2465;
 /** Names the inbox answers to: a page on another name is a DNS-rebinding page reading our mail. */
 const LOOPBACK_NAMES = new Set(['localhost', '127.0.0.1', '[::1]']);
 
 export const DEV_USAGE = `Usage: mailplane dev                       (make dev)
        mailplane dev apply -f <file|dir|->    (make apply F=<file|dir>)
 
-Runs the api and the sender in one process on an embedded Postgres, with a local inbox that
-catches every message, applies the manifests in examples/, and prints the API's address, an
-API key and the inbox's address. Ctrl-C stops it; the database stays in the state directory.
+Runs the api, the sender and SMTP submission in one process on an embedded Postgres, with a
+local inbox that catches every message, applies the manifests in examples/, and prints the API's
+address, an API key, the SMTP submission ports and the inbox's address. Unsubscribe and tracked
+links point at the API's own address. Ctrl-C stops it; the database stays in the state directory.
 
 \`mailplane dev apply\` applies your own manifests to that database while it runs, with the
 options of mailplane apply (--dry-run, -o json, several -f), and keeps their API keys with the
@@ -50,6 +58,11 @@ Settings (environment):
   PORT                        the API's port (8080)
   MAILPLANE_INBOX_PORT        the inbox's web page and JSON list, on 127.0.0.1 (8025)
   MAILPLANE_INBOX_SMTP_PORT   the inbox's SMTP port, on 127.0.0.1 (2525)
+  MAILPLANE_SUBMISSION_PORT   SMTP submission with STARTTLS (2587)
+  MAILPLANE_SUBMISSIONS_PORT  SMTP submission over TLS (2465)
+  MAILPLANE_TLS_CERT_FILE     submission's certificate and key, PEM (a self-signed one for
+  MAILPLANE_TLS_KEY_FILE      localhost, made once into the state directory with openssl)
+  MAILPLANE_PUBLIC_URL        the base of unsubscribe and tracked links (the API's address)
   MAILPLANE_DEV_DIR           the state directory: secret key, API keys, database (.dev in the
                               checkout); delete it to start over
   MAILPLANE_DEV_MANIFESTS     what is applied at start (examples/ in the checkout)
@@ -102,7 +115,8 @@ export async function main(env: Env): Promise<void> {
   const paths = statePaths(env);
   const { root, stateDir, secretFile, keyFile } = paths;
   const newState = !existsSync(secretFile);
-  mkdirSync(stateDir, { recursive: true });
+  // The state holds the secret key, api keys and the TLS key: the developer's own.
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const log = createLogger({ level: logLevel(env) }).child({ component: 'dev' });
   if (newState) writeFileSync(secretFile, randomBytes(32).toString('base64'), { mode: 0o600 });
 
@@ -147,6 +161,16 @@ export async function main(env: Env): Promise<void> {
   }
   writeFileSync(paths.urlFile, `${databaseUrl}\n`, { mode: 0o600 });
 
+  // Submission takes no AUTH before TLS: without a certificate of the developer's own, one made here.
+  const ownTls = Boolean(env.MAILPLANE_TLS_CERT_FILE && env.MAILPLANE_TLS_KEY_FILE);
+  const tls = ownTls ? undefined : await devSubmissionTls(stateDir);
+  if (tls && 'unavailable' in tls) {
+    notes.push(
+      `SMTP submission: off (${tls.unavailable}; or set MAILPLANE_TLS_CERT_FILE and MAILPLANE_TLS_KEY_FILE)`,
+    );
+  }
+  const tlsFiles = tls && 'files' in tls ? tls.files : undefined;
+
   // What every process does first (an unreachable DATABASE_URL or a wrong key is one line).
   const { config, database } = await openRuntime(
     'dev',
@@ -155,6 +179,11 @@ export async function main(env: Env): Promise<void> {
       DATABASE_URL: databaseUrl,
       MAILPLANE_SECRET_KEY: env.MAILPLANE_SECRET_KEY ?? readFileSync(secretFile, 'utf8'),
       MAILPLANE_RELAY_URL: env.MAILPLANE_RELAY_URL ?? `smtp://127.0.0.1:${inbox.smtpPort}`,
+      MAILPLANE_SUBMISSION_PORT: env.MAILPLANE_SUBMISSION_PORT ?? String(DEFAULT_SUBMISSION_PORT),
+      MAILPLANE_SUBMISSIONS_PORT: env.MAILPLANE_SUBMISSIONS_PORT ?? String(DEFAULT_SUBMISSIONS_PORT),
+      ...(tlsFiles
+        ? { MAILPLANE_TLS_CERT_FILE: tlsFiles.certFile, MAILPLANE_TLS_KEY_FILE: tlsFiles.keyFile }
+        : {}),
     },
     { logLevel: logLevel(env) },
   );
@@ -172,14 +201,29 @@ export async function main(env: Env): Promise<void> {
   }
   await forgetStaleKeys(database.db, keyFile);
 
-  // Imported here, not above: `dev --help` and `dev apply` need neither.
-  const [{ startApi }, { startSender }] = await Promise.all([
+  // Imported here, not above: `dev --help` and `dev apply` need none of them.
+  const [{ startApi }, { startSender }, { startSubmission }] = await Promise.all([
     import('../api/main.js'),
     import('../sender/worker.js'),
+    import('../submission/main.js'),
   ]);
   const metrics = createMetrics({ defaults: true });
+  // Submission first: a taken port is said before the api and the sender have started.
+  const submission =
+    ownTls || tlsFiles ? await startSubmission({ database, config, log, metrics }) : undefined;
   const api = await startApi({ database, config, log, metrics });
-  const sender = await startSender({ pool: database.pool, db: database.db, config, log, metrics, renderer });
+  // The api's address is known once it listens (PORT=0 takes any free port): the sender's links
+  // point there, plain http, so unsubscribe links carry no List-Unsubscribe-Post (RFC 8058 asks
+  // https for one-click) but open in a browser, and tracked links redirect.
+  const senderConfig = Object.freeze({ ...config, publicUrl: config.publicUrl ?? api.url });
+  const sender = await startSender({
+    pool: database.pool,
+    db: database.db,
+    config: senderConfig,
+    log,
+    metrics,
+    renderer,
+  });
   sender.done.catch(() => process.exit(1));
 
   const [firstKey] = Object.values(readKeys(keyFile));
@@ -189,6 +233,12 @@ export async function main(env: Env): Promise<void> {
       '',
       `API: ${api.url}`,
       `API key: ${firstKey ?? '(none: the manifests declare no API key)'}`,
+      ...(submission
+        ? [
+            `SMTP submission: localhost:${submission.server.port} (STARTTLS), localhost:${submission.server.securePort} (TLS)`,
+            `SMTP login: any user name, the API key as password${ownTls ? '' : `; self-signed certificate ${tlsFiles!.certFile}`}`,
+          ]
+        : []),
       `Inbox: http://localhost:${(inboxServer.address() as AddressInfo).port}`,
       ...(env.MAILPLANE_RELAY_URL
         ? [`Relay: ${env.MAILPLANE_RELAY_URL.replace(/\/\/[^@/]*@/, '//***@')}`]
@@ -205,6 +255,7 @@ export async function main(env: Env): Promise<void> {
   process.off('SIGINT', interrupted);
   process.off('SIGTERM', interrupted);
   onShutdown(log, async () => {
+    await submission?.close();
     await api.close();
     await sender.stop();
     renderer.dispose();

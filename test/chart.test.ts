@@ -293,6 +293,78 @@ test('the optional Ingress routes only /t/ and /u/ of each host to the api Servi
   assert.match(badHost.stderr, /\/ingress\/hosts\/0/);
 });
 
+test('publicUrl: with the Ingress on and publicUrl empty, https:// and the first host (TLS ended before the Ingress or not); set, as set; neither, no MAILPLANE_PUBLIC_URL', async () => {
+  const PROCESSES = ['mailplane-api', 'mailplane-operator', 'mailplane-sender', 'mailplane-smtp'];
+  /** MAILPLANE_PUBLIC_URL of each process that links or lists it, by Deployment. */
+  const publicUrl = async (args: string[]) =>
+    Object.fromEntries(
+      podSpecs(await render([...DEFAULTS, ...args]))
+        .filter(({ name }) => PROCESSES.includes(name))
+        .map(({ name, spec }) => [
+          name,
+          (spec.containers[0].env as { name: string; value?: string }[]).find(
+            (e) => e.name === 'MAILPLANE_PUBLIC_URL',
+          )?.value,
+        ]),
+    );
+  const each = (value: string | undefined) => Object.fromEntries(PROCESSES.map((name) => [name, value]));
+
+  const ingress = [
+    '--set',
+    'ingress.enabled=true',
+    '--set',
+    'ingress.hosts={mail.example.com,track.example.com}',
+  ];
+  assert.deepEqual(await publicUrl(ingress), each('https://mail.example.com'));
+  assert.deepEqual(
+    await publicUrl([...ingress, '--set', 'ingress.tls.secretName=mailplane-public-tls']),
+    each('https://mail.example.com'),
+  );
+  assert.deepEqual(
+    await publicUrl([...ingress, '--set', 'publicUrl=https://links.example.com']),
+    each('https://links.example.com'),
+  );
+  assert.deepEqual(
+    await publicUrl(['--set', 'publicUrl=https://links.example.com']),
+    each('https://links.example.com'),
+  );
+  assert.deepEqual(await publicUrl([]), each(undefined));
+});
+
+test('helm install says where one-click unsubscribe links are served, or warns that bulk mail will carry none and how to fix it', async () => {
+  const notes = async (args: string[]) => {
+    const out = await helm([
+      'install',
+      'mailplane',
+      CHART,
+      '--dry-run=client',
+      '--namespace',
+      RELEASE_NS,
+      ...DEFAULTS,
+      ...args,
+    ]);
+    return out.slice(out.indexOf('NOTES:'));
+  };
+  const none = await notes([]);
+  assert.match(none, /WARNING: no public URL\. Bulk mail will carry no one-click unsubscribe link/);
+  assert.match(none, /Gmail\s+and Yahoo require/);
+  assert.match(none, /--set ingress\.enabled=true --set ingress\.hosts='\{mail\.example\.com\}'/);
+  assert.match(none, /--set publicUrl=https:\/\/mail\.example\.com/);
+
+  for (const args of [
+    ['--set', 'ingress.enabled=true', '--set', 'ingress.hosts={mail.example.com}'],
+    ['--set', 'publicUrl=https://mail.example.com'],
+  ]) {
+    const set = await notes(args);
+    assert.doesNotMatch(set, /WARNING: no public URL/, args.join(' '));
+    assert.match(
+      set,
+      /served at https:\/\/mail\.example\.com\/u\/ and https:\/\/mail\.example\.com\/t\//,
+      args.join(' '),
+    );
+  }
+});
+
 test('SMTP submission: off by default; on, a Deployment on non-privileged ports with the TLS Secret mounted whole, a ClusterIP Service on 587 and 465, a PDB, the optional Certificate and a NetworkPolicy for in-cluster clients', async () => {
   const names = (objects: Obj[]) => objects.map((o) => `${o.kind}/${o.metadata.name}`);
   assert.ok(!names(await render(DEFAULTS)).some((n) => n.endsWith('/mailplane-submission')));
@@ -473,7 +545,9 @@ test('helm install and upgrade: the secret key is generated once and kept; unins
     '--set',
     'submission.tls.existingSecret=smtp-tls',
   ];
-  await helm(['install', 'mailplane', CHART, ...install]);
+  const installed = await helm(['install', 'mailplane', CHART, ...install]);
+  // No publicUrl and no Ingress: the notes say what bulk mail then lacks.
+  assert.match(installed, /WARNING: no public URL\. Bulk mail will carry no one-click unsubscribe link/);
   const key = async () =>
     kubectl([
       '-n',

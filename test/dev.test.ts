@@ -1,6 +1,9 @@
 // `mailplane dev` as a newcomer meets it: no DATABASE_URL, so an embedded Postgres; the examples
-// applied; the printed key sends an email that arrives in the printed inbox, DKIM-signed; and the
-// README's Resend SDK script runs as printed. test/first-run.test.ts covers root, ports and Ctrl-C.
+// applied; the printed key sends an email that arrives in the printed inbox, DKIM-signed, through
+// the API and through the printed SMTP submission port (nodemailer, STARTTLS with the printed
+// self-signed certificate); unsubscribe and tracked links point at the printed API and work there;
+// and the README's Resend SDK script runs as printed. test/first-run.test.ts covers root, ports
+// and Ctrl-C.
 
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -17,13 +20,29 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
+import { simpleParser } from 'mailparser';
+import nodemailer from 'nodemailer';
 import { verifyDkimIndependently } from './helpers/dkim.js';
 
 let child: ChildProcess;
 let dir: string;
-let printed: { api: string; key: string; inbox: string };
+let printed: { api: string; key: string; inbox: string; smtpPort: number; smtpCert: string };
 
-/** Starts `mailplane dev` and resolves with the three lines it prints. */
+/** The message of `subject` in the printed inbox, as it arrived, once it has. */
+async function caughtRaw(subject: string): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const list = (await (await fetch(`${printed.inbox}/messages`)).json()) as {
+      id: string;
+      subject?: string;
+    }[];
+    const caught = list.find((m) => m.subject === subject);
+    if (caught) return (await fetch(`${printed.inbox}/messages/${caught.id}/raw`)).text();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.fail(`"${subject}" did not arrive in the inbox`);
+}
+
+/** Starts `mailplane dev` and resolves with the lines it prints. */
 function startDev(env: Record<string, string>): Promise<typeof printed> {
   return new Promise((resolve, reject) => {
     child = spawn(process.execPath, ['--import', 'tsx', 'cmd/mailplane.ts', 'dev'], {
@@ -40,9 +59,11 @@ function startDev(env: Record<string, string>): Promise<typeof printed> {
       const api = /^API: (http\S+)$/m.exec(out)?.[1];
       const key = /^API key: (mp_live_\S+)$/m.exec(out)?.[1];
       const inbox = /^Inbox: (http\S+)$/m.exec(out)?.[1];
-      if (api && key && inbox) {
+      const smtpPort = /^SMTP submission: localhost:(\d+) \(STARTTLS\)/m.exec(out)?.[1];
+      const smtpCert = /^SMTP login: .*self-signed certificate (\S+)$/m.exec(out)?.[1];
+      if (api && key && inbox && smtpPort && smtpCert) {
         clearTimeout(timer);
-        resolve({ api, key, inbox });
+        resolve({ api, key, inbox, smtpPort: Number(smtpPort), smtpCert });
       }
     };
     child.stdout!.on('data', onData);
@@ -61,9 +82,12 @@ before(async () => {
     PORT: '0',
     MAILPLANE_INBOX_PORT: '0',
     MAILPLANE_INBOX_SMTP_PORT: '0',
+    MAILPLANE_SUBMISSION_PORT: '0',
+    MAILPLANE_SUBMISSIONS_PORT: '0',
   };
   delete process.env.DATABASE_URL;
   delete process.env.MAILPLANE_RELAY_URL;
+  delete process.env.MAILPLANE_PUBLIC_URL;
   printed = await startDev(env);
 });
 
@@ -118,6 +142,71 @@ test('the README curl sends an email that arrives in the local inbox, DKIM-signe
 
   const page = await (await fetch(printed.inbox)).text();
   assert.match(page, /Hello from Mailplane/);
+});
+
+test('the printed SMTP submission port takes a message with the printed key, over STARTTLS with the printed certificate, into the inbox', async () => {
+  const transport = nodemailer.createTransport({
+    host: 'localhost',
+    port: printed.smtpPort,
+    secure: false,
+    requireTLS: true,
+    auth: { user: 'dev', pass: printed.key },
+    // Trusted as the banner says: by its file, not by skipping verification.
+    tls: { ca: readFileSync(printed.smtpCert) },
+  });
+  try {
+    const info = await transport.sendMail({
+      from: 'Acme <hello@example.com>',
+      to: 'grace@example.org',
+      subject: 'Hello over SMTP submission',
+      text: 'It works over SMTP too.',
+    });
+    assert.deepEqual(info.accepted, ['grace@example.org']);
+  } finally {
+    transport.close();
+  }
+  const raw = await caughtRaw('Hello over SMTP submission');
+  assert.match(raw, /^DKIM-Signature: .*d=example\.com/m);
+  assert.match(raw, /It works over SMTP too\./);
+});
+
+test('unsubscribe and tracked links point at the printed API, and work there', async () => {
+  const auth = { authorization: `Bearer ${printed.key}` };
+  const sent = await fetch(`${printed.api}/v1/emails`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      from: 'Acme <hello@example.com>',
+      to: ['linus@example.org'],
+      subject: 'Links to the local api',
+      html: '<p>Read <a href="https://example.org/docs">the docs</a>.</p>',
+      unsubscribe: true,
+      tracking: { clicks: true },
+    }),
+  });
+  assert.equal(sent.status, 202, await sent.clone().text());
+  const raw = await caughtRaw('Links to the local api');
+  const mail = await simpleParser(raw);
+
+  const click = /href="([^"]+)"/.exec(String(mail.html))?.[1] ?? '';
+  assert.ok(click.startsWith(`${printed.api}/t/c/`), click);
+  const redirect = await fetch(click, { redirect: 'manual' });
+  assert.ok(redirect.status >= 300 && redirect.status < 400, String(redirect.status));
+  assert.equal(redirect.headers.get('location'), 'https://example.org/docs');
+
+  // http, so no List-Unsubscribe-Post: RFC 8058 one-click needs https. The link still unsubscribes.
+  const header = /^List-Unsubscribe: (.*(?:\r\n[ \t].*)*)/m.exec(raw)?.[1] ?? '';
+  assert.doesNotMatch(raw, /^List-Unsubscribe-Post:/m);
+  const link = /<(http[^>]+)>/.exec(header.replace(/\r\n[ \t]+/g, ''))?.[1] ?? '';
+  assert.ok(link.startsWith(`${printed.api}/u/`), header);
+  const pressed = await fetch(link, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'List-Unsubscribe=One-Click',
+  });
+  assert.equal(pressed.status, 200);
+  const suppressed = await fetch(`${printed.api}/v1/suppressions/linus@example.org`, { headers: auth });
+  assert.equal(suppressed.status, 200, await suppressed.clone().text());
 });
 
 test("the README's Resend SDK script runs as printed: an email with an attachment read from a file, a read, a batch", async () => {

@@ -1,16 +1,24 @@
 // GET /v1/domains/:id and POST /v1/domains/:id/verify against real lookups: the api asks a loopback
 // DNS server (MAILPLANE_DNS_SERVERS) whose zone the test edits, and the Resend SDK unchanged is the
 // caller. examples/ gives acme example.com with a return-path domain, whose MX is listed since the
-// installation names its inbound host.
+// installation names its inbound host. A domain is checked on request once per VERIFY_INTERVAL_MS:
+// where a test checks again, it first moves the last check back by that much, as if the time had
+// passed. A rotating domain is taken through a rotation by the operator's own reconcile, to show
+// that the api lists what the SendingDomain's status lists.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import { Resend } from 'resend';
+import { VERIFY_INTERVAL_MS } from '../api/domains.js';
 import { startApi, type RunningApi } from '../api/main.js';
 import { findingsOf, saveDnsFindings } from '../lib/db/dns-findings.js';
-import type { DnsRecord } from '../lib/dns-records.js';
+import type { DnsRecord, ListedRecord } from '../lib/dns-records.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
+import { reconcileDomain } from '../lib/reconcile/domain.js';
+import type { SendingDomainResource } from '../lib/resources.js';
+import { createResolver } from '../lib/resolver.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { sendingDomain, startTestPlatform, tenant, type TestPlatform } from './helpers/platform.js';
 
@@ -30,6 +38,8 @@ interface Record {
   value: string;
   status: string;
   problem?: string;
+  purpose?: string;
+  state?: string;
 }
 
 /** Publishes a record in the loopback zone, as its owner would in theirs. */
@@ -45,6 +55,15 @@ function publish(record: Pick<Record, 'type' | 'name' | 'value'>): void {
 }
 
 const statuses = (records: Record[]) => Object.fromEntries(records.map((r) => [r.record, r.status]));
+
+/** Moves the domain's last check back by VERIFY_INTERVAL_MS: a check on request may run again. */
+async function aWhileLater(id: string): Promise<void> {
+  await platform.database.db
+    .updateTable('domains')
+    .set({ dns_checked_at: sql<Date>`dns_checked_at - make_interval(secs => ${VERIFY_INTERVAL_MS / 1000})` })
+    .where('id', '=', id)
+    .execute();
+}
 
 before(async () => {
   dns = await startDnsServer();
@@ -81,6 +100,7 @@ describe('domains.get and domains.verify, unchanged', () => {
 
     // The DKIM key first: the domain is partly verified.
     publish(records.find((r) => r.record === 'DKIM')!);
+    await aWhileLater(ids.acme);
     const verified = await resend.domains.verify(ids.acme);
     assert.equal(verified.error, null, JSON.stringify(verified.error));
     assert.equal(verified.data!.id, ids.acme);
@@ -94,6 +114,7 @@ describe('domains.get and domains.verify, unchanged', () => {
     });
 
     for (const record of records.filter((r) => r.record !== 'DKIM')) publish(record);
+    await aWhileLater(ids.acme);
     const all = await resend.domains.verify(ids.acme);
     assert.equal((all.data as unknown as { status: string }).status, 'verified');
     const done = (await resend.domains.get(ids.acme)).data!;
@@ -110,6 +131,7 @@ describe('domains.get and domains.verify, unchanged', () => {
     const records = first.data!.records as unknown as Record[];
     const dkim = records.find((r) => r.record === 'DKIM')!;
     publish({ ...dkim, value: 'v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAother' });
+    await aWhileLater(ids.globex);
     await globex.domains.verify(ids.globex);
     const domain = (await globex.domains.get(ids.globex)).data!;
     const checked = (domain.records as unknown as Record[]).find((r) => r.record === 'DKIM')!;
@@ -135,7 +157,8 @@ describe('domains.get and domains.verify, unchanged', () => {
     );
     const domain = (await globex.domains.get(ids.globex)).data!;
     assert.equal(domain.status, 'verified', 'a read does not check again over recent findings');
-    // A check now says what DNS says.
+    // A check now says what DNS says (saving the findings was a check, as the operator's is).
+    await aWhileLater(ids.globex);
     await globex.domains.verify(ids.globex);
     assert.equal((await globex.domains.get(ids.globex)).data!.status, 'failed');
   });
@@ -150,7 +173,9 @@ describe('domains.get and domains.verify, unchanged', () => {
     });
     try {
       const client = new Resend(platform.keys.get('default/acme/backend')!, { baseUrl: `${broken.url}/v1` });
-      await client.domains.verify(ids.acme);
+      await aWhileLater(ids.acme);
+      const verified = await client.domains.verify(ids.acme);
+      assert.equal(verified.error, null, JSON.stringify(verified.error));
       const domain = (await client.domains.get(ids.acme)).data!;
       const records = domain.records as unknown as Record[];
       assert.ok(
@@ -166,5 +191,187 @@ describe('domains.get and domains.verify, unchanged', () => {
     assert.equal((await globex.domains.get(ids.acme)).error?.name, 'not_found');
     assert.equal((await globex.domains.verify(ids.acme)).error?.name, 'not_found');
     assert.equal((await resend.domains.get('not-a-uuid')).error?.name, 'not_found');
+  });
+});
+
+describe('domains.verify, at most one check of a domain every VERIFY_INTERVAL_MS', () => {
+  const verifyRaw = (id: string, key = platform.keys.get('default/globex/backend')!) =>
+    fetch(`${platform.url}/v1/domains/${id}/verify`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}` },
+    });
+
+  test('a check asked for sooner is a 429 saying when to ask again and what the last check found', async () => {
+    await aWhileLater(ids.globex);
+    const first = await globex.domains.verify(ids.globex);
+    assert.equal(first.error, null, JSON.stringify(first.error));
+    const last = (await globex.domains.get(ids.globex)).data!;
+    const checkedAt = (last as unknown as { dns_checked_at: string }).dns_checked_at;
+
+    // The Resend SDK sees Resend's error name for it.
+    const again = await globex.domains.verify(ids.globex);
+    assert.equal(again.error?.name, 'rate_limit_exceeded', JSON.stringify(again));
+
+    const res = await verifyRaw(ids.globex);
+    assert.equal(res.status, 429);
+    assert.match(res.headers.get('content-type') ?? '', /^application\/problem\+json/);
+    const retryAfter = Number(res.headers.get('retry-after'));
+    assert.ok(
+      Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= VERIFY_INTERVAL_MS / 1000,
+      `Retry-After: ${res.headers.get('retry-after')}`,
+    );
+    const problem = (await res.json()) as { type: string; detail: string };
+    assert.equal(problem.type, 'https://mailplane.io/problems/rate-limit-exceeded');
+    assert.ok(
+      problem.detail.includes(checkedAt) && problem.detail.includes(`found ${last.status}`),
+      problem.detail,
+    );
+
+    // Nothing was looked up for the refused ones: the domain is as the first check left it.
+    const unchanged = (await globex.domains.get(ids.globex)).data!;
+    assert.equal((unchanged as unknown as { dns_checked_at: string }).dns_checked_at, checkedAt);
+  });
+
+  test('the limit is per domain, and once the interval is over a check runs again', async () => {
+    // globex.example was just checked; acme's example.com may be checked all the same.
+    assert.equal((await verifyRaw(ids.globex)).status, 429);
+    await aWhileLater(ids.acme);
+    const acme = await resend.domains.verify(ids.acme);
+    assert.equal(acme.error, null, JSON.stringify(acme.error));
+
+    await aWhileLater(ids.globex);
+    const before = (await globex.domains.get(ids.globex)).data as unknown as { dns_checked_at: string };
+    const res = await verifyRaw(ids.globex);
+    assert.equal(res.status, 200, await res.clone().text());
+    const after = (await globex.domains.get(ids.globex)).data as unknown as { dns_checked_at: string };
+    assert.ok(
+      Date.parse(after.dns_checked_at) > Date.parse(before.dns_checked_at),
+      JSON.stringify({ before, after }),
+    );
+  });
+});
+
+describe('domains.verify across api replicas', () => {
+  test('two replicas asked at the same moment run one check between them: one 200, one 429', async () => {
+    // Its own routes and checks under way; the database is what replicas share.
+    const replica = await startApi({
+      database: platform.database,
+      config: { ...platform.config, port: 0 },
+      log: silentLogger,
+      metrics: createMetrics(),
+    });
+    try {
+      await aWhileLater(ids.globex);
+      const key = platform.keys.get('default/globex/backend')!;
+      const ask = (base: string) =>
+        fetch(`${base}/v1/domains/${ids.globex}/verify`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}` },
+        }).then((r) => r.status);
+      const answers = await Promise.all([ask(platform.url), ask(replica.url)]);
+      assert.deepEqual(answers.sort(), [200, 429]);
+    } finally {
+      await replica.close();
+    }
+  });
+});
+
+describe('during a DKIM rotation the api lists what the SendingDomain’s status lists', () => {
+  const ROTATING = 'rotating.example';
+  let id = '';
+  let initech: Resend;
+  const resource: SendingDomainResource = {
+    kind: 'SendingDomain',
+    metadata: { namespace: 'default', name: 'rotating-example' },
+    spec: {
+      tenantRef: { name: 'initech' },
+      domain: ROTATING,
+      dkim: { selector: 'mp', algorithm: 'ed25519', alsoRsa: true, rotateEvery: '1m' },
+    },
+  };
+  /** The operator's reconcile of the domain (operator/reconcilers/domain.ts), `minutes` from now. */
+  const reconcileAt = (minutes: number) =>
+    reconcileDomain(
+      {
+        db: platform.database.db,
+        keys: platform.keyStore,
+        secretKey: platform.config.secretKey,
+        inboundHost: platform.config.inboundHost,
+        dns: platform.config.dns,
+        rotation: {
+          resolver: createResolver([dns.address]),
+          now: () => new Date(Date.now() + minutes * 60_000),
+        },
+      },
+      resource,
+    );
+  const listed = (records: (Record | ListedRecord)[]) =>
+    records.map(({ type, name, value, purpose, state }) => ({ type, name, value, purpose, state }));
+  const states = (records: (Record | ListedRecord)[]) =>
+    records.filter((r) => r.purpose === 'dkim').map((r) => r.state);
+
+  before(async () => {
+    await platform.apply([tenant('initech', [{ name: 'backend', scopes: ['send', 'read'] }]), resource]);
+    initech = new Resend(platform.keys.get('default/initech/backend')!, { baseUrl: `${platform.url}/v1` });
+    id = (
+      await platform.database.db
+        .selectFrom('domains')
+        .select('id')
+        .where('name', '=', ROTATING)
+        .executeTakeFirstOrThrow()
+    ).id;
+  });
+
+  /** The domain's records as GET /v1/domains/:id and GET /v1/domains show them. */
+  async function apiRecords(): Promise<{ detail: Record[]; list: Record[] }> {
+    const detail = await initech.domains.get(id);
+    assert.equal(detail.error, null, JSON.stringify(detail.error));
+    const list = await initech.domains.list();
+    assert.equal(list.error, null, JSON.stringify(list.error));
+    return {
+      detail: detail.data!.records as unknown as Record[],
+      list: (list.data!.data.find((d) => d.id === id) as unknown as { records: Record[] }).records,
+    };
+  }
+
+  test('the RSA key of an Ed25519 domain, and the next keys while DNS does not show them', async () => {
+    const before = await apiRecords();
+    assert.deepEqual(
+      states(before.detail),
+      ['active', 'active'],
+      'the Ed25519 key and the RSA key beside it',
+    );
+
+    const outcome = await reconcileAt(2);
+    assert.deepEqual(states(outcome.dnsRecords), ['active', 'active', 'next', 'next']);
+    const { detail, list } = await apiRecords();
+    assert.deepEqual(listed(detail), listed(outcome.dnsRecords));
+    assert.deepEqual(listed(list), listed(outcome.dnsRecords));
+
+    // With the records in use published, the domain is verified; the next keys are still to publish.
+    for (const record of outcome.dnsRecords.filter((r) => r.state !== 'next')) publish(record);
+    await aWhileLater(id);
+    const verified = await initech.domains.verify(id);
+    assert.equal(verified.error, null, JSON.stringify(verified.error));
+    const domain = (await initech.domains.get(id)).data!;
+    assert.equal(domain.status, 'verified');
+    const records = domain.records as unknown as Record[];
+    assert.deepEqual(
+      records.filter((r) => r.state === 'next').map((r) => r.status),
+      ['pending', 'pending'],
+      JSON.stringify(records),
+    );
+  });
+
+  test('after the switch, the keys replaced are listed as retiring', async () => {
+    const waiting = await reconcileAt(2);
+    for (const record of waiting.dnsRecords.filter((r) => r.state === 'next')) publish(record);
+    const switched = await reconcileAt(2);
+    assert.deepEqual(states(switched.dnsRecords).sort(), ['active', 'active', 'retiring', 'retiring']);
+    const { detail, list } = await apiRecords();
+    assert.deepEqual(listed(detail), listed(switched.dnsRecords));
+    assert.deepEqual(listed(list), listed(switched.dnsRecords));
+    const domain = (await initech.domains.get(id)).data!;
+    assert.equal((domain as unknown as { dkim: { selector: string } }).dkim.selector, switched.selector);
   });
 });

@@ -13,18 +13,11 @@
 // per slot at a time: the next starts once the key replaced by the last one is retired.
 
 import { sql } from 'kysely';
-import {
-  decrypt,
-  dkimPublicKey,
-  dkimTxtValue,
-  encrypt,
-  generateDkimKey,
-  type DkimAlgorithm,
-} from '../crypto.js';
+import { decrypt, dkimPublicKey, encrypt, generateDkimKey, type DkimAlgorithm } from '../crypto.js';
 import type { Db } from '../db/index.js';
 import type { DkimKey } from '../db/schema.js';
 import { checkDnsRecords, type TxtMxResolver } from '../dns-check.js';
-import type { DnsRecord } from '../dns-records.js';
+import { dkimRecord, type DnsRecord } from '../dns-records.js';
 import { parseDuration } from '../duration.js';
 import type { SendingDomainResource } from '../resources.js';
 
@@ -41,11 +34,7 @@ export const DEFAULT_RETIRE_AFTER = '7d';
 /** How often a key waiting for DNS is looked up again, at most. */
 export const NEXT_KEY_RECHECK_MS = 60_000;
 
-/** Where a listed DKIM key is in its life: signing, waiting to sign, or signing no more. */
-export type KeyState = 'active' | 'next' | 'retiring';
-
-/** A record to publish, with the state of its key for a DKIM one. */
-export type ListedRecord = DnsRecord & { state?: KeyState };
+export type { KeyState, ListedRecord } from '../dns-records.js';
 
 /** The domain row's own key, as this module reads and switches it. */
 export interface PrimaryKey {
@@ -66,8 +55,8 @@ export interface KeyNote {
 }
 
 export interface KeysOutcome {
-  /** DKIM records of the keys besides the row's, with their states. */
-  records: ListedRecord[];
+  /** The keys besides the row's, with their states: what lib/dns-records.ts domainRecords lists. */
+  others: DkimKey[];
   /** The KeyCurrent condition: False while a new key waits for DNS or a rotation waits its turn. */
   current: { status: 'True' | 'False'; reason: string; message: string };
   notes: KeyNote[];
@@ -151,7 +140,7 @@ export async function convergeKeys(
 
   const rsa = run.rows.find((r) => r.slot === 'rsa' && r.state === 'active');
   return {
-    records: run.rows.map((r) => ({ ...recordOf(run, r), state: r.state })),
+    others: run.rows,
     current: currentCondition(run, rsa),
     notes: run.notes,
     ...nextCheck(run, rsa),
@@ -168,12 +157,7 @@ function recordOf(
   run: Run,
   key: { selector: string; algorithm: DkimAlgorithm; public_key: string },
 ): DnsRecord {
-  return {
-    type: 'TXT',
-    name: `${key.selector}._domainkey.${run.primary.name}`,
-    value: dkimTxtValue(key.algorithm, key.public_key),
-    purpose: 'dkim',
-  };
+  return dkimRecord(run.primary.name, key);
 }
 
 /** The selectors the domain uses, which no new key may take. */

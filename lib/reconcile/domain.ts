@@ -13,7 +13,7 @@
 import { sql } from 'kysely';
 import { decrypt, dkimPublicKey, encrypt, generateDkimKey, type DkimAlgorithm } from '../crypto.js';
 import type { Db } from '../db/index.js';
-import { dnsRecords } from '../dns-records.js';
+import { domainRecords } from '../dns-records.js';
 import type { DnsSettings } from '../dns-settings.js';
 import type { SendingDomainResource } from '../resources.js';
 import { ReconcileError } from './errors.js';
@@ -178,13 +178,12 @@ export async function reconcileDomain(
   });
   const restored = stored ? await syncKeySet(deps, domain, converged.primary, before) : undefined;
   const primary: PrimaryKey = converged.primary;
-  const records: ListedRecord[] = dnsRecords(
+  // The same list as GET /v1/domains shows.
+  const records: ListedRecord[] = domainRecords(
     { ...primary, return_path_domain: desired.return_path_domain, tracking_domain: desired.tracking_domain },
+    converged.others,
     { inboundHost: deps.inboundHost, dns: deps.dns, trackingTarget: deps.trackingTarget },
-  ).map((r) => (r.purpose === 'dkim' ? { ...r, state: 'active' as const } : r));
-  // Each key's record beside the one signing, so that a zone is written in one go.
-  const at = records.findIndex((r) => r.purpose === 'dkim') + 1;
-  records.splice(at, 0, ...converged.records);
+  );
   return {
     domainId: domainId!,
     dnsRecords: records,

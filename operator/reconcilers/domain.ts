@@ -20,6 +20,7 @@ import type { ConditionInput } from '../conditions.js';
 import { checkDnsRecords, type TxtMxResolver } from '../dns-check.js';
 import { findingsOf, lookupFailedFindings, saveDnsFindings } from '../../lib/db/dns-findings.js';
 import type { DnsFinding } from '../../lib/db/schema.js';
+import { inUse } from '../../lib/dns-records.js';
 import type { DnsSettings } from '../../lib/dns-settings.js';
 import { isStatus, type Kube } from '../kube.js';
 import type { EventNote, FinalizeResult, ReconcileResult, Reconciler } from '../reconcile-types.js';
@@ -144,10 +145,7 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
       try {
         // What receivers need now: a next key's record is the rotation's to wait for (KeyCurrent),
         // and a retiring key's may already be gone without harm to new mail.
-        const checks = await checkDnsRecords(
-          deps.resolver,
-          outcome.dnsRecords.filter((r) => r.state === undefined || r.state === 'active'),
-        );
+        const checks = await checkDnsRecords(deps.resolver, outcome.dnsRecords.filter(inUse));
         findings = findingsOf(checks);
         const missing = checks.filter((c) => !c.found);
         dns =
@@ -165,10 +163,7 @@ export function domainReconciler(deps: DomainReconcilerDeps): Reconciler {
                 message: `publish: ${missing.map((c) => `${c.record.type} ${c.record.name} (${c.problem})`).join('; ')}`,
               };
       } catch (err) {
-        findings = lookupFailedFindings(
-          outcome.dnsRecords.filter((r) => r.state === undefined || r.state === 'active'),
-          err,
-        );
+        findings = lookupFailedFindings(outcome.dnsRecords.filter(inUse), err);
         dns = {
           type: 'DNSVerified',
           status: 'Unknown',

@@ -60,6 +60,20 @@ operator.dnsServers of earlier releases.
 {{- .Values.dnsServers | default .Values.operator.dnsServers -}}
 {{- end -}}
 
+{{- /*
+The public base URL of /u/ and /t/ (MAILPLANE_PUBLIC_URL): publicUrl, or with the Ingress on,
+https:// and its first host. Always https: one-click unsubscribe (RFC 8058) needs an https link, and
+recipients' mail clients reach the host over https whether TLS ends at the Ingress (with
+ingress.tls.secretName) or at a load balancer in front of it. Empty: none, and NOTES.txt says so.
+*/ -}}
+{{- define "mailplane.publicUrl" -}}
+{{- if .Values.publicUrl -}}
+{{- .Values.publicUrl -}}
+{{- else if and .Values.ingress.enabled .Values.ingress.hosts -}}
+https://{{ first .Values.ingress.hosts }}
+{{- end -}}
+{{- end -}}
+
 {{- define "mailplane.env" -}}
 - name: DATABASE_URL
   valueFrom:
@@ -89,9 +103,9 @@ operator.dnsServers of earlier releases.
 - name: MAILPLANE_DMARC_RUA
   value: {{ join "," . | quote }}
 {{- end }}
-{{- if .Values.publicUrl }}
+{{- with include "mailplane.publicUrl" . }}
 - name: MAILPLANE_PUBLIC_URL
-  value: {{ .Values.publicUrl | quote }}
+  value: {{ . | quote }}
 {{- end }}
 {{- if .Values.webhooks.allowPrivate }}
 - name: MAILPLANE_WEBHOOKS_ALLOW_PRIVATE
