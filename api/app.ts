@@ -17,6 +17,7 @@ import { templatesRouter } from './templates.js';
 import type { TxtMxResolver } from '../lib/dns-check.js';
 import type { Renderer } from '../lib/render/sandbox.js';
 import { auditLogRouter } from './audit-log.js';
+import { broadcastsRouter } from './broadcasts.js';
 import { statsRouter } from './stats.js';
 import { suppressionsImportRouter, suppressionsRouter } from './suppressions.js';
 import { unsubscribeRouter } from './unsubscribe.js';
@@ -33,6 +34,8 @@ import { recordRouteTemplates } from './route-template.js';
 import { sendgridRouter } from './sendgrid.js';
 import type { Limits } from './validate.js';
 import { webhooksRouter, type WebhooksDeps } from './webhooks.js';
+import { contactsRouter } from './contacts.js';
+import { segmentsRouter } from './segments.js';
 
 export interface AppDeps {
   db: Db;
@@ -123,6 +126,9 @@ export function createApp(deps: AppDeps): express.Express {
   v1.use(statsRouter(db));
   v1.use(auditLogRouter(db));
   v1.use(suppressionsRouter(db));
+  v1.use(contactsRouter(db));
+  v1.use(segmentsRouter(db));
+  v1.use(broadcastsRouter({ db, publicUrl: deps.publicUrl }));
   app.use('/v1', v1);
 
   // SendGrid's and Postmark's send routes, for applications on their clients: outside /v1, where

@@ -8,6 +8,8 @@
 import { z } from 'zod';
 import { MAX_ENDPOINTS_PER_TENANT, REPLAY_MAX_EVENTS } from '../lib/db/webhooks.js';
 import type { ProblemType } from '../lib/problem.js';
+import { CLICK_PATH, OPEN_PATH } from '../lib/tracking.js';
+import { UNSUBSCRIBE_PATH } from '../lib/unsubscribe.js';
 import { ListEmailsQuery, UpdateEmail } from './email-requests.js';
 import {
   Accepted,
@@ -78,10 +80,57 @@ import {
   UpdateWebhook,
   WebhookListQuery,
 } from './webhook-requests.js';
+import {
+  Broadcast,
+  BroadcastId,
+  BroadcastList,
+  BroadcastSummary,
+  CanceledBroadcast,
+  CreateBroadcast,
+  DeletedBroadcast,
+  ListBroadcastsQuery,
+  SendBroadcast,
+  UpdateBroadcast,
+} from './schemas-broadcasts.js';
+import {
+  Audience,
+  Contact,
+  ContactList,
+  ContactListQuery,
+  ContactRef,
+  ContactSegmentAdded,
+  ContactSegmentRemoved,
+  ContactSummary,
+  CreateAudienceContact,
+  CreateContact,
+  CreatedAudience,
+  CreatedSegment,
+  DeletedAudience,
+  DeletedContact,
+  DeletedSegment,
+  Segment,
+  SegmentInput,
+  SegmentList,
+  SegmentListQuery,
+  SegmentSummary,
+  UpdateContact,
+  UpdatedSegment,
+} from './schemas-contacts.js';
 
 type Method = 'get' | 'post' | 'patch' | 'delete';
 type Tag =
-  'Emails' | 'Domains' | 'Templates' | 'Webhooks' | 'Statistics' | 'Audit log' | 'Suppressions' | 'Service';
+  | 'Emails'
+  | 'Domains'
+  | 'Templates'
+  | 'Webhooks'
+  | 'Statistics'
+  | 'Audit log'
+  | 'Suppressions'
+  | 'Contacts'
+  | 'Segments'
+  | 'Broadcasts'
+  | 'Recipients'
+  | 'Service';
 
 /** A problem an operation can answer with: its status and the types it takes there. */
 interface ProblemAnswer {
@@ -100,17 +149,34 @@ interface Operation {
   /** Query parameters: each member of the schema, its description and whether it is optional. */
   query?: z.ZodObject;
   /** application/json unless `mediaType` says. */
-  body?: { schema: z.ZodType; description: string; mediaType?: string };
+  body?: {
+    schema: z.ZodType;
+    description: string;
+    mediaType?: string;
+    /** The request may come without one (a one-click unsubscribe outside RFC 8058). */
+    optional?: true;
+  };
   ok: {
-    status: 200 | 201 | 202;
+    status: 200 | 201 | 202 | 302;
     description: string;
     schema: z.ZodType;
     /** application/json unless said. */
     mediaType?: string;
+    /** Other media types the same answer may come in, with the same schema. */
+    alsoAs?: string[];
     /** Beyond X-Request-Id, which every answer carries. */
     headers?: HeaderName[];
   };
   problems: ProblemAnswer[];
+  /** Answers that are neither the success nor a problem of PROBLEM_WHY's: a public page's own. */
+  answers?: OtherAnswer[];
+}
+
+/** An answer described where it is given: its status, why, and each media type it comes in. */
+interface OtherAnswer {
+  status: number;
+  description: string;
+  content: Record<string, z.ZodType>;
 }
 
 interface Parameter {
@@ -132,7 +198,10 @@ const HEADERS = {
     description: 'The request’s id: the caller’s X-Request-Id, or one made for it.',
     schema: { type: 'string' },
   },
-  Location: { description: 'Where to read what was sent or made.', schema: { type: 'string' } },
+  Location: {
+    description: 'Where to read what was sent or made; on a redirect, where it leads.',
+    schema: { type: 'string' },
+  },
   'Idempotent-Replayed': {
     description: '`true` when this is the first answer to the same Idempotency-Key, again.',
     schema: { type: 'string', enum: ['true'] },
@@ -174,6 +243,12 @@ const PROBLEM_WHY: Record<ProblemType, string> = {
   'template-render-failed': 'the template does not render with these variables; `part` and `line` say where',
   'suppression-from-complaint':
     'the suppression came from a complaint; lifting it needs `lift_complaint=true`',
+  'contact-exists': 'the tenant has a contact with that address already (or it is in the audience already)',
+  'broadcast-not-changeable':
+    'the broadcast is past the status the change needs (a draft to edit or send; scheduled, queued or sending to cancel; a draft or scheduled one to delete)',
+  'segment-in-use': 'a broadcast is going out to the segment (scheduled, queued or sending); cancel it first',
+  'unsubscribe-unavailable':
+    'no one-click unsubscribe link can be offered from the from domain: it has no spec.tracking.domain and MAILPLANE_PUBLIC_URL is not set',
   'rate-limit-exceeded': 'too many requests; retry after Retry-After seconds',
   'service-unavailable': 'the database is unreachable; nothing was accepted, retry after Retry-After seconds',
   'internal-server-error': 'something went wrong on Mailplane’s side; nothing was accepted',
@@ -264,6 +339,9 @@ function requestBodies(maxRecipients: number) {
     CreateTemplate,
     UpdateTemplate,
     RenderTemplate,
+    CreateBroadcast,
+    UpdateBroadcast,
+    SendBroadcast,
   };
 }
 type RequestBodies = ReturnType<typeof requestBodies>;
@@ -390,6 +468,9 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
     ...templateOperations(bodies),
     ...webhookOperations(),
     ...suppressionOperations(),
+    ...recipientOperations(),
+    ...contactOperations(),
+    ...broadcastOperations(bodies),
     '/v1/stats': {
       get: {
         operationId: 'getStats',
@@ -468,6 +549,135 @@ function operations(bodies: RequestBodies): Record<string, Partial<Record<Method
 }
 
 /**
+ * What a recipient's mail client and browser reach, without an API key, under the installation's
+ * public URL or a domain's tracking host: the unsubscribe link (api/unsubscribe.ts) and the open
+ * pixel and tracked links (api/tracking.ts). Each carries a signed token; one that does not verify
+ * is a 404 that says nothing of what was wrong with it.
+ */
+function recipientOperations(): Record<string, Partial<Record<Method, Operation>>> {
+  const token = (what: string): Parameter => ({
+    name: 'token',
+    in: 'path',
+    required: true,
+    description: `The signed token of ${what}, as the message carries it.`,
+    schema: z.string().min(1),
+  });
+  const page = z.string().describe('An HTML page: no script, nothing fetched, not framed, not cached.');
+  const invalidLink: OtherAnswer = {
+    status: 404,
+    description:
+      'The token does not verify (forged, altered, cut short, or of another purpose): the same page ' +
+      'whatever is wrong with it.',
+    content: { 'text/html': page },
+  };
+  const noSuchLink: OtherAnswer = {
+    status: 404,
+    description:
+      '`not-found`: the token does not verify (forged, altered, cut short, or of another purpose), ' +
+      'or, for a link, it was signed for another host; never a redirect.',
+    content: { 'application/problem+json': Problem },
+  };
+  const unsubscribeToken = token('the recipient, the tenant and the message');
+  return {
+    [`${UNSUBSCRIBE_PATH}{token}`]: {
+      get: {
+        operationId: 'showUnsubscribePage',
+        tag: 'Recipients',
+        summary: 'The unsubscribe link, followed: a page with a button',
+        description:
+          'Changes nothing: a link scanner fetches every link of a message, so a GET never ' +
+          'unsubscribes. The page’s button POSTs to the same URL.',
+        public: true,
+        parameters: [unsubscribeToken],
+        ok: { status: 200, description: 'The page asking to confirm.', schema: page, mediaType: 'text/html' },
+        problems: [],
+        answers: [invalidLink],
+      },
+      post: {
+        operationId: 'unsubscribe',
+        tag: 'Recipients',
+        summary: 'Unsubscribe: RFC 8058 one-click, or the page’s button',
+        description:
+          'Suppresses the address for its tenant (reason `unsubscribe`; an address suppressed already ' +
+          'keeps its reason) and records an `unsubscribed` event on the message while it exists, at ' +
+          'once. A mail client’s one-click sends `List-Unsubscribe=One-Click` and gets text/plain; the ' +
+          'page’s button sends `confirm=page` and gets a page saying it is done.',
+        public: true,
+        parameters: [unsubscribeToken],
+        body: {
+          schema: z.object({
+            'List-Unsubscribe': z.literal('One-Click').optional(),
+            confirm: z.literal('page').optional(),
+          }),
+          description: 'RFC 8058’s one field, or the page’s; the signed link is the consent either way.',
+          mediaType: 'application/x-www-form-urlencoded',
+          optional: true,
+        },
+        ok: {
+          status: 200,
+          description: 'Unsubscribed.',
+          schema: z.string().describe('`Unsubscribed.` for a mail client; a page for the button.'),
+          mediaType: 'text/html',
+          alsoAs: ['text/plain'],
+        },
+        problems: [
+          { status: 400, types: ['bad-request'] },
+          { status: 413, types: ['body-too-large'] },
+          { status: 415, types: ['unsupported-encoding'] },
+          { status: 500, types: ['internal-server-error'] },
+          { status: 503, types: ['service-unavailable'] },
+        ],
+        answers: [invalidLink],
+      },
+    },
+    [`${OPEN_PATH}{token}`]: {
+      get: {
+        operationId: 'fetchOpenPixel',
+        tag: 'Recipients',
+        summary: 'The open pixel',
+        description:
+          'Answers at once and records an `opened` event off the request path, a machine’s (a privacy ' +
+          'or image proxy) told apart from a person’s: the statistics count both, and a message once ' +
+          'at its first open.',
+        public: true,
+        parameters: [token('the message and when it was sent')],
+        ok: {
+          status: 200,
+          description: 'The pixel, never cached.',
+          schema: z.string().describe('A 1×1 transparent GIF of 42 bytes.'),
+          mediaType: 'image/gif',
+        },
+        problems: [],
+        answers: [noSuchLink],
+      },
+    },
+    [`${CLICK_PATH}{token}`]: {
+      get: {
+        operationId: 'followTrackedLink',
+        tag: 'Recipients',
+        summary: 'A tracked link',
+        description:
+          'Redirects to exactly the URL the message had, which the token signs, under the tracking ' +
+          'host it was signed for, and records a `clicked` event off the request path, a link ' +
+          'scanner’s told apart from a person’s.',
+        public: true,
+        parameters: [token('the message, when it was sent, the URL and the tracking host')],
+        ok: {
+          status: 302,
+          description: 'To the link’s URL, never cached.',
+          schema: z.string().describe('A line saying where it redirects.'),
+          mediaType: 'text/plain',
+          alsoAs: ['text/html'],
+          headers: ['Location'],
+        },
+        problems: [],
+        answers: [noSuchLink],
+      },
+    },
+  };
+}
+
+/**
  * GET /v1/audit-log's query, as api/audit-log.ts reads it: `limit` (1 to 100, 50 when not given),
  * `before` an entry's id, `action` an action or its prefix.
  */
@@ -522,10 +732,12 @@ function domainOperations(): Record<string, Partial<Record<Method, Operation>>> 
         summary: 'Check the domain’s DNS records now',
         description:
           'Resend’s domains.verify: looks each record up now and keeps what it found, which ' +
-          'GET /v1/domains/{id} then shows. Takes no body. Needs the `read` scope.',
+          'GET /v1/domains/{id} then shows. A domain is checked at most once every 10 seconds (by ' +
+          'the api or the operator): sooner is a 429 whose Retry-After says when, and whose detail ' +
+          'says what the last check found. Takes no body. Needs the `read` scope.',
         parameters: [domainId],
         ok: { status: 200, description: 'Checked.', schema: VerifiedDomain },
-        problems: [...AUTHENTICATED, ...WITH_BODY, notFound],
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, { status: 429, types: ['rate-limit-exceeded'] }],
       },
     },
   };
@@ -643,6 +855,121 @@ function templateOperations(bodies: RequestBodies): Record<string, Partial<Recor
           notFound,
           { status: 422, types: ['validation-error', 'template-render-failed'] },
         ],
+      },
+    },
+  };
+}
+
+/** /v1/broadcasts (api/broadcasts.ts). */
+function broadcastOperations(bodies: RequestBodies): Record<string, Partial<Record<Method, Operation>>> {
+  const broadcastId: Parameter = {
+    name: 'id',
+    in: 'path',
+    required: true,
+    description: 'The broadcast’s id.',
+    schema: z.guid(),
+  };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  const invalid: ProblemAnswer = { status: 422, types: ['validation-error'] };
+  const notChangeable: ProblemAnswer = { status: 409, types: ['broadcast-not-changeable'] };
+  const domainNotOwned: ProblemAnswer = { status: 403, types: ['domain-not-owned'] };
+  const noUnsubscribe: ProblemAnswer = { status: 422, types: ['unsubscribe-unavailable'] };
+  const sending =
+    'Refused with `unsubscribe-unavailable` when the from domain cannot offer a one-click unsubscribe ' +
+    'link (neither its spec.tracking.domain nor MAILPLANE_PUBLIC_URL): a broadcast never goes out ' +
+    'without one.';
+  return {
+    '/v1/broadcasts': {
+      post: {
+        operationId: 'createBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Write a broadcast, and send it now or at a time',
+        description:
+          'Resend’s broadcasts.create: a draft, or with `send: true` sent at once (or at ' +
+          '`scheduled_at`). The from domain must be a SendingDomain of the tenant and the segment the ' +
+          `tenant’s. ${sending} Needs the \`send\` scope.`,
+        body: { schema: bodies.CreateBroadcast, description: 'The broadcast.' },
+        ok: { status: 201, description: 'Written (and sent).', schema: BroadcastId, headers: ['Location'] },
+        problems: [...AUTHENTICATED, ...WITH_BODY, domainNotOwned, invalid, noUnsubscribe],
+      },
+      get: {
+        operationId: 'listBroadcasts',
+        tag: 'Broadcasts',
+        summary: 'List the tenant’s broadcasts, newest first, a page at a time',
+        description: 'Resend’s broadcasts.list. Needs the `read` scope.',
+        query: ListBroadcastsQuery,
+        ok: { status: 200, description: 'A page of broadcasts.', schema: BroadcastList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/broadcasts/{id}': {
+      get: {
+        operationId: 'getBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Read a broadcast and the progress of its fan-out',
+        description:
+          'Resend’s broadcasts.get, with `progress`: the emails created so far and how many of their ' +
+          'messages are in each status. Needs the `read` scope.',
+        parameters: [broadcastId],
+        ok: { status: 200, description: 'The broadcast.', schema: Broadcast },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Change a draft',
+        description: 'Resend’s broadcasts.update; only a draft changes. Needs the `send` scope.',
+        parameters: [broadcastId],
+        body: { schema: bodies.UpdateBroadcast, description: 'What to change.' },
+        ok: { status: 200, description: 'Changed.', schema: BroadcastId },
+        problems: [...AUTHENTICATED, ...WITH_BODY, domainNotOwned, notFound, notChangeable, invalid],
+      },
+      delete: {
+        operationId: 'deleteBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Delete a draft or a scheduled broadcast',
+        description:
+          'Resend’s broadcasts.remove; a scheduled one’s job goes with it. One that has begun to go out ' +
+          'is canceled instead. Needs the `send` scope.',
+        parameters: [broadcastId],
+        ok: { status: 200, description: 'Deleted.', schema: DeletedBroadcast },
+        problems: [...AUTHENTICATED, notFound, notChangeable],
+      },
+    },
+    '/v1/broadcasts/{id}/send': {
+      post: {
+        operationId: 'sendBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Send a draft now or at a time',
+        description:
+          'Resend’s broadcasts.send: the fan-out creates one email per contact of the segment who has ' +
+          'not unsubscribed, with one-click unsubscribe on, each sent as any other (a suppressed ' +
+          `address is \`suppressed\`). ${sending} Needs the \`send\` scope.`,
+        parameters: [broadcastId],
+        body: { schema: bodies.SendBroadcast, description: 'When to send.' },
+        ok: { status: 202, description: 'Queued, or scheduled.', schema: BroadcastId },
+        problems: [
+          ...AUTHENTICATED,
+          ...WITH_BODY,
+          domainNotOwned,
+          notFound,
+          notChangeable,
+          invalid,
+          noUnsubscribe,
+        ],
+      },
+    },
+    '/v1/broadcasts/{id}/cancel': {
+      post: {
+        operationId: 'cancelBroadcast',
+        tag: 'Broadcasts',
+        summary: 'Cancel a scheduled broadcast, or the rest of a fan-out',
+        description:
+          'Resend’s broadcasts.cancel. Emails created before the cancel are sent (each can be canceled ' +
+          'through /v1/emails/{id}/cancel). Takes no body. Needs the `send` scope.',
+        parameters: [broadcastId],
+        ok: { status: 200, description: 'Canceled.', schema: CanceledBroadcast },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, notChangeable],
       },
     },
   };
@@ -891,6 +1218,291 @@ function webhookOperations(): Record<string, Partial<Record<Method, Operation>>>
   };
 }
 
+/** /v1/contacts, /v1/segments and the older /v1/audiences (api/contacts.ts, api/segments.ts). */
+function contactOperations(): Record<string, Partial<Record<Method, Operation>>> {
+  const invalid: ProblemAnswer = { status: 422, types: ['validation-error'] };
+  const notFound: ProblemAnswer = { status: 404, types: ['not-found'] };
+  const exists: ProblemAnswer = { status: 409, types: ['contact-exists'] };
+  const inUse: ProblemAnswer = { status: 409, types: ['segment-in-use'] };
+  const reads = 'Needs the `read` scope.';
+  const changes = 'Needs the `send` scope; the audit log names the key.';
+  const contact: Parameter = {
+    name: 'idOrEmail',
+    in: 'path',
+    required: true,
+    description: 'The contact’s id, or its address (URL-encoded, in any case).',
+    schema: z.string().min(1).max(254),
+  };
+  const segment = (name: 'id' | 'segmentId' | 'audienceId', what = 'segment'): Parameter => ({
+    name,
+    in: 'path',
+    required: true,
+    description: `The ${what}’s id.`,
+    schema: z.guid(),
+  });
+  const contactBody = (schema: z.ZodType) => ({ schema, description: 'The contact.' });
+  const segmentBody = { schema: SegmentInput, description: 'Its name.' };
+  const created = (schema: z.ZodType, what: string) => ({
+    status: 201 as const,
+    description: `${what} created.`,
+    schema,
+    headers: ['Location' as const],
+  });
+  return {
+    '/v1/contacts': {
+      post: {
+        operationId: 'createContact',
+        tag: 'Contacts',
+        summary: 'Add a contact, and put it in segments',
+        description:
+          'Resend’s contacts.create. The address is unique in the tenant: one it has a contact for ' +
+          `already is a 409 that names that contact (change it with PATCH). ${changes}`,
+        body: contactBody(CreateContact),
+        ok: created(ContactRef, 'The contact'),
+        problems: [...AUTHENTICATED, ...WITH_BODY, exists, invalid],
+      },
+      get: {
+        operationId: 'listContacts',
+        tag: 'Contacts',
+        summary: 'List the tenant’s contacts, in id order, a page at a time',
+        description:
+          'Resend’s contacts.list: `limit`, and `after` (or `before`) the id of a contact of the ' +
+          `previous page. A cursor stays valid when its own contact is deleted. ${reads}`,
+        query: ContactListQuery,
+        ok: { status: 200, description: 'A page of contacts.', schema: ContactList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/contacts/{idOrEmail}': {
+      get: {
+        operationId: 'getContact',
+        tag: 'Contacts',
+        summary: 'Read a contact, with its properties',
+        description: `Resend’s contacts.get. ${reads}`,
+        parameters: [contact],
+        ok: { status: 200, description: 'The contact.', schema: Contact },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateContact',
+        tag: 'Contacts',
+        summary: 'Change a contact’s names, consent or properties',
+        description:
+          'Resend’s contacts.update: members not given stay as they are; properties given are merged ' +
+          `into the contact’s. Its address does not change. ${changes}`,
+        parameters: [contact],
+        body: contactBody(UpdateContact),
+        ok: { status: 200, description: 'Changed.', schema: ContactRef },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, invalid],
+      },
+      delete: {
+        operationId: 'deleteContact',
+        tag: 'Contacts',
+        summary: 'Delete a contact, and its memberships',
+        description:
+          'Resend’s contacts.remove. A suppression of its address stays: the suppression list is the ' +
+          `tenant’s. ${changes}`,
+        parameters: [contact],
+        ok: { status: 200, description: 'Deleted.', schema: DeletedContact },
+        problems: [...AUTHENTICATED, notFound],
+      },
+    },
+    '/v1/contacts/{idOrEmail}/segments': {
+      get: {
+        operationId: 'listContactSegments',
+        tag: 'Contacts',
+        summary: 'List the segments a contact is in',
+        description: `Resend’s contacts.segments.list, in id order, a page at a time. ${reads}`,
+        parameters: [contact],
+        query: SegmentListQuery,
+        ok: { status: 200, description: 'A page of segments.', schema: SegmentList },
+        problems: [...AUTHENTICATED, notFound, invalid],
+      },
+    },
+    '/v1/contacts/{idOrEmail}/segments/{segmentId}': {
+      post: {
+        operationId: 'addContactToSegment',
+        tag: 'Contacts',
+        summary: 'Put a contact in a segment',
+        description:
+          'Resend’s contacts.segments.add; a contact in the segment already stays there, and the ' +
+          `answer is the same. Takes no body. ${changes}`,
+        parameters: [contact, segment('segmentId')],
+        ok: { status: 200, description: 'In the segment.', schema: ContactSegmentAdded },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound],
+      },
+      delete: {
+        operationId: 'removeContactFromSegment',
+        tag: 'Contacts',
+        summary: 'Take a contact out of a segment',
+        description: `Resend’s contacts.segments.remove; the contact stays. ${changes}`,
+        parameters: [contact, segment('segmentId')],
+        ok: { status: 200, description: 'Out of the segment.', schema: ContactSegmentRemoved },
+        problems: [...AUTHENTICATED, notFound],
+      },
+    },
+    '/v1/segments': {
+      post: {
+        operationId: 'createSegment',
+        tag: 'Segments',
+        summary: 'Add a segment',
+        description: `Resend’s segments.create. ${changes}`,
+        body: segmentBody,
+        ok: created(CreatedSegment, 'The segment'),
+        problems: [...AUTHENTICATED, ...WITH_BODY, invalid],
+      },
+      get: {
+        operationId: 'listSegments',
+        tag: 'Segments',
+        summary: 'List the tenant’s segments, in id order, a page at a time',
+        description: `Resend’s segments.list. ${reads}`,
+        query: SegmentListQuery,
+        ok: { status: 200, description: 'A page of segments.', schema: SegmentList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/segments/{id}': {
+      get: {
+        operationId: 'getSegment',
+        tag: 'Segments',
+        summary: 'Read a segment',
+        description: `Resend’s segments.get. ${reads}`,
+        parameters: [segment('id')],
+        ok: { status: 200, description: 'The segment.', schema: Segment },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateSegment',
+        tag: 'Segments',
+        summary: 'Rename a segment',
+        description: `Resend’s segments.update. ${changes}`,
+        parameters: [segment('id')],
+        body: segmentBody,
+        ok: { status: 200, description: 'Renamed.', schema: UpdatedSegment },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, invalid],
+      },
+      delete: {
+        operationId: 'deleteSegment',
+        tag: 'Segments',
+        summary: 'Delete a segment and its memberships, never its contacts',
+        description: `Resend’s segments.remove. ${changes}`,
+        parameters: [segment('id')],
+        ok: { status: 200, description: 'Deleted.', schema: DeletedSegment },
+        problems: [...AUTHENTICATED, notFound, inUse],
+      },
+    },
+    '/v1/segments/{id}/contacts': {
+      get: {
+        operationId: 'listSegmentContacts',
+        tag: 'Segments',
+        summary: 'List a segment’s contacts, in id order, a page at a time',
+        description: `Resend’s contacts.list({ segmentId }). ${reads}`,
+        parameters: [segment('id')],
+        query: ContactListQuery,
+        ok: { status: 200, description: 'A page of contacts.', schema: ContactList },
+        problems: [...AUTHENTICATED, notFound, invalid],
+      },
+    },
+    '/v1/audiences': {
+      post: {
+        operationId: 'createAudience',
+        tag: 'Segments',
+        summary: 'Add an audience (the older name of a segment)',
+        description: `As POST /v1/segments, answered as an audience. ${changes}`,
+        body: segmentBody,
+        ok: created(CreatedAudience, 'The audience'),
+        problems: [...AUTHENTICATED, ...WITH_BODY, invalid],
+      },
+      get: {
+        operationId: 'listAudiences',
+        tag: 'Segments',
+        summary: 'List the tenant’s audiences (its segments)',
+        description: `As GET /v1/segments. ${reads}`,
+        query: SegmentListQuery,
+        ok: { status: 200, description: 'A page of audiences.', schema: SegmentList },
+        problems: [...AUTHENTICATED, invalid],
+      },
+    },
+    '/v1/audiences/{id}': {
+      get: {
+        operationId: 'getAudience',
+        tag: 'Segments',
+        summary: 'Read an audience (a segment)',
+        description: `As GET /v1/segments/{id}, answered as an audience. ${reads}`,
+        parameters: [segment('id', 'audience')],
+        ok: { status: 200, description: 'The audience.', schema: Audience },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      delete: {
+        operationId: 'deleteAudience',
+        tag: 'Segments',
+        summary: 'Delete an audience (a segment) and its memberships',
+        description: `As DELETE /v1/segments/{id}. ${changes}`,
+        parameters: [segment('id', 'audience')],
+        ok: { status: 200, description: 'Deleted.', schema: DeletedAudience },
+        problems: [...AUTHENTICATED, notFound, inUse],
+      },
+    },
+    '/v1/audiences/{audienceId}/contacts': {
+      post: {
+        operationId: 'createAudienceContact',
+        tag: 'Contacts',
+        summary: 'Add a contact to an audience',
+        description:
+          'Resend’s contacts.create with an audienceId. A contact is one per address in the tenant: ' +
+          'the tenant’s contact of an address the audience does not hold yet joins it (its fields ' +
+          `unchanged); one the audience holds already is a 409. ${changes}`,
+        parameters: [segment('audienceId', 'audience')],
+        body: contactBody(CreateAudienceContact),
+        ok: created(ContactRef, 'The contact, in the audience,'),
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, exists, invalid],
+      },
+      get: {
+        operationId: 'listAudienceContacts',
+        tag: 'Contacts',
+        summary: 'List an audience’s contacts',
+        description: `As GET /v1/segments/{id}/contacts. ${reads}`,
+        parameters: [segment('audienceId', 'audience')],
+        query: ContactListQuery,
+        ok: { status: 200, description: 'A page of contacts.', schema: ContactList },
+        problems: [...AUTHENTICATED, notFound, invalid],
+      },
+    },
+    '/v1/audiences/{audienceId}/contacts/{idOrEmail}': {
+      get: {
+        operationId: 'getAudienceContact',
+        tag: 'Contacts',
+        summary: 'Read a contact the audience holds',
+        description: `As GET /v1/contacts/{idOrEmail}; a contact the audience does not hold is a 404. ${reads}`,
+        parameters: [segment('audienceId', 'audience'), contact],
+        ok: { status: 200, description: 'The contact.', schema: Contact },
+        problems: [...AUTHENTICATED, notFound],
+      },
+      patch: {
+        operationId: 'updateAudienceContact',
+        tag: 'Contacts',
+        summary: 'Change a contact the audience holds',
+        description: `As PATCH /v1/contacts/{idOrEmail}. ${changes}`,
+        parameters: [segment('audienceId', 'audience'), contact],
+        body: contactBody(UpdateContact),
+        ok: { status: 200, description: 'Changed.', schema: ContactRef },
+        problems: [...AUTHENTICATED, ...WITH_BODY, notFound, invalid],
+      },
+      delete: {
+        operationId: 'removeAudienceContact',
+        tag: 'Contacts',
+        summary: 'Take a contact out of an audience',
+        description:
+          'Resend’s contacts.remove with an audienceId: the contact leaves the audience and stays the ' +
+          `tenant’s (DELETE /v1/contacts/{idOrEmail} deletes it). ${changes}`,
+        parameters: [segment('audienceId', 'audience'), contact],
+        ok: { status: 200, description: 'Out of the audience.', schema: DeletedContact },
+        problems: [...AUTHENTICATED, notFound],
+      },
+    },
+  };
+}
+
 const TAGS: { name: Tag; description: string }[] = [
   { name: 'Emails', description: "Send, list, read, reschedule and cancel emails, in Resend's shapes." },
   { name: 'Domains', description: 'The sending domains of the tenant and their DNS records.' },
@@ -912,6 +1524,29 @@ const TAGS: { name: Tag; description: string }[] = [
     description:
       'The addresses the tenant no longer mails (bounced, complained, unsubscribed, or added by hand): ' +
       'list, add, lift, and import and export as CSV.',
+  },
+  {
+    name: 'Broadcasts',
+    description:
+      'One email to every contact of a segment who has not unsubscribed, in Resend’s shapes: drafts, ' +
+      'sending now or at a time, canceling, and the progress of the fan-out. One-click unsubscribe is ' +
+      'always on.',
+  },
+  {
+    name: 'Contacts',
+    description:
+      'The people the tenant mails in bulk, in Resend’s shapes: their names, consent (`unsubscribed`, ' +
+      'also set by an unsubscribe from the tenant’s mail) and custom properties, and the segments they are in.',
+  },
+  {
+    name: 'Segments',
+    description: 'Named groups of contacts that broadcasts go to; an audience is the older name of one.',
+  },
+  {
+    name: 'Recipients',
+    description:
+      'What recipients’ mail clients and browsers reach, without an API key: the unsubscribe link, ' +
+      'the open pixel and tracked links.',
   },
   { name: 'Service', description: 'Probes, metrics and this document; no API key needed.' },
 ];
@@ -961,6 +1596,28 @@ const RESPONSE_SCHEMAS = {
   AddedSuppressions,
   LiftedSuppression,
   SuppressionImport,
+  Contact,
+  ContactSummary,
+  ContactList,
+  ContactRef,
+  DeletedContact,
+  Segment,
+  SegmentSummary,
+  SegmentList,
+  CreatedSegment,
+  UpdatedSegment,
+  DeletedSegment,
+  Audience,
+  CreatedAudience,
+  DeletedAudience,
+  ContactSegmentAdded,
+  ContactSegmentRemoved,
+  Broadcast,
+  BroadcastSummary,
+  BroadcastList,
+  BroadcastId,
+  CanceledBroadcast,
+  DeletedBroadcast,
   Health,
   OpenApiDocument,
   Problem,
@@ -1084,11 +1741,15 @@ function operationObject(op: Operation, refOf: RefOf) {
       [String(op.ok.status)]: {
         description: op.ok.description,
         headers: headerRefs(['X-Request-Id', ...(op.ok.headers ?? [])]),
-        content: {
-          [op.ok.mediaType ?? 'application/json']: { schema: inlineSchema(op.ok.schema, 'output', refOf) },
-        },
+        content: Object.fromEntries(
+          [op.ok.mediaType ?? 'application/json', ...(op.ok.alsoAs ?? [])].map((type) => [
+            type,
+            { schema: inlineSchema(op.ok.schema, 'output', refOf) },
+          ]),
+        ),
       },
       ...problemResponses(op.problems),
+      ...otherResponses(op.answers ?? [], refOf),
     },
   };
 }
@@ -1096,10 +1757,29 @@ function operationObject(op: Operation, refOf: RefOf) {
 function requestBody(body: NonNullable<Operation['body']>, refOf: RefOf) {
   const schema = inlineSchema(body.schema, 'input', refOf);
   return {
-    required: true,
+    required: !body.optional,
     description: body.description,
     content: { [body.mediaType ?? 'application/json']: { schema } },
   };
+}
+
+/** The answers an operation describes itself, each with X-Request-Id as every answer has. */
+function otherResponses(answers: OtherAnswer[], refOf: RefOf) {
+  return Object.fromEntries(
+    answers.map((a) => [
+      String(a.status),
+      {
+        description: a.description,
+        headers: headerRefs(['X-Request-Id']),
+        content: Object.fromEntries(
+          Object.entries(a.content).map(([type, schema]) => [
+            type,
+            { schema: inlineSchema(schema, 'output', refOf) },
+          ]),
+        ),
+      },
+    ]),
+  );
 }
 
 /** One response per status, naming every problem type answered there and why. */
@@ -1110,7 +1790,9 @@ function problemResponses(problems: ProblemAnswer[]) {
   for (const [status, types] of [...byStatus].sort(([a], [b]) => a - b)) {
     responses[String(status)] = {
       description: types.map((t) => `\`${t}\`: ${PROBLEM_WHY[t]}.`).join(' '),
-      headers: headerRefs(status === 503 ? ['X-Request-Id', 'Retry-After'] : ['X-Request-Id']),
+      headers: headerRefs(
+        status === 503 || status === 429 ? ['X-Request-Id', 'Retry-After'] : ['X-Request-Id'],
+      ),
       content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } },
     };
   }

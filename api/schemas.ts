@@ -8,7 +8,7 @@
 import { z } from 'zod';
 import type { BounceClass } from '../lib/bounce-class.js';
 import { MESSAGE_STATUSES } from '../lib/db/schema.js';
-import { STAT_TYPES } from '../lib/db/stats.js';
+import { STAT_RATES, STAT_TYPES, type StatRate, type StatType } from '../lib/db/stats.js';
 import { MACHINE_REASONS } from './machine-fetch.js';
 import { EVENT_TYPES } from '../lib/db/transitions.js';
 import type { ProblemType } from '../lib/problem.js';
@@ -221,6 +221,14 @@ export const DnsRecord = z.object({
   value: z.string(),
   purpose: z.enum(['dkim', 'spf', 'dmarc', 'return-path', 'tracking']),
   ttl: z.literal('Auto'),
+  state: z
+    .enum(['active', 'next', 'retiring'])
+    .optional()
+    .describe(
+      'A DKIM key’s: `active` signs now; `next` signs once DNS shows it (a rotation, or an RSA key ' +
+        'added beside an Ed25519 one); `retiring` signs nothing more and stays published until ' +
+        'mail signed with it is delivered.',
+    ),
 });
 
 /** Resend's status of a domain, from its records' in the last DNS check (api/schemas-domains.ts). */
@@ -244,16 +252,58 @@ export const DomainList = z
   .describe('The tenant’s sending domains, by name.');
 
 const count = z.int().min(0);
-const rate = z.number().min(0).max(1);
-const counts = Object.fromEntries(STAT_TYPES.map((t) => [t, count])) as Record<
-  (typeof STAT_TYPES)[number],
+/** What each count of GET /v1/stats is. */
+const COUNTED: Record<StatType, string> = {
+  sent: 'Messages tried for the first time.',
+  delivered: 'Messages the receiving server accepted.',
+  deferred: 'Deferrals: a message tried again later counts once for each.',
+  bounced: 'Messages bounced, at once or later.',
+  complained: 'Messages a recipient reported as spam.',
+  failed: 'Messages that failed for what they are (size, content, policy), the address left alone.',
+  suppressed: 'Messages not sent because the tenant suppresses the address.',
+  canceled: 'Messages canceled before they were sent.',
+  unsubscribed: 'Messages whose recipient unsubscribed through them.',
+  opened: 'Opens by a person: every one, a message opened twice counts twice.',
+  clicked: 'Clicks by a person: every one.',
+  machine_opened: 'Opens by a machine (a privacy proxy, an image proxy), apart from opened.',
+  machine_clicked: 'Clicks by a machine (a link scanner), apart from clicked.',
+  unique_opened:
+    'Messages a person opened at least once, each counted once, in the interval of its first open ' +
+    'by a person.',
+  unique_clicked:
+    'Messages a person clicked at least once, each counted once, in the interval of its first click ' +
+    'by a person.',
+  unique_opened_any:
+    'Messages opened at least once by anything (a person or a machine), each counted once, in the ' +
+    'interval of its first open.',
+  unique_clicked_any:
+    'Messages clicked at least once by anything (a person or a machine), each counted once, in the ' +
+    'interval of its first click.',
+};
+const counts = Object.fromEntries(STAT_TYPES.map((t) => [t, count.describe(COUNTED[t])])) as Record<
+  StatType,
   typeof count
 >;
-const rates = {
-  delivery_rate: rate.describe('delivered of sent.'),
-  bounce_rate: rate.describe('bounced of sent.'),
-  complaint_rate: rate.describe('complained of delivered.'),
+const rate = z.number().min(0).nullable();
+/** What each rate is a share of; the numbers are lib/db/stats.ts STAT_RATES'. */
+const RATE_OF: Record<StatRate, string> = {
+  delivery_rate: 'delivered ÷ sent',
+  bounce_rate: 'bounced ÷ sent',
+  complaint_rate: 'complained ÷ delivered',
+  unsubscribe_rate: 'unsubscribed ÷ delivered',
+  open_rate: 'unique_opened ÷ delivered: the share of delivered messages a person opened',
+  click_rate: 'unique_clicked ÷ delivered: the share of delivered messages a person clicked',
 };
+const rates = Object.fromEntries(
+  (Object.keys(STAT_RATES) as StatRate[]).map((r) => [
+    r,
+    rate.describe(
+      `${RATE_OF[r]}; to 4 decimal places, null when ${STAT_RATES[r].per} is 0. Of the same ` +
+        'counts: an event counts in the interval it happens in, so an interval where the opens or ' +
+        'bounces of mail delivered in an earlier one land may show a rate above 1.',
+    ),
+  ]),
+) as Record<StatRate, typeof rate>;
 
 export const StatsInterval = z.enum(['hour', 'day']);
 export const StatsGroup = z.enum(['none', 'domain', 'tag']);
@@ -281,7 +331,8 @@ export const Stats = z
   })
   .describe(
     'Counts of each message’s events in the window: sent is the first attempt, deferred each ' +
-      'deferral, and the rest each outcome.',
+      'deferral, and the rest each outcome; opened and clicked each open and click, and the unique_ ' +
+      'counts each message once, at its first. The rates are shares of these counts.',
   );
 
 const webhookEventType = z.enum(WEBHOOK_EVENT_TYPES);
@@ -454,6 +505,10 @@ export const PROBLEM_TYPES = [
   'template-invalid',
   'template-render-failed',
   'suppression-from-complaint',
+  'contact-exists',
+  'broadcast-not-changeable',
+  'segment-in-use',
+  'unsubscribe-unavailable',
   'rate-limit-exceeded',
   'service-unavailable',
   'internal-server-error',

@@ -41,6 +41,10 @@ export type ProblemType =
   | 'template-invalid'
   | 'template-render-failed'
   | 'suppression-from-complaint'
+  | 'contact-exists'
+  | 'broadcast-not-changeable'
+  | 'segment-in-use'
+  | 'unsubscribe-unavailable'
   | 'rate-limit-exceeded'
   | 'service-unavailable'
   | 'internal-server-error';

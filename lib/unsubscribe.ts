@@ -48,6 +48,21 @@ export function readUnsubscribeToken(secretKey: Buffer, token: string): Unsubscr
   return { tenantId, messageId, address };
 }
 
+/**
+ * Where a sending domain's unsubscribe links are served: its tracking domain (spec.tracking.domain,
+ * which the chart's Ingress serves over https), else the installation's public URL; none without
+ * either, and then a message offers no link and no one-click unsubscribe.
+ *
+ *   unsubscribeBase('track.example.com', undefined)   // 'https://track.example.com'
+ *   unsubscribeBase(null, 'https://mail.example.com')  // 'https://mail.example.com'
+ */
+export function unsubscribeBase(
+  trackingDomain: string | null,
+  publicUrl: string | undefined,
+): string | undefined {
+  return trackingDomain ? `https://${trackingDomain}` : publicUrl;
+}
+
 /** The https (or, in development, http) link under `base`, a URL without a trailing slash. */
 export function unsubscribeUrl(secretKey: Buffer, base: string, t: UnsubscribeTarget): string {
   return `${base}${UNSUBSCRIBE_PATH}${unsubscribeToken(secretKey, t)}`;

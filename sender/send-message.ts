@@ -25,7 +25,7 @@ import { bounceAddress } from '../lib/verp.js';
 import { composeMessage } from './compose.js';
 import { trackMessageHtml } from './track-html.js';
 import { trackingOf } from '../lib/tracking.js';
-import { createUnsubscribeOffer, withOfferedHeaders } from './unsubscribe-offer.js';
+import { createUnsubscribeOffer, withOfferedHeaders, withUnsubscribeLink } from './unsubscribe-offer.js';
 import { prepareRawMessage } from './raw-message.js';
 import { createDkimSigner } from './dkim.js';
 import {
@@ -117,6 +117,11 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
       return { ok: false, failure: renderFailure(err) };
     }
 
+    // The message's own one-click link where its body asks for it ({{{RESEND_UNSUBSCRIBE_URL}}}),
+    // before tracking, which leaves that link alone.
+    const offered = await unsubscribeOffer(message);
+    if (message.content.raw === undefined) rendered = withUnsubscribeLink(rendered, offered);
+
     // Open and click tracking, before signing, so that the tracked links are what DKIM covers.
     const tracking = trackingOf(domain, message.content.tracking, deps.config.publicUrl);
     if (tracking && rendered.html !== undefined && message.content.raw === undefined) {
@@ -143,7 +148,7 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
         message.content.raw !== undefined
           ? withOfferedHeaders(
               prepareRawMessage({ raw: message.content.raw, messageId, date: new Date() }),
-              await unsubscribeOffer(message),
+              offered,
             )
           : await composeMessage({
               from: message.fromAddress,
@@ -151,7 +156,7 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
               rendered,
               messageId,
               date: new Date(),
-              addedHeaders: await unsubscribeOffer(message),
+              addedHeaders: offered,
             });
     } catch (err) {
       // The same content fails the same way every time: give up at once.

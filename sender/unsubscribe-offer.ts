@@ -11,7 +11,12 @@ import type { Db } from '../lib/db/index.js';
 import type { MessageToSend } from '../lib/db/transitions.js';
 import { isField, joinHeader, splitHeader } from '../lib/message-header.js';
 import { TtlCache } from '../lib/ttl-cache.js';
-import { listUnsubscribeHeaders, unsubscribeMailbox, unsubscribeUrl } from '../lib/unsubscribe.js';
+import {
+  listUnsubscribeHeaders,
+  unsubscribeBase,
+  unsubscribeMailbox,
+  unsubscribeUrl,
+} from '../lib/unsubscribe.js';
 import { foldHeaders } from './fold.js';
 
 /** A Tenant's default changes with a reconcile; a few seconds of staleness is harmless. */
@@ -56,7 +61,7 @@ export function createUnsubscribeOffer(deps: {
       messageId: message.id,
       address: message.recipient.toLowerCase(),
     };
-    const base = trackingDomain ? `https://${trackingDomain}` : config.publicUrl;
+    const base = unsubscribeBase(trackingDomain, config.publicUrl);
     return listUnsubscribeHeaders({
       ...(base ? { url: unsubscribeUrl(config.secretKey, base, target) } : {}),
       ...(returnPath && config.inboundHost
@@ -82,4 +87,41 @@ export function withOfferedHeaders(message: Buffer, headers: { key: string; valu
     text: foldHeaders(Buffer.from(`${key}: ${value}\r\n`, 'latin1')).toString('latin1'),
   }));
   return joinHeader({ fields: [...kept, ...added], body });
+}
+
+/**
+ * Resend's placeholder for the message's own unsubscribe link, which a broadcast's html or text
+ * places where it wants a visible link (a footer); spaces inside the braces are allowed.
+ */
+const UNSUBSCRIBE_PLACEHOLDER = /\{\{\{\s*RESEND_UNSUBSCRIBE_URL\s*\}\}\}/g;
+
+/**
+ * The bodies with each {{{RESEND_UNSUBSCRIBE_URL}}} replaced by the link the offer's
+ * List-Unsubscribe carries, the very URL a one-click POST goes to (escaped in the html); left as
+ * they are when the message offers no link.
+ *
+ *   withUnsubscribeLink({ subject, html: '<a href="{{{RESEND_UNSUBSCRIBE_URL}}}">Unsubscribe</a>' }, headers)
+ *   // { subject, html: '<a href="https://mail.example.com/u/…">Unsubscribe</a>' }
+ */
+export function withUnsubscribeLink<T extends { html?: string | undefined; text?: string | undefined }>(
+  rendered: T,
+  headers: { key: string; value: string }[],
+): T {
+  const field = headers.find((h) => h.key.toLowerCase() === 'list-unsubscribe');
+  const link = field && /<(https?:\/\/[^>]+)>/.exec(field.value)?.[1];
+  if (!link) return rendered;
+  const html = link
+    .replace(/&/g, '&amp;')
+    .replace(/"/g, '&quot;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;');
+  return {
+    ...rendered,
+    ...(rendered.html === undefined
+      ? {}
+      : { html: rendered.html.replace(UNSUBSCRIBE_PLACEHOLDER, () => html) }),
+    ...(rendered.text === undefined
+      ? {}
+      : { text: rendered.text.replace(UNSUBSCRIBE_PLACEHOLDER, () => link) }),
+  };
 }

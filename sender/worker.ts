@@ -18,7 +18,8 @@ import type pg from 'pg';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import { purgeIdempotencyKeys } from '../lib/db/idempotency.js';
-import { PURGE_IDEMPOTENCY_KEYS, SEND_MESSAGE } from '../lib/jobs.js';
+import { requeueStrandedBroadcasts } from '../lib/db/broadcasts.js';
+import { PURGE_IDEMPOTENCY_KEYS, REQUEUE_BROADCASTS, SEND_BROADCAST, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Renderer } from '../lib/render/sandbox.js';
@@ -26,6 +27,7 @@ import { createResolver } from '../lib/resolver.js';
 import { createWebhookDeliverer } from './deliver-webhook.js';
 import { startHeartbeat, type Heartbeat } from './heartbeat.js';
 import { createSendMessageTask } from './send-message.js';
+import { createSendBroadcastTask } from './broadcast-task.js';
 import { createTransport, isFqdn, type Transport } from './transport.js';
 import { createTlsReport } from './tls-report.js';
 import { startWebhookDispatcher } from './webhook-dispatcher.js';
@@ -269,9 +271,14 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
         concurrency: config.senderConcurrency,
         taskList: {
           [SEND_MESSAGE]: createSendMessageTask({ ...deps, transport }),
+          [SEND_BROADCAST]: createSendBroadcastTask({ db: deps.db, pool: deps.pool, config, log }),
           [PURGE_IDEMPOTENCY_KEYS]: async () => {
             const purged = await purgeIdempotencyKeys(deps.db);
             if (purged > 0) log.info('purged expired idempotency keys', { purged });
+          },
+          [REQUEUE_BROADCASTS]: async () => {
+            const requeued = await requeueStrandedBroadcasts(deps.db);
+            if (requeued > 0) log.warn('requeued broadcasts left without a job', { requeued });
           },
         },
         cron: [
@@ -280,6 +287,12 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
             identifier: PURGE_IDEMPOTENCY_KEYS,
             match: '17 * * * *',
             // A missed hour is caught up by the next one: nothing to backfill.
+            options: { backfillPeriod: 0, maxAttempts: 3 },
+          },
+          {
+            task: REQUEUE_BROADCASTS,
+            identifier: REQUEUE_BROADCASTS,
+            match: '*/10 * * * *',
             options: { backfillPeriod: 0, maxAttempts: 3 },
           },
         ],
@@ -292,6 +305,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
   }
   const dispatcher = startWebhookDispatcher({
     db: deps.db,
+    pool: deps.pool,
     concurrency: config.webhookConcurrency,
     log: log.child({ component: 'webhooks' }),
     deliver: createWebhookDeliverer({

@@ -19,6 +19,11 @@ import * as dkimRotation from './migrations/2026-12-02T05-00-dkim-rotation.js';
 import * as templateVersions from './migrations/2026-12-02T01-00-template-versions.js';
 import * as unsubscribe from './migrations/2026-12-02T02-00-unsubscribe.js';
 import * as tracking from './migrations/2026-12-02T03-00-tracking.js';
+import * as uniqueEngagement from './migrations/2026-12-02T10-00-unique-engagement.js';
+import * as broadcasts from './migrations/2026-12-02T07-00-broadcasts.js';
+import * as contacts from './migrations/2026-12-02T06-00-contacts.js';
+import * as recentClicks from './migrations/2026-12-02T09-00-recent-clicks.js';
+import * as webhookOutbox from './migrations/2026-12-02T08-00-webhook-outbox.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -35,6 +40,11 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-02T01-00-template-versions': templateVersions,
   '2026-12-02T02-00-unsubscribe': unsubscribe,
   '2026-12-02T03-00-tracking': tracking,
+  '2026-12-02T10-00-unique-engagement': uniqueEngagement,
+  '2026-12-02T07-00-broadcasts': broadcasts,
+  '2026-12-02T06-00-contacts': contacts,
+  '2026-12-02T09-00-recent-clicks': recentClicks,
+  '2026-12-02T08-00-webhook-outbox': webhookOutbox,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -221,6 +221,11 @@ export interface MessageTable {
   next_attempt_at: Timestamp | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+  /** When it was first opened and clicked, by anything and by a person (set once: unique counts). */
+  first_open_at: Generated<Date | null>;
+  first_human_open_at: Generated<Date | null>;
+  first_click_at: Generated<Date | null>;
+  first_human_click_at: Generated<Date | null>;
 }
 
 export interface EventTable {
@@ -350,6 +355,106 @@ export interface AuditLogTable {
   request_id: string | null;
 }
 
+/** A click of the last seconds, seen by every api replica (lib/db/recent-clicks.ts; UNLOGGED). */
+export interface RecentClickTable {
+  message_id: string;
+  /** The first 64 bits of the link's SHA-256 (linkHash). */
+  link_hash: ColumnType<string, string | number, string | number>;
+  at: ColumnType<Date, Date | string, Date | string>;
+}
+
+/** Opens or clicks of a message in one clock hour, the count the cap is held to (UNLOGGED). */
+export interface EngagementCountTable {
+  message_id: string;
+  type: 'opened' | 'clicked';
+  hour: ColumnType<Date, Date | string, Date | string>;
+  fetches: ColumnType<string, number, number>;
+}
+
+/** A person a tenant mails in bulk (lib/db/contacts.ts); Resend's contact. */
+export interface ContactTable {
+  id: Generated<string>;
+  tenant_id: string;
+  /** Lower-cased, as suppressions.address is; unique per tenant. */
+  email: string;
+  first_name: string | null;
+  last_name: string | null;
+  /** The contact's own consent: set by the API, or by an unsubscribe from the tenant's mail. */
+  unsubscribed: Generated<boolean>;
+  /** Custom fields, as the API was given them. */
+  properties: ColumnType<Record<string, unknown>, string | undefined, string>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+/** A named group of a tenant's contacts; Resend's segment (and its older audience). */
+export interface SegmentTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string;
+  created_at: Generated<Date>;
+}
+
+/** Who is in which segment; goes with either side. */
+export interface SegmentContactTable {
+  segment_id: string;
+  contact_id: string;
+  created_at: Generated<Date>;
+}
+
+/**
+ * Where a broadcast is: draft (editable) → scheduled (due later) | queued (due now) → sending (the
+ * fan-out under way) → sent (every contact has its email); canceled by the tenant, failed when the
+ * fan-out could not start (`failure` says why). Resend's own are draft, scheduled, queued and sent.
+ */
+export const BROADCAST_STATUSES = [
+  'draft',
+  'scheduled',
+  'queued',
+  'sending',
+  'sent',
+  'canceled',
+  'failed',
+] as const;
+export type BroadcastStatus = (typeof BROADCAST_STATUSES)[number];
+
+/** One email to every contact of a segment who has not unsubscribed (lib/db/broadcasts.ts). */
+export interface BroadcastTable {
+  id: Generated<string>;
+  tenant_id: string;
+  name: string | null;
+  segment_id: string | null;
+  /** The formatted From mailbox. */
+  from_address: string;
+  subject: string;
+  reply_to: ColumnType<string[], string[] | undefined, string[]>;
+  html: string | null;
+  text: string | null;
+  preview_text: string | null;
+  status: ColumnType<BroadcastStatus, BroadcastStatus | undefined, BroadcastStatus>;
+  scheduled_at: Timestamp | null;
+  /** When the fan-out began, and when every contact had its email. */
+  started_at: Timestamp | null;
+  sent_at: Timestamp | null;
+  canceled_at: Timestamp | null;
+  /** Why a failed broadcast did not go out. */
+  failure: string | null;
+  /** The last contact id (in id order) that has its email. */
+  cursor: string | null;
+  created_count: Generated<number>;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+/** An address a broadcast has mailed: never mailed by it again (lib/db/broadcasts.ts). */
+export interface BroadcastRecipientTable {
+  broadcast_id: string;
+  /** Lower-cased. */
+  address: string;
+  contact_id: string | null;
+  email_id: string;
+}
+
 export interface Database {
   tenants: TenantTable;
   api_keys: ApiKeyTable;
@@ -369,6 +474,13 @@ export interface Database {
   email_stats: EmailStatsTable;
   email_tag_stats: EmailTagStatsTable;
   audit_log: AuditLogTable;
+  recent_clicks: RecentClickTable;
+  engagement_counts: EngagementCountTable;
+  contacts: ContactTable;
+  segments: SegmentTable;
+  segment_contacts: SegmentContactTable;
+  broadcasts: BroadcastTable;
+  broadcast_recipients: BroadcastRecipientTable;
 }
 
 export type Tenant = Selectable<TenantTable>;
@@ -382,3 +494,4 @@ export type NewEmail = Insertable<EmailTable>;
 export type Message = Selectable<MessageTable>;
 export type MessageUpdate = Updateable<MessageTable>;
 export type Event = Selectable<EventTable>;
+export type Broadcast = Selectable<BroadcastTable>;

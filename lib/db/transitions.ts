@@ -31,7 +31,8 @@ import {
 } from './schema.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
 import { WEBHOOK_TYPE_SQL } from '../webhooks.js';
-import { STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
+import { rollupInserts, STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
+import { unsubscribeContacts } from './contacts.js';
 
 /**
  * Every event type a timeline holds: the statuses a message moves through, and what is reported
@@ -421,6 +422,60 @@ export interface Engagement {
   detail: Record<string, unknown> & { machine: boolean };
 }
 
+/** An `ev` row of an open or click a person made: not one api/machine-fetch.ts took for a machine's. */
+const BY_A_PERSON = `not coalesce((ev.detail->>'machine')::boolean, false)`;
+
+/**
+ * After the engagement events (`ev`): the unique opens and clicks. Each message's first open and
+ * first click, by anything and by a person, is set once (messages.first_*_at, where still null)
+ * and counted in the rollups (unique_opened, unique_clicked, unique_opened_any,
+ * unique_clicked_any) only when this statement set it.
+ *
+ * Two replicas may write the first opens of one message at once, each seeing it unopened in its
+ * snapshot. So the messages that may have a first here are locked (`for update`), which waits
+ * for the other's commit and then re-reads the row as it is now: the later of the two finds the
+ * time set, drops the row, and counts nothing. They are locked in id order, so that two groups of
+ * a scanner's burst never wait on each other; a message whose snapshot shows every time set
+ * already (most opens after the first) is not locked at all.
+ */
+const FIRST_ENGAGEMENTS = `firsts as (
+      select ev.message_id as id, min(ev.created_at) as at,
+        bool_or(ev.type = 'opened') as opened,
+        bool_or(ev.type = 'opened' and ${BY_A_PERSON}) as opened_by_person,
+        bool_or(ev.type = 'clicked') as clicked,
+        bool_or(ev.type = 'clicked' and ${BY_A_PERSON}) as clicked_by_person
+      from ev group by ev.message_id
+    ), firsts_now as materialized (
+      select msg.id, msg.email_id, msg.tenant_id, f.at,
+        f.opened and msg.first_open_at is null as open_any,
+        f.opened_by_person and msg.first_human_open_at is null as open,
+        f.clicked and msg.first_click_at is null as click_any,
+        f.clicked_by_person and msg.first_human_click_at is null as click
+      from firsts f join messages msg on msg.id = f.id
+      where (f.opened and msg.first_open_at is null)
+        or (f.opened_by_person and msg.first_human_open_at is null)
+        or (f.clicked and msg.first_click_at is null)
+        or (f.clicked_by_person and msg.first_human_click_at is null)
+      order by msg.id
+      for update of msg
+    ), firsts_set as (
+      update messages msg set
+        first_open_at = case when l.open_any then l.at else msg.first_open_at end,
+        first_human_open_at = case when l.open then l.at else msg.first_human_open_at end,
+        first_click_at = case when l.click_any then l.at else msg.first_click_at end,
+        first_human_click_at = case when l.click then l.at else msg.first_human_click_at end
+      from firsts_now l
+      where msg.id = l.id
+    ), unique_counted as (
+      select l.tenant_id, l.email_id, date_trunc('hour', l.at, 'UTC') as bucket, u.type
+      from firsts_now l
+      cross join lateral (values
+        ('unique_opened', l.open), ('unique_opened_any', l.open_any),
+        ('unique_clicked', l.click), ('unique_clicked_any', l.click_any)
+      ) as u(type, first)
+      where u.first
+    ), ${rollupInserts('unique', 'unique_counted')}`;
+
 const ENGAGEMENT = {
   // Named: a scanner's burst of fetches is written through it in groups, many a second.
   name: 'mailplane_record_engagement',
@@ -430,14 +485,16 @@ const ENGAGEMENT = {
     ), m as (
       select msg.id, msg.email_id, msg.tenant_id, i.type, i.detail
       from input i join messages msg on msg.id = i.message_id
-    ), ${events('m', 's.type', 's.detail')}${FINISH}`,
+    ), ${events('m', 's.type', 's.detail')}, ${FIRST_ENGAGEMENTS}${FINISH}`,
 };
 
 /**
  * Opens and clicks: an `opened` or `clicked` event for each of a message that still exists, with
  * its follow-ups — webhooks (email.opened, email.clicked) and statistics, which count a machine's
- * apart from a person's (lib/db/stats.ts). The status stays. Many in one statement, since a
- * scanner may fetch every link of every message at once. Answers the events written.
+ * apart from a person's (lib/db/stats.ts), and count the message once more as opened or clicked
+ * (unique) at its first open or click (FIRST_ENGAGEMENTS). The status stays. Many in one
+ * statement, since a scanner may fetch every link of every message at once. Answers the events
+ * written.
  *
  *   await recordEngagements(pool, [{ type: 'clicked', messageId, detail: { machine: false, link } }]);
  */
@@ -489,6 +546,8 @@ export async function recordUnsubscribes(db: Db, items: readonly Unsubscribe[]):
     message_id: u.messageId,
     detail: u.detail,
   }));
+  // The contact of the address says so too, in this transaction (lib/db/contacts.ts).
+  await unsubscribeContacts(db, items);
   return written(
     db,
     sql<{ events: number }>`

@@ -239,7 +239,12 @@ export async function retireTenant(
       await trx.deleteFrom('events').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('messages').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('emails').where('tenant_id', '=', id).execute();
+      // Their recipients cascade.
+      await trx.deleteFrom('broadcasts').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('suppressions').where('tenant_id', '=', id).execute();
+      // Memberships go with either side (segment_contacts cascades).
+      await trx.deleteFrom('segments').where('tenant_id', '=', id).execute();
+      await trx.deleteFrom('contacts').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('idempotency_keys').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('api_keys').where('tenant_id', '=', id).execute();
       await trx

@@ -91,7 +91,24 @@ interface Accepted {
   receipt?: Receipt;
 }
 
-async function insert(pool: pg.Pool, items: Accepted[]): Promise<void> {
+/**
+ * Writes emails and their jobs with the statement of the accept path, on `client`: a transaction's,
+ * when they must commit with something else (a broadcast's chunk with its cursor,
+ * sender/broadcast-task.ts), without the grouping, which commits on its own connections.
+ *
+ *   await client.query('begin');
+ *   await insertEmails(client, prepared);
+ *   await client.query('update broadcasts set cursor = $1 …', […]);
+ *   await client.query('commit');
+ */
+export async function insertEmails(
+  client: Pick<pg.PoolClient, 'query'>,
+  emails: PreparedEmail[],
+): Promise<void> {
+  await insert(client, [{ emails }]);
+}
+
+async function insert(pool: Pick<pg.Pool, 'query'>, items: Accepted[]): Promise<void> {
   const emails = items.flatMap((item) => item.emails);
   const receipts = items.flatMap(({ receipt }) =>
     receipt
