@@ -206,6 +206,7 @@ export function prepareEmail(broadcast: Broadcast, domainId: string, contact: Fa
     content,
     recipients: [contact.email],
     scheduledAt: null,
+    bulk: true,
   };
 }
 

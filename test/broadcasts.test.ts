@@ -9,6 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -20,6 +21,7 @@ import { startApi, type RunningApi } from '../api/main.js';
 import { headerValue } from '../dev/inbox.js';
 import { fanOutChunk, requeueStrandedBroadcasts } from '../lib/db/broadcasts.js';
 import { silentLogger } from '../lib/log.js';
+import { BULK_PRIORITY, insertEmails, type PreparedEmail } from '../lib/send/accept.js';
 import { createMetrics } from '../lib/metrics.js';
 import { createSendBroadcastTask, personalize, prepareEmail } from '../sender/broadcast-task.js';
 import type { Sender } from '../sender/worker.js';
@@ -1044,6 +1046,50 @@ describe('tenants and input', () => {
     assert.match(farOff.error!.message, /at most 30 days ahead/);
     const emptied = await resend.broadcasts.update(id, { text: '' });
     assert.match(emptied.error!.message, /^html: html or text must remain/);
+  });
+});
+
+describe('bulk mail waits its turn', () => {
+  test('a broadcast email’s send job runs after any other send waiting with it', async () => {
+    const domain = await db()
+      .selectFrom('domains')
+      .select('id')
+      .where('tenant_id', '=', acmeId)
+      .where('name', '=', 'example.com')
+      .executeTakeFirstOrThrow();
+    // An hour ahead, so that the running sender leaves both jobs where they are.
+    const later = new Date(Date.now() + 3600_000);
+    const email = (to: string, bulk: boolean): PreparedEmail => ({
+      id: randomUUID(),
+      tenantId: acmeId,
+      domainId: domain.id,
+      from: FROM,
+      subject: 'Turn',
+      content: {
+        to: [to],
+        cc: [],
+        bcc: [],
+        reply_to: [],
+        subject: 'Turn',
+        text: 'x',
+        headers: {},
+        attachments: [],
+        tags: [],
+      },
+      recipients: [to],
+      scheduledAt: later,
+      ...(bulk ? { bulk } : {}),
+    });
+    const bulk = email('bulk-turn@example.org', true);
+    const transactional = email('reset-turn@example.org', false);
+    await insertEmails(platform.database.pool, [bulk, transactional]);
+    const { rows } = await sql<{ recipient: string; priority: number }>`
+      select m.recipient, j.priority from messages m
+      join graphile_worker._private_jobs j on j.payload->>'messageId' = m.id::text
+      where m.email_id in (${bulk.id}, ${transactional.id})`.execute(db());
+    const priorities = Object.fromEntries(rows.map((r) => [r.recipient, r.priority]));
+    // graphile-worker runs a lower number first; every other job has 0.
+    assert.deepEqual(priorities, { 'bulk-turn@example.org': BULK_PRIORITY, 'reset-turn@example.org': 0 });
   });
 });
 

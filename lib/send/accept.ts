@@ -27,7 +27,18 @@ export interface PreparedEmail {
   content: EmailContent;
   recipients: string[];
   scheduledAt: Date | null;
+  /**
+   * Bulk mail (a broadcast's): its send jobs run after every other waiting one, so that a
+   * million-contact broadcast queued ahead of a password reset does not hold it back.
+   */
+  bulk?: boolean;
 }
+
+/**
+ * graphile-worker's priority of a bulk email's send jobs; lower runs first, and every other job
+ * has the default, 0.
+ */
+export const BULK_PRIORITY = 10;
 
 export interface Acceptor {
   /**
@@ -62,9 +73,9 @@ with new_emails as (
   from jsonb_to_recordset($2::jsonb) as m(id uuid, email_id uuid, tenant_id uuid, run_at timestamptz)
 ), ${scheduledEvents('new_schedule')}
 select count(*)::int as jobs from graphile_worker.add_jobs((
-  select array_agg(row($3::text, json_build_object('messageId', m.id), null, m.run_at, $4::int, null, null, null)
+  select array_agg(row($3::text, json_build_object('messageId', m.id), null, m.run_at, $4::int, null, m.priority, null)
     ::graphile_worker.job_spec)
-  from jsonb_to_recordset($2::jsonb) as m(id uuid, run_at timestamptz)
+  from jsonb_to_recordset($2::jsonb) as m(id uuid, run_at timestamptz, priority int)
 ))`;
 
 /**
@@ -139,6 +150,7 @@ async function insert(pool: Pick<pg.Pool, 'query'>, items: Accepted[]): Promise<
       tenant_id: e.tenantId,
       recipient,
       run_at: e.scheduledAt,
+      priority: e.bulk ? BULK_PRIORITY : null,
     })),
   );
   // Named, so that each connection parses and plans this long statement once, not per group.
