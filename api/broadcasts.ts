@@ -14,6 +14,7 @@
 import { Router, type Request } from 'express';
 import { domainOf, parseMailbox } from '../lib/address.js';
 import { withAuditContext } from '../lib/db/audit.js';
+import { getSegment } from '../lib/db/contacts.js';
 import {
   cancelBroadcast,
   createBroadcast,
@@ -99,13 +100,7 @@ export function broadcastsRouter(deps: BroadcastsDeps): Router {
 
   /** A 422 unless the segment is the tenant's. */
   const checkSegment = async (tenantId: string, segmentId: string) => {
-    const row = await db
-      .selectFrom('segments')
-      .select('id')
-      .where('id', '=', segmentId)
-      .where('tenant_id', '=', tenantId)
-      .executeTakeFirst();
-    if (!row) {
+    if (!(await getSegment(db, tenantId, segmentId))) {
       throw new Problem(422, 'validation-error', 'segment_id: names no segment of this tenant', [
         { field: 'segment_id', message: 'names no segment of this tenant' },
       ]);

@@ -15,7 +15,7 @@ import { broadcastJobKey, SEND_BROADCAST, SEND_BROADCAST_MAX_ATTEMPTS } from '..
 import { insertEmails, type PreparedEmail } from '../send/accept.js';
 import type { Db } from './index.js';
 import type { Broadcast, BroadcastStatus } from './schema.js';
-import type { Page, PageOf } from './webhooks.js';
+import { pageOf, type Page, type PageOf } from './webhooks.js';
 
 export interface BroadcastKey {
   tenantId: string;
@@ -120,9 +120,7 @@ export async function listBroadcasts(
         select c.created_at, c.id from broadcasts c where c.id = ${cursor} and c.tenant_id = ${tenantId})`,
     );
   }
-  const rows = await query.execute();
-  const kept = rows.slice(0, page.limit);
-  return { rows: newer ? kept.reverse() : kept, hasMore: rows.length > page.limit };
+  return pageOf(await query.execute(), page);
 }
 
 /**

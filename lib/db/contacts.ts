@@ -12,7 +12,7 @@
 
 import { sql } from 'kysely';
 import type { Db } from './index.js';
-import type { Page, PageOf } from './webhooks.js';
+import { pageOf, type Page, type PageOf } from './webhooks.js';
 
 /** A property's value, as the API takes and keeps it. */
 export type ContactPropertyValue = string | number | boolean;
@@ -78,12 +78,6 @@ const SEGMENT_COLUMNS = ['id', 'name', 'created_at'] as const;
 /** In the caller's transaction when it has one (withAuditContext), else in one of its own. */
 function inTransaction<T>(db: Db, fn: (trx: Db) => Promise<T>): Promise<T> {
   return db.isTransaction ? fn(db) : db.transaction().execute(fn);
-}
-
-/** Reading one more than asked says whether there are more; a page read backwards is turned round. */
-function pageOf<T>(rows: T[], page: Page): PageOf<T> {
-  const kept = rows.slice(0, page.limit);
-  return { rows: page.before === undefined ? kept : kept.reverse(), hasMore: rows.length > page.limit };
 }
 
 /** The segment ids of `ids` that name none of the tenant's segments. */

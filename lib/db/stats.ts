@@ -79,9 +79,10 @@ export function statRates(counts: Record<StatType, number>): Record<StatRate, nu
 
 /**
  * The CTEs `<name>_stats` and `<name>_tag_stats` that add the rows of `source` (tenant_id,
- * email_id, bucket: an hour, type: a StatType) to the rollups, as FOLLOW_UPS adds each event's:
- * for the email's sending domain and for each of its tags, in the writing connection's shard. For
- * counts that are not one per event (the unique opens and clicks); a CTE list to continue.
+ * email_id, bucket: an hour, type: a StatType) to the rollups: for the email's sending domain and
+ * for each of its tags, in the writing connection's shard. Every event's count goes through it
+ * (lib/db/transitions.ts FOLLOW_UPS), and so do the unique opens and clicks, which are not one per
+ * event; a CTE list to continue.
  *
  *   `${rollupInserts('unique', 'unique_counted')}`
  */

@@ -31,7 +31,7 @@ import {
 } from './schema.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
 import { WEBHOOK_TYPE_SQL } from '../webhooks.js';
-import { rollupInserts, STAT_TYPE_SQL, STATS_SHARDS } from './stats.js';
+import { rollupInserts, STAT_TYPE_SQL } from './stats.js';
 import { unsubscribeContacts } from './contacts.js';
 
 /**
@@ -96,24 +96,11 @@ function eventsSql(source: string, type: EventType, detail: RawBuilder<unknown>)
  *   notifying commits, which made two more per message halve the sender's rate in `make bench`.
  */
 const FOLLOW_UPS = `, counted as (
-      select ev.tenant_id, ev.email_id, date_trunc('hour', ev.created_at, 'UTC') as bucket, ${STAT_TYPE_SQL} as type
-      from ev
-    ), stats as (
-      insert into email_stats (tenant_id, bucket, domain_id, type, shard, count)
-      select c.tenant_id, c.bucket, e.domain_id, c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
-      from counted c join emails e on e.id = c.email_id
-      where c.type is not null
-      group by c.tenant_id, c.bucket, e.domain_id, c.type
-      on conflict (tenant_id, bucket, domain_id, type, shard) do update set count = email_stats.count + excluded.count
-    ), tag_stats as (
-      insert into email_tag_stats (tenant_id, bucket, tag, type, shard, count)
-      select c.tenant_id, c.bucket, (t.tag->>'name') || ':' || (t.tag->>'value'), c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
-      from counted c join emails e on e.id = c.email_id
-      cross join lateral jsonb_array_elements(coalesce(e.content->'tags', '[]'::jsonb)) as t(tag)
-      where c.type is not null
-      group by 1, 2, 3, 4
-      on conflict (tenant_id, bucket, tag, type, shard) do update set count = email_tag_stats.count + excluded.count
-    ), hooks as (
+      select * from (
+        select ev.tenant_id, ev.email_id, date_trunc('hour', ev.created_at, 'UTC') as bucket, ${STAT_TYPE_SQL} as type
+        from ev
+      ) c where c.type is not null
+    ), ${rollupInserts('event', 'counted')}, hooks as (
       insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at)
       select w.id, ev.tenant_id, ev.id, h.type, now()
       from ev
@@ -121,7 +108,6 @@ const FOLLOW_UPS = `, counted as (
       join webhook_endpoints w on w.tenant_id = ev.tenant_id and w.enabled
         and (cardinality(w.events) = 0 or h.type = any(w.events))
       where h.type is not null
-      returning id
     )`;
 /**
  * For the accept statement (lib/send/accept.ts): a `scheduled` event for each new message of `source`

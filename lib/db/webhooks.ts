@@ -298,8 +298,13 @@ export interface PageOf<T> {
   hasMore: boolean;
 }
 
-/** Reading one more than asked says whether there are more; a page read backwards is turned round. */
-function pageOf<T>(rows: T[], page: Page): PageOf<T> {
+/**
+ * A page from the `limit + 1` rows read for it: one more than asked says whether there are more,
+ * and a page read backwards (`before`) is turned round.
+ *
+ *   return pageOf(await query.limit(page.limit + 1).execute(), page);
+ */
+export function pageOf<T>(rows: T[], page: Page): PageOf<T> {
   const kept = rows.slice(0, page.limit);
   return { rows: page.before === undefined ? kept : kept.reverse(), hasMore: rows.length > page.limit };
 }
