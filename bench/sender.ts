@@ -155,6 +155,8 @@ async function endToEnd(
     ...prepared.env,
     MAILPLANE_RELAY_URL: `smtp://127.0.0.1:${sinkPort}`,
     LOG_LEVEL: 'info',
+    // Each process's probe server on a port of its own: two on 8080 would stop the second.
+    PORT: '0',
     ...(webhookUrl ? { MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: 'true' } : {}),
   };
   if (webhookUrl) {
