@@ -5,6 +5,7 @@
 //   2xx delivered (the dispatcher records it with its next claim) | 410 Gone: endpoint disabled |
 //   anything else: retried on the schedule, then failed
 
+import type { KeyObject } from 'node:crypto';
 import { decrypt } from '../lib/crypto.js';
 import type { Db } from '../lib/db/index.js';
 import {
@@ -14,7 +15,7 @@ import {
   type DeliveryToSend,
 } from '../lib/db/webhooks.js';
 import type { Logger } from '../lib/log.js';
-import { signWebhook, webhookPayload } from '../lib/webhooks.js';
+import { signWebhook, webhookPayload, webhookSigningKey } from '../lib/webhooks.js';
 import { postWebhook, WebhookError } from './webhook-http.js';
 
 export interface DeliverWebhookDeps {
@@ -28,7 +29,7 @@ export interface DeliverWebhookDeps {
 /** Bounded excerpt of a receiver's answer kept in the log of deliveries. */
 const ERROR_CHARS = 500;
 
-/** Decrypted secrets by envelope: an envelope never changes, and decrypting costs per event. */
+/** Signing keys by secret envelope: an envelope never changes, and decrypting costs per event. */
 const SECRET_CACHE_ENTRIES = 1_000;
 
 /**
@@ -42,15 +43,15 @@ const SECRET_CACHE_ENTRIES = 1_000;
  */
 export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const { db } = deps;
-  const secrets = new Map<string, string>();
-  const secretOf = (envelope: string): string => {
-    let secret = secrets.get(envelope);
-    if (secret === undefined) {
-      secret = decrypt(deps.secretKey, envelope);
-      if (secrets.size >= SECRET_CACHE_ENTRIES) secrets.delete(secrets.keys().next().value!);
-      secrets.set(envelope, secret);
+  const keys = new Map<string, KeyObject>();
+  const keyOf = (envelope: string): KeyObject => {
+    let key = keys.get(envelope);
+    if (key === undefined) {
+      key = webhookSigningKey(decrypt(deps.secretKey, envelope));
+      if (keys.size >= SECRET_CACHE_ENTRIES) keys.delete(keys.keys().next().value!);
+      keys.set(envelope, key);
     }
-    return secret;
+    return key;
   };
   return async function deliverWebhook(delivery: DeliveryToSend): Promise<DeliveredAttempt | undefined> {
     // A logger of its own only when there is something to say: most attempts say nothing.
@@ -78,7 +79,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     // The same id on every attempt, so that a receiver can tell a retry from a new event.
     const id = `msg_${delivery.id}`;
     const timestamp = Math.floor(Date.now() / 1000);
-    const signers = delivery.secrets.map(secretOf);
+    const signers = delivery.secrets.map(keyOf);
     const headers = {
       'content-type': 'application/json',
       'user-agent': 'Mailplane-Webhooks/1',
