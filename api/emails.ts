@@ -15,6 +15,7 @@ import {
   type Message,
   type MessageStatus,
 } from '../lib/db/schema.js';
+import { messageIdOf } from '../lib/message-id.js';
 import type { Metrics } from '../lib/metrics.js';
 import { Problem, type FieldError } from '../lib/problem.js';
 import type { Acceptor, PreparedEmail } from '../lib/send/accept.js';
@@ -32,6 +33,7 @@ import {
   type EmailSummary,
   type EventType,
   type UpdatedEmail,
+  type LAST_EVENTS,
 } from './schemas.js';
 import { BatchValidation, batchOf, MAX_BATCH } from './schemas-send.js';
 import { describeFaults, type Limits } from './validate.js';
@@ -247,6 +249,28 @@ export function updatedView(id: string): UpdatedEmail {
   return { object: 'email', id };
 }
 
+/**
+ * `last_event` in Resend's words for the email's status. Resend reports a complaint as the email's
+ * last event; its status stays what it was.
+ */
+function lastEventOf(
+  status: MessageStatus,
+  complained: boolean,
+  scheduledAt: Date | null,
+): (typeof LAST_EVENTS)[number] {
+  if (complained) return 'complained';
+  switch (status) {
+    case 'queued':
+      return scheduledAt && scheduledAt.getTime() > Date.now() ? 'scheduled' : 'queued';
+    case 'sending':
+      return 'sent';
+    case 'deferred':
+      return 'delivery_delayed';
+    default:
+      return status;
+  }
+}
+
 /** GET /v1/emails: Resend's list envelope around each email's summary. */
 export function emailListView(page: PageOf<EmailSummaryRow>): EmailList {
   return { object: 'list', has_more: page.hasMore, data: page.rows.map(emailSummaryView) };
@@ -263,11 +287,12 @@ export function emailSummaryView(row: EmailSummaryRow): EmailSummary {
     cc: c.cc,
     bcc: c.bcc,
     reply_to: c.reply_to,
+    message_id: messageIdOf({ id: row.id, fromAddress: row.from_address, submitted: c.message_id }),
     subject: c.template ? null : row.subject,
     tags: c.tags,
     created_at: row.created_at.toISOString(),
     scheduled_at: row.scheduled_at?.toISOString() ?? null,
-    last_event: row.complained ? 'complained' : status,
+    last_event: lastEventOf(status, row.complained, row.scheduled_at),
     status,
   };
 }
@@ -288,6 +313,7 @@ export function emailView({ email, messages, events, templateName }: EmailRecord
     cc: c.cc,
     bcc: c.bcc,
     reply_to: c.reply_to,
+    message_id: messageIdOf({ id: email.id, fromAddress: email.from_address, submitted: c.message_id }),
     subject: template ? null : email.subject,
     html: template ? null : (c.html ?? null),
     text: template ? null : (c.text ?? null),
@@ -295,8 +321,11 @@ export function emailView({ email, messages, events, templateName }: EmailRecord
     tags: c.tags,
     created_at: email.created_at.toISOString(),
     scheduled_at: email.scheduled_at?.toISOString() ?? null,
-    // Resend reports a complaint as the email's last event; its status stays what it was.
-    last_event: events.some((e) => e.type === 'complained') ? 'complained' : status,
+    last_event: lastEventOf(
+      status,
+      events.some((e) => e.type === 'complained'),
+      email.scheduled_at,
+    ),
     status,
     recipients: messages.map((m) => ({
       address: m.recipient,

@@ -137,9 +137,33 @@ export const EmailTemplate = z
 
 const addresses = z.array(z.string());
 
+/** Resend's names for where an email is, as its SDK types `last_event`. */
+export const LAST_EVENTS = [
+  'scheduled',
+  'queued',
+  'sent',
+  'delivery_delayed',
+  'delivered',
+  'bounced',
+  'failed',
+  'suppressed',
+  'canceled',
+  'complained',
+] as const;
+
 const lastEvent = z
-  .union([EmailStatus, z.literal('complained')])
-  .describe('The status, or complained once a recipient has reported the email as spam.');
+  .enum(LAST_EVENTS)
+  .describe(
+    'The status in Resend’s words: scheduled while queued for a later time, sent while under way, ' +
+      'delivery_delayed when deferred; complained once a recipient has reported the email as spam.',
+  );
+
+const messageId = z
+  .string()
+  .describe(
+    'The Message-ID header its recipients see (one for all of them), with its angle brackets: the ' +
+      'client’s own for a message submitted over SMTP with one.',
+  );
 
 /** GET /v1/emails/{id}. */
 export const Email = z
@@ -151,6 +175,7 @@ export const Email = z
     cc: addresses,
     bcc: addresses,
     reply_to: addresses,
+    message_id: messageId,
     subject: z.string().nullable(),
     html: z.string().nullable(),
     text: z.string().nullable(),
@@ -193,6 +218,7 @@ export const EmailSummary = z
     cc: addresses,
     bcc: addresses,
     reply_to: addresses,
+    message_id: messageId,
     subject: z.string().nullable().describe('Null for a template email, rendered as it is sent.'),
     tags: z.array(z.object({ name: z.string(), value: z.string() })),
     created_at: dateTime,
@@ -412,6 +438,7 @@ export const WebhookPayload = z
     data: z.object({
       created_at: dateTime,
       email_id: id,
+      message_id: messageId,
       from: z.string(),
       to: addresses,
       subject: z.string(),

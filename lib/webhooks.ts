@@ -100,6 +100,7 @@ export interface WebhookEventRow {
   eventType: EventType;
   createdAt: Date;
   emailId: string;
+  messageId: string;
   from: string;
   to: string[];
   subject: string;
@@ -118,6 +119,7 @@ export function webhookPayload(event: WebhookEventRow): Record<string, unknown> 
   const data: Record<string, unknown> = {
     created_at: event.createdAt.toISOString(),
     email_id: event.emailId,
+    message_id: event.messageId,
     from: event.from,
     to: event.to,
     subject: event.subject,

@@ -68,6 +68,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
         eventType: delivery.eventType,
         createdAt: delivery.eventCreatedAt,
         emailId: delivery.emailId,
+        messageId: delivery.messageId,
         from: delivery.from,
         to: delivery.to,
         subject: delivery.subject,

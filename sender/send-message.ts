@@ -13,8 +13,9 @@
 // what cannot be settled (the database going away), so a deferral is never retried twice.
 
 import type { JobHelpers } from 'graphile-worker';
-import { domainOf, parseMailbox } from '../lib/address.js';
+import { parseMailbox } from '../lib/address.js';
 import type { Config } from '../lib/config.js';
+import { composedMessageId } from '../lib/message-id.js';
 import type { Db } from '../lib/db/index.js';
 import { isSendMessagePayload, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
@@ -139,10 +140,8 @@ export function createSendMessageTask(deps: SendMessageDeps): SendMessageTask {
 
     let raw: Buffer;
     try {
-      // The email's, not this recipient's: every To and Cc recipient sees one message, and replies
-      // thread across them. The same on every attempt, so a retry or a duplicate after a crash is
-      // recognisably the same message.
-      const messageId = `${message.emailId}@${domainOf(from)}`;
+      // The email's, not this recipient's, and the same on every attempt (lib/message-id.ts).
+      const messageId = composedMessageId(message.emailId, message.fromAddress);
       // Submitted over SMTP: the client's own message, not one composed from fields.
       raw =
         message.content.raw !== undefined

@@ -13,6 +13,8 @@ import { parseTags, TAGS_HEADER } from './tags.js';
 
 /** RFC 5322 2.1.1: a line MUST be no more than 998 characters, excluding the CRLF. */
 const MAX_LINE = 998;
+/** Visible ASCII and inner spaces, at most a line long. */
+const PRINTABLE = /^[\x21-\x7e](?:[\x20-\x7e]{0,996}[\x21-\x7e])?$/;
 
 export interface SubmittedMessage {
   /** The message as it is stored and sent: the client's, without X-Mailplane-Tags. */
@@ -27,6 +29,8 @@ export interface SubmittedMessage {
   replyTo: Mailbox[];
   subject: string;
   tags: { name: string; value: string }[];
+  /** The client's Message-ID field, unfolded and trimmed, when it wrote one. */
+  messageId?: string;
 }
 
 /**
@@ -75,6 +79,11 @@ export async function readSubmittedMessage(input: Buffer): Promise<SubmittedMess
   if (from.length === 0) throw refusal(554, '5.6.0', 'the From header names no address');
 
   const list = (name: string) => addresses(fields.filter((f) => isField(f, name)));
+  const messageIdField = fields.find((f) => isField(f, 'message-id'));
+  // Kept to show as the email's message_id when it is plain text (what a Message-ID is); another
+  // is still sent as the client wrote it.
+  const messageId = messageIdField && fieldValue(messageIdField);
+  const shownMessageId = messageId && PRINTABLE.test(messageId) ? messageId : undefined;
   return {
     raw: joinHeader({ fields, body: split.body }),
     from,
@@ -84,6 +93,7 @@ export async function readSubmittedMessage(input: Buffer): Promise<SubmittedMess
     replyTo: list('reply-to'),
     subject: await subjectOf(fields),
     tags: tags.tags,
+    ...(shownMessageId ? { messageId: shownMessageId } : {}),
   };
 }
 

@@ -290,6 +290,7 @@ export async function startSubmissionServer(
         attachments: [],
         tags: message.tags,
         raw: message.raw.toString('base64'),
+        ...(message.messageId ? { message_id: message.messageId } : {}),
       },
       recipients: envelope,
       scheduledAt: null,

@@ -36,6 +36,7 @@ interface Listed {
   tags: { name: string; value: string }[];
   created_at: string;
   last_event: string;
+  message_id: string;
   status: string;
 }
 interface Page {
@@ -258,6 +259,7 @@ describe('listing', () => {
       'from',
       'id',
       'last_event',
+      'message_id',
       'reply_to',
       'scheduled_at',
       'status',
@@ -266,6 +268,8 @@ describe('listing', () => {
       'to',
     ]);
     assert.equal(item.last_event, 'complained');
+    const fromDomain = /@([^>]+)>?$/.exec(item.from)![1];
+    assert.equal(item.message_id, `<${item.id}@${fromDomain}>`, 'the Message-ID its recipients see');
     assert.equal(item.status, truth.get(item.id)!.status);
   });
 

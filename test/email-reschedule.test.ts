@@ -92,6 +92,7 @@ describe('rescheduling', () => {
     assert.deepEqual(await jobsOf(id), [later]);
     const read = await call('GET', `/v1/emails/${id}`);
     assert.equal(read.body.scheduled_at, later.toISOString());
+    assert.equal(read.body.last_event, 'scheduled', 'Resend’s word for an email waiting for its time');
     const events = read.body.events as {
       type: string;
       scheduled_at?: string;

@@ -204,6 +204,7 @@ describe('nodemailer, unchanged but for host, port and key', () => {
       return e.status === 'delivered' ? e : undefined;
     });
     assert.equal(email.from, 'Acme <hello@example.com>');
+    assert.equal(email.message_id, '<order-42@shop.example.com>', 'the client’s own Message-ID');
     assert.equal(email.subject, 'Ihre Bestellung ist unterwegs ✓');
     assert.deepEqual(email.to, ['ada@example.org']);
     assert.deepEqual(email.cc, ['grace@example.org']);
@@ -277,7 +278,9 @@ describe('nodemailer, unchanged but for host, port and key', () => {
     );
     assert.match(lastReply(result).text, /^2\.0\.0 queued as /);
     const [bare] = await delivered('bare@example.org');
-    assert.match(headerValue(bare!.raw, 'Message-ID') ?? '', /^<[0-9a-f-]{36}@example\.com>$/);
+    const bareId = UUID.exec(lastReply(result).text)![0];
+    assert.equal(headerValue(bare!.raw, 'Message-ID'), `<${bareId}@example.com>`);
+    assert.equal((await api(`/v1/emails/${bareId}`)).message_id, `<${bareId}@example.com>`, 'as sent');
     assert.ok(!Number.isNaN(Date.parse(headerValue(bare!.raw, 'Date') ?? '')));
     const verdict = await verifyDkimIndependently(bare!.raw, await dkimRecords());
     assert.ok(verdict.ok, verdict.output);

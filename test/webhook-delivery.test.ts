@@ -92,6 +92,11 @@ describe('webhook delivery', () => {
       assert.equal(event.body.data.from, 'Acme <hello@example.com>');
       assert.equal(event.body.data.subject, 'Hi');
       assert.deepEqual(event.body.data.tags, { kind: 'test' });
+      // Resend's message_id: the Message-ID header the recipient got.
+      const got = inbox.messages().find((m) => m.envelope.to.includes('ada@example.org'))!;
+      const header = /^Message-ID:\s*(.+)$/im.exec(got.raw)![1]!.trim();
+      assert.equal(event.body.data.message_id, header);
+      assert.equal(header, `<${delivered}@example.com>`);
       const bounce = receiver.received.find((r) => r.body.type === 'email.bounced')!;
       assert.equal((bounce.body.data.bounce as { type: string }).type, 'Permanent');
       assert.match((bounce.body.data.bounce as { message: string }).message, /550/);

@@ -44,7 +44,7 @@ export interface EmailSummaryRow {
   from_address: string;
   subject: string;
   /** The content without its bodies, headers, attachments and template variables. */
-  summary: Pick<EmailContent, 'to' | 'cc' | 'bcc' | 'reply_to' | 'tags'> & {
+  summary: Pick<EmailContent, 'to' | 'cc' | 'bcc' | 'reply_to' | 'tags' | 'message_id'> & {
     template?: Pick<NonNullable<EmailContent['template']>, 'id' | 'version'>;
   };
   created_at: Date;

@@ -153,6 +153,8 @@ export interface EmailContent {
    * above, which then only describe it (its addresses and subject, for the API's views).
    */
   raw?: string;
+  /** A submitted message's own Message-ID (with its angle brackets), which it is sent with. */
+  message_id?: string;
   /**
    * Whether its messages carry List-Unsubscribe and List-Unsubscribe-Post (RFC 8058), as the
    * request said; absent, the tenant's default (tenants.unsubscribe) when each message is sent, so

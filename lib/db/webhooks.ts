@@ -9,6 +9,7 @@ import type { Db } from './index.js';
 import type { WebhookDeliveryTable, WebhookEndpointTable } from './schema.js';
 import type { EventType, Queryable } from './transitions.js';
 import { WEBHOOK_TYPE_SQL, type WebhookEventType } from '../webhooks.js';
+import { messageIdOf } from '../message-id.js';
 
 /**
  * Seconds before each retry, after the first attempt (which is immediate): Standard Webhooks'
@@ -93,6 +94,7 @@ const DELIVERY_SELECT = `
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
            d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
            e.id as email_id, e.from_address, e.content->'to' as to_addresses, e.content->'tags' as tags, e.subject,
+           e.content->>'message_id' as submitted_message_id,
            m.recipient, ev.detail
     from d
     join webhook_endpoints w on w.id = d.endpoint_id
@@ -117,6 +119,7 @@ interface DueDeliveryRow {
   to_addresses: string[] | null;
   tags: { name: string; value: string }[] | null;
   subject: string;
+  submitted_message_id: string | null;
   recipient: string | null;
   detail: Record<string, unknown>;
 }
@@ -134,6 +137,11 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
     eventType: row.event_type,
     eventCreatedAt: row.event_created_at,
     emailId: row.email_id,
+    messageId: messageIdOf({
+      id: row.email_id,
+      fromAddress: row.from_address,
+      submitted: row.submitted_message_id,
+    }),
     from: row.from_address,
     to: row.to_addresses ?? [],
     subject: row.subject,
@@ -156,6 +164,8 @@ export interface DeliveryToSend {
   eventType: EventType;
   eventCreatedAt: Date;
   emailId: string;
+  /** The Message-ID its recipients see (lib/message-id.ts). */
+  messageId: string;
   from: string;
   to: string[];
   subject: string;

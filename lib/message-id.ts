@@ -1,0 +1,24 @@
+// The Message-ID of an email's messages: the email's id at its From domain, the same for every
+// recipient (they see one message, and replies thread across them) and every attempt (a retry or a
+// duplicate after a crash is recognisably the same message) — unless the email came over SMTP
+// with a Message-ID of its own, which is kept (sender/raw-message.ts) and so is what it shows.
+
+import { domainOf, parseMailbox } from './address.js';
+
+/**
+ * The Message-ID Mailplane gives an email, without the angle brackets (as composeMessage takes it).
+ *
+ *   composedMessageId('5f0c…', 'Acme <hello@example.com>')   // '5f0c…@example.com'
+ */
+export function composedMessageId(emailId: string, fromAddress: string): string {
+  return `${emailId}@${domainOf(parseMailbox(fromAddress).address)}`;
+}
+
+/**
+ * The Message-ID its recipients see, as Resend's `message_id` shows it: with the angle brackets.
+ *
+ *   messageIdOf({ id, fromAddress: 'hello@example.com' })   // '<5f0c…@example.com>'
+ */
+export function messageIdOf(email: { id: string; fromAddress: string; submitted?: string | null }): string {
+  return email.submitted ?? `<${composedMessageId(email.id, email.fromAddress)}>`;
+}
