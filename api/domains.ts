@@ -18,6 +18,7 @@ import {
   saveDnsFindings,
 } from '../lib/db/dns-findings.js';
 import type { Db } from '../lib/db/index.js';
+import { pageOf as pageOfRows } from '../lib/db/webhooks.js';
 import type { Domain as DomainRow, DnsFinding } from '../lib/db/schema.js';
 import {
   domainRecords,
@@ -30,6 +31,7 @@ import type { DnsSettings } from '../lib/dns-settings.js';
 import { Problem } from '../lib/problem.js';
 import { principalOf, requireScope } from './auth.js';
 import type { Domain, DomainList } from './schemas.js';
+import { parsePage } from './webhook-requests.js';
 import type { DomainDetail, VerifiedDomain } from './schemas-domains.js';
 
 type DomainFacts = Pick<
@@ -140,14 +142,33 @@ export function domainsRouter(deps: DomainsDeps): Router {
     return domainOf(req);
   };
 
+  // By name (unique), a page `after` or `before` a domain's id as Resend's SDK pages it.
   router.get('/domains', requireScope('read'), async (req, res) => {
     const principal = principalOf(req);
-    const rows = await db
+    const page = parsePage(req.query, 'uuid');
+    const cursor = page.after ?? page.before;
+    let query = db
       .selectFrom('domains')
       .select([...FACTS, 'dns_findings'])
       .where('tenant_id', '=', principal.tenantId)
-      .orderBy('name')
-      .execute();
+      .orderBy('name', page.before === undefined ? 'asc' : 'desc')
+      .limit(page.limit + 1);
+    if (cursor !== undefined) {
+      const at = await db
+        .selectFrom('domains')
+        .select('name')
+        .where('id', '=', cursor)
+        .where('tenant_id', '=', principal.tenantId)
+        .executeTakeFirst();
+      const field = page.after !== undefined ? 'after' : 'before';
+      if (!at) {
+        throw new Problem(422, 'validation-error', `${field}: names no domain of this tenant`, [
+          { field, message: 'names no domain of this tenant' },
+        ]);
+      }
+      query = query.where('name', field === 'after' ? '>' : '<', at.name);
+    }
+    const { rows, hasMore } = pageOfRows(await query.execute(), page);
     const others = await otherKeys(
       db,
       rows.map((r) => r.id),
@@ -155,6 +176,7 @@ export function domainsRouter(deps: DomainsDeps): Router {
     res.json(
       domainListView(
         rows.map((row) => ({ ...row, others: others.get(row.id) ?? [] })),
+        hasMore,
         options,
       ),
     );
@@ -249,8 +271,12 @@ function needsCheck(domain: CheckedDomain, options: DnsRecordOptions = {}): bool
 }
 
 /** GET /v1/domains: Resend's list envelope around each domain's view. */
-export function domainListView(rows: ListedDomain[], options: DnsRecordOptions = {}): DomainList {
-  return { object: 'list', data: rows.map((row) => domainView(row, options)) };
+export function domainListView(
+  rows: ListedDomain[],
+  hasMore: boolean,
+  options: DnsRecordOptions = {},
+): DomainList {
+  return { object: 'list', has_more: hasMore, data: rows.map((row) => domainView(row, options)) };
 }
 
 function recordView(r: ListedRecord): Domain['records'][number] {

@@ -274,8 +274,8 @@ export const Domain = z.object({
 
 /** GET /v1/domains. */
 export const DomainList = z
-  .object({ object: z.literal('list'), data: z.array(Domain) })
-  .describe('The tenant’s sending domains, by name.');
+  .object({ object: z.literal('list'), has_more: z.boolean(), data: z.array(Domain) })
+  .describe('The tenant’s sending domains, by name, a page at a time.');
 
 const count = z.int().min(0);
 /** What each count of GET /v1/stats is. */

@@ -375,3 +375,41 @@ describe('during a DKIM rotation the api lists what the SendingDomain’s status
     assert.equal((domain as unknown as { dkim: { selector: string } }).dkim.selector, switched.selector);
   });
 });
+
+describe('domains.list pages as Resend’s SDK asks', () => {
+  test('by name, limit at a time, forwards with after and back with before; a cursor of another tenant is refused', async () => {
+    await platform.apply(
+      ['d', 'a', 'c', 'b'].map((n) => sendingDomain(`globex-${n}`, 'globex', `${n}.globex.example`)),
+    );
+    const names = ['a', 'b', 'c', 'd'].map((n) => `${n}.globex.example`).concat('globex.example');
+    const seen: { id: string; name: string }[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await globex.domains.list({ limit: 2, ...(after ? { after } : {}) });
+      assert.equal(page.error, null, JSON.stringify(page.error));
+      seen.push(...page.data!.data.map((d) => ({ id: d.id, name: d.name })));
+      if (!page.data!.has_more) break;
+      after = page.data!.data.at(-1)!.id;
+    }
+    assert.deepEqual(
+      seen.map((d) => d.name),
+      names,
+    );
+    const back = await globex.domains.list({ limit: 2, before: seen.at(-1)!.id });
+    assert.deepEqual(
+      back.data!.data.map((d) => d.name),
+      names.slice(2, 4),
+    );
+    assert.equal(back.data!.has_more, true);
+
+    const foreign = await resend.domains.list({ after: seen[0]!.id });
+    assert.equal(foreign.error?.statusCode, 422);
+    assert.match(foreign.error!.message, /after: names no domain of this tenant/);
+    const all = await resend.domains.list();
+    assert.deepEqual(
+      all.data!.data.map((d) => d.name),
+      ['example.com'],
+    );
+    assert.equal(all.data!.has_more, false);
+  });
+});

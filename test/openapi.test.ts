@@ -379,6 +379,8 @@ describe('every answer of every route is one the document describes', () => {
     );
     await check('GET', '/v1/domains', 401, { key: null });
     await check('GET', '/v1/domains', 403, { key: keys.send });
+    await check('GET', '/v1/domains?limit=0', 422);
+    await check('GET', '/v1/domains?after=00000000-0000-4000-8000-000000000000', 422);
     await check('GET', '/v1/openapi.json', 200, { key: null });
     await check('GET', '/healthz', 200, { key: null });
     await check('GET', '/readyz', 200, { key: null });
