@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { AddressError, normalizeAddress } from '../lib/address.js';
 import { SUPPRESSION_REASONS, type SuppressionReason } from '../lib/db/schema.js';
 import { pageFaults, pageOf, pageParams, parseRequest } from './requests.js';
+import { unstorable } from './schemas-checks.js';
 import type { SuppressionFilter, SuppressionPage } from '../lib/db/suppressions.js';
 
 /** Addresses one POST adds: a list pasted from elsewhere; larger lists go through the CSV import. */
@@ -60,6 +61,10 @@ export const NewSuppression = z.strictObject({
   detail: z
     .string({ error: 'must be a string' })
     .max(MAX_DETAIL, { error: `must be at most ${MAX_DETAIL} characters` })
+    .superRefine((value, ctx) => {
+      const fault = unstorable(value);
+      if (fault) ctx.addIssue({ code: 'custom', message: fault });
+    })
     .nullish()
     .describe('A note kept with it.'),
 });

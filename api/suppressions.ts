@@ -28,6 +28,7 @@ import {
 import { Problem } from '../lib/problem.js';
 import { authenticate, principalOf, requireScope } from './auth.js';
 import { parseRequest } from './requests.js';
+import { unstorable } from './schemas-checks.js';
 import {
   LiftSuppressionQuery,
   MAX_DETAIL,
@@ -269,6 +270,8 @@ function rowOf(
   }
   const detail = at(columns.detail);
   if (detail.length > MAX_DETAIL) return `detail: must be at most ${MAX_DETAIL} characters`;
+  const unstorableWhy = unstorable(detail);
+  if (unstorableWhy) return `detail: ${unstorableWhy}`;
   return { address, reason: reason as SuppressionReason, detail: detail || null };
 }
 

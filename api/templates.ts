@@ -29,6 +29,7 @@ import { RenderError, type Renderer, type TemplatePart } from '../lib/render/san
 import { checkTemplate, fallbacksOf, templateDigest, type TemplateContent } from '../lib/template-check.js';
 import { principalOf, requireScope } from './auth.js';
 import { hasNoBody } from './json-body.js';
+import { unstorable } from './schemas-checks.js';
 import {
   MAX_TEMPLATE_NAME,
   VERSIONS_LISTED,
@@ -97,8 +98,11 @@ export function templatesRouter(deps: TemplatesDeps): Router {
   /** The tenant's template `:id` names (its id or its name), or a 404. */
   const templateOf = async (req: Request): Promise<TemplateRow> => {
     const ref = String(req.params.id);
+    // A ref no template could have (too long, or a NUL Postgres cannot compare) is looked up nowhere.
     const row =
-      ref.length <= MAX_TEMPLATE_NAME ? await findTemplate(db, principalOf(req).tenantId, ref) : undefined;
+      ref.length <= MAX_TEMPLATE_NAME && unstorable(ref) === undefined
+        ? await findTemplate(db, principalOf(req).tenantId, ref)
+        : undefined;
     if (!row) throw new Problem(404, 'not-found', `No template ${JSON.stringify(ref)} in this tenant.`);
     return row;
   };

@@ -3,7 +3,7 @@
 // duplicate after a crash is recognisably the same message) — unless the email came over SMTP
 // with a Message-ID of its own, which is kept (sender/raw-message.ts) and so is what it shows.
 
-import { domainOf, parseMailbox } from './address.js';
+import { AddressError, domainOf, parseMailbox } from './address.js';
 
 /**
  * The Message-ID Mailplane gives an email, without the angle brackets (as composeMessage takes it).
@@ -20,5 +20,13 @@ export function composedMessageId(emailId: string, fromAddress: string): string 
  *   messageIdOf({ id, fromAddress: 'hello@example.com' })   // '<5f0c…@example.com>'
  */
 export function messageIdOf(email: { id: string; fromAddress: string; submitted?: string | null }): string {
-  return email.submitted ?? `<${composedMessageId(email.id, email.fromAddress)}>`;
+  if (email.submitted) return email.submitted;
+  try {
+    return `<${composedMessageId(email.id, email.fromAddress)}>`;
+  } catch (err) {
+    // A From that no longer parses (stored before a stricter check) cannot be sent from either;
+    // a view or a webhook still shows an answer rather than fail on it.
+    if (!(err instanceof AddressError)) throw err;
+    return `<${email.id}@${domainOf(email.fromAddress).replace(/>\s*$/, '').toLowerCase()}>`;
+  }
 }

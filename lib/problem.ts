@@ -49,15 +49,44 @@ export type ProblemType =
   | 'service-unavailable'
   | 'internal-server-error';
 
+/**
+ * Bounds on what a problem says, in UTF-16 units: a reason quotes what the client sent (an unknown
+ * member's name, a path's id), and the answer should not carry a 100 KB key back three times.
+ */
+const MAX_DETAIL = 2_000;
+const MAX_FIELD = 200;
+const MAX_FIELD_MESSAGE = 1_000;
+
+/** `text` cut to `max` units, an ellipsis saying so; a surrogate pair is not split. */
+function clipped(text: string, max: number): string {
+  if (text.length <= max) return text;
+  let end = max - 1;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end -= 1;
+  return `${text.slice(0, end)}…`;
+}
+
 export class Problem extends Error {
+  readonly detail: string;
+  readonly errors?: FieldError[];
+
   constructor(
     readonly status: number,
     readonly type: ProblemType,
-    readonly detail: string,
-    readonly errors?: FieldError[],
+    detail: string,
+    errors?: FieldError[],
   ) {
-    super(detail);
+    const bounded = clipped(detail, MAX_DETAIL);
+    super(bounded);
     this.name = 'Problem';
+    this.detail = bounded;
+    if (errors) {
+      this.errors = errors.map((e) => ({
+        ...e,
+        field: clipped(e.field, MAX_FIELD),
+        message: clipped(e.message, MAX_FIELD_MESSAGE),
+      }));
+    }
   }
 
   get title(): string {

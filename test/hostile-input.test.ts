@@ -712,6 +712,53 @@ describe('the request itself', () => {
     }
   });
 
+  test('what a refusal quotes back is bounded: a 100 KB member name or a 10 KB id is not echoed whole', async () => {
+    const name = 'Z'.repeat(100_000);
+    const unknown = await fetch(`${platform.url}/v1/segments`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 's', [name]: 1 }),
+    });
+    const refusal = await unknown.text();
+    assert.equal(unknown.status, 422);
+    assert.ok(refusal.length < 8_000, `${refusal.length} characters back`);
+    assert.match(refusal, /ZZZZ…/);
+    for (const path of [`/v1/emails/${'P'.repeat(10_000)}`, `/v1/templates/${'P'.repeat(10_000)}`]) {
+      const res = await fetch(platform.url + path, { headers: { authorization: `Bearer ${key}` } });
+      const text = await res.text();
+      assert.equal(res.status, 404, path.slice(0, 20));
+      assert.ok(text.length < 8_000, `${path.slice(0, 20)}: ${text.length} characters back`);
+    }
+  });
+
+  test('a NUL or a lone surrogate is a 4xx naming where, never a 500: template paths, suppression details, imports', async () => {
+    for (const ref of ['a%00b', 'welcome%00', 'a%00@b.c']) {
+      const res = await fetch(`${platform.url}/v1/templates/${ref}`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      assert.equal(res.status, 404, ref);
+    }
+    for (const detail of ['a\u0000b', '\ud800', 'a\udc00\ud800b']) {
+      const res = await post('/v1/suppressions', { address: 'x@example.org', detail });
+      assertWellFormedRefusal(res, detail);
+      assert.equal(res.status, 422, detail);
+      assert.deepEqual(fieldsOf(res), ['detail'], detail);
+    }
+    const imported = await fetch(`${platform.url}/v1/suppressions/import`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'text/csv' },
+      body: 'address,reason,detail\nnul@example.org,manual,a\u0000b\nfine@example.org,manual,ok\n',
+    });
+    const result = (await imported.json()) as { added: number; errors: { line: number; message: string }[] };
+    assert.equal(imported.status, 200);
+    assert.equal(result.added, 1, 'the good row is kept');
+    assert.deepEqual(
+      result.errors.map((e) => e.line),
+      [2],
+    );
+    assert.match(result.errors[0]!.message, /^detail: must not contain a NUL/);
+  });
+
   test('after every hostile body the api still accepts a valid one', async () => {
     const before = await emailRows();
     const res = await post('/v1/emails', VALID);
