@@ -13,6 +13,7 @@ import { createResolver } from '../lib/resolver.js';
 import { onShutdown } from '../lib/shutdown.js';
 import { createAcceptor } from '../lib/send/accept.js';
 import { createApp } from './app.js';
+import { answerClientError } from './problems.js';
 import { createEngagementRecorder } from './engagement-recorder.js';
 import { loadMachineSignals } from './machine-fetch.js';
 
@@ -60,6 +61,7 @@ export async function startApi(deps: {
     publicUrl: config.publicUrl,
   });
   const server: Server = createServer(app);
+  server.on('clientError', answerClientError);
   await listen(server, { port: config.port, setting: 'PORT' });
   // Clients inside a cluster keep connections open; a keep-alive shorter than a load balancer's
   // idle timeout makes them race a closing socket.

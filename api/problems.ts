@@ -3,6 +3,7 @@
 // a 500 with a generic detail and a cause logged through the request's logger, under that id.
 
 import type { NextFunction, Request, Response } from 'express';
+import type { Duplex } from 'node:stream';
 import { isDatabaseUnavailable } from '../lib/db/index.js';
 import { Problem } from '../lib/problem.js';
 import { routeTemplate } from './route-template.js';
@@ -110,4 +111,32 @@ export function problemHandler() {
   return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     sendProblem(req, res, problemOf(err, req));
   };
+}
+
+/**
+ * A request Node's HTTP parser refuses before any route sees it — headers over its limit, a
+ * control character in one, a request line that is not HTTP — answered as a problem like every
+ * other refusal, not as an empty 400. A client that has gone gets nothing.
+ *
+ *   server.on('clientError', answerClientError);
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const problem =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? new Problem(431, 'bad-request', 'The request’s headers are over the limit of 16 KB.')
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new Problem(408, 'bad-request', 'The request did not arrive in time.')
+        : new Problem(400, 'bad-request', 'The request is not well-formed HTTP/1.1 (RFC 9112).');
+  const body = JSON.stringify(problem);
+  socket.end(
+    `HTTP/1.1 ${problem.status} ${problem.title}\r\n` +
+      'Content-Type: application/problem+json\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+      'Connection: close\r\n\r\n' +
+      body,
+  );
 }

@@ -287,6 +287,19 @@ describe('request bodies', () => {
     const untyped = await raw('POST /v1/emails HTTP/1.1', ['Content-Length: 5'], 'hello');
     assert.equal(untyped.status, 415, untyped.body);
   });
+  test('a request the HTTP parser refuses is still answered as a problem: a control character in a header, headers over 16 KB', async () => {
+    for (const [headers, status] of [
+      [['X-Note: a\x01b'], 400],
+      [[`X-Padding: ${'p'.repeat(20_000)}`], 431],
+    ] as const) {
+      const answer = await raw('GET /v1/emails HTTP/1.1', [...headers]);
+      assert.equal(answer.status, status, answer.body);
+      const problem = JSON.parse(answer.body) as { type: string; status: number; message: string };
+      assert.match(problem.type, /bad-request$/);
+      assert.equal(problem.status, status);
+      assert.ok(problem.message.length > 0);
+    }
+  });
 });
 
 describe('while Postgres is away', () => {
