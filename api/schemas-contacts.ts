@@ -181,7 +181,7 @@ const HINTS: Record<string, string> = {
   lastName: 'is not a member: the name is last_name',
   email: 'cannot be changed: delete the contact and create one with the new address',
 };
-const hint = (key: string) => HINTS[key];
+const hint = (key: string) => (Object.hasOwn(HINTS, key) ? HINTS[key] : undefined);
 
 export type CreateContactRequest = Omit<z.output<typeof CreateContact>, 'segments' | 'properties'> & {
   segments: string[];

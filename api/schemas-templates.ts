@@ -145,7 +145,7 @@ const HINTS: Record<string, string> = {
   reply_to: 'is not a member: a send gives its reply_to',
   react: 'is not a member: give the rendered html',
 };
-const hint = (key: string) => HINTS[key];
+const hint = (key: string) => (Object.hasOwn(HINTS, key) ? HINTS[key] : undefined);
 
 /** The faults of variables no schema can see: their size and depth, as a send's are checked. */
 function dataFaults(field: string, data: Record<string, unknown> | null | undefined, maxBytes?: number) {

@@ -10,7 +10,7 @@
 import { z } from 'zod';
 import { domainOf, formatMailbox, type Mailbox } from '../lib/address.js';
 import type { Attachment, EmailContent } from '../lib/db/schema.js';
-import { Problem, type FieldError } from '../lib/problem.js';
+import { clipped, MAX_FIELD, MAX_FIELD_MESSAGE, Problem, type FieldError } from '../lib/problem.js';
 import {
   absent,
   addressEntry,
@@ -392,5 +392,7 @@ export function describeFaults(errors: FieldError[], faults = errors.length): st
   const first = errors[0];
   if (!first) return 'The request is invalid.';
   const more = faults - 1;
-  return `${first.field}: ${first.message}${more > 0 ? ` (and ${more} more ${more === 1 ? 'fault' : 'faults'})` : ''}`;
+  // Bounded as a problem's members are: a field's name may be a client's 100 KB key.
+  const fault = `${clipped(first.field, MAX_FIELD)}: ${clipped(first.message, MAX_FIELD_MESSAGE)}`;
+  return `${fault}${more > 0 ? ` (and ${more} more ${more === 1 ? 'fault' : 'faults'})` : ''}`;
 }

@@ -54,11 +54,13 @@ export type ProblemType =
  * member's name, a path's id), and the answer should not carry a 100 KB key back three times.
  */
 const MAX_DETAIL = 2_000;
-const MAX_FIELD = 200;
-const MAX_FIELD_MESSAGE = 1_000;
+export const MAX_FIELD = 200;
+export const MAX_FIELD_MESSAGE = 1_000;
 
 /** `text` cut to `max` units, an ellipsis saying so; a surrogate pair is not split. */
-function clipped(text: string, max: number): string {
+export function clipped(text: string, max: number): string {
+  // Whatever a caller passed by mistake, a problem is still made (a problem that throws is a 500).
+  if (typeof text !== 'string') return String(text);
   if (text.length <= max) return text;
   let end = max - 1;
   const last = text.charCodeAt(end - 1);

@@ -731,6 +731,49 @@ describe('the request itself', () => {
     }
   });
 
+  test('a member named after what every object has (__proto__, constructor) is an unknown member, not a 500', async () => {
+    for (const path of ['/v1/contacts', '/v1/templates']) {
+      for (const name of ['__proto__', 'constructor', 'toString']) {
+        const body =
+          path === '/v1/contacts'
+            ? `{"email":"proto@example.org","${name}":1}`
+            : `{"name":"proto","subject":"s","html":"x","${name}":{}}`;
+        const res = await post(path, body);
+        assertWellFormedRefusal(res, `${path} ${name}`);
+        assert.equal(res.status, 422, `${path} ${name}: ${JSON.stringify(res.body)}`);
+        assert.deepEqual(fieldsOf(res), [name]);
+        assert.ok(
+          res.body!.errors!.every((e) => typeof e.message === 'string' && !/native code/.test(e.message)),
+        );
+      }
+    }
+  });
+
+  test('a Postmark batch quotes a 100 KB Metadata key back bounded', async () => {
+    const res = await fetch(`${platform.url}/email/batch`, {
+      method: 'POST',
+      headers: {
+        'x-postmark-server-token': key,
+        'content-type': 'application/json',
+        accept: 'application/json',
+      },
+      body: JSON.stringify([
+        {
+          From: FROM,
+          To: 'a@example.org',
+          Subject: 's',
+          TextBody: 't',
+          Metadata: { ['Z'.repeat(100_000)]: 'v' },
+        },
+      ]),
+    });
+    const text = await res.text();
+    assert.ok(text.length < 8_000, `${text.length} characters back`);
+    const [result] = JSON.parse(text) as { ErrorCode: number; Message: string }[];
+    assert.notEqual(result!.ErrorCode, 0);
+    assert.match(result!.Message, /^Metadata\.ZZZ+…/);
+  });
+
   test('a NUL or a lone surrogate is a 4xx naming where, never a 500: template paths, suppression details, imports', async () => {
     for (const ref of ['a%00b', 'welcome%00', 'a%00@b.c']) {
       const res = await fetch(`${platform.url}/v1/templates/${ref}`, {
