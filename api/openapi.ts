@@ -35,6 +35,8 @@ import {
   Stats,
   UpdatedEmail,
   Webhook,
+  WebhookAttempt,
+  WebhookAttemptList,
   WebhookDelivery,
   WebhookDeliveryList,
   WebhookDeliveryWithPayload,
@@ -1188,6 +1190,20 @@ function webhookOperations(): Record<string, Partial<Record<Method, Operation>>>
         problems: [...AUTHENTICATED, notFound],
       },
     },
+    '/v1/webhooks/{id}/events/{eventId}/attempts': {
+      get: {
+        operationId: 'listWebhookEventAttempts',
+        tag: 'Webhooks',
+        summary: 'Every attempt of one delivery, newest first',
+        description:
+          'Resend’s webhooks.events.attempts.list: each failed attempt with the receiver’s answer or ' +
+          'why there was none, and the one that succeeded. Needs the `read` scope.',
+        parameters: [webhookId, eventId],
+        query: DeliveryListQuery,
+        ok: { status: 200, description: 'A page of attempts.', schema: WebhookAttemptList },
+        problems: [...AUTHENTICATED, notFound, invalid],
+      },
+    },
     '/v1/webhooks/{id}/events/{eventId}/replay': {
       post: {
         operationId: 'replayWebhookEvent',
@@ -1588,6 +1604,8 @@ const RESPONSE_SCHEMAS = {
   WebhookDelivery,
   WebhookDeliveryWithPayload,
   WebhookDeliveryList,
+  WebhookAttempt,
+  WebhookAttemptList,
   WebhookPayload,
   ReplayedDelivery,
   WebhookReplay,

@@ -430,6 +430,19 @@ export const WebhookDelivery = z.object({
 /** GET /v1/webhooks/{id}/deliveries and /events. */
 export const WebhookDeliveryList = listOf(WebhookDelivery, 'The events sent to the webhook');
 
+/** One attempt of a delivery, as Resend's WebhookEventAttempt, with why one got no answer. */
+export const WebhookAttempt = z.object({
+  id: z.string().describe('The attempt’s number, 1 for the first.'),
+  http_status_code: z.int().nullable().describe('The receiver’s status; null when none answered.'),
+  response: z.string().describe('The start of the receiver’s answer, or why there was none.'),
+  error: z.string().nullable().describe('Why no answer came (a timeout, a refused connection).'),
+  latency_ms: z.int().min(0).nullable(),
+  sent_at: dateTime.nullable().describe('When it was sent; null for an attempt made before this was kept.'),
+});
+
+/** GET /v1/webhooks/{id}/events/{eventId}/attempts. */
+export const WebhookAttemptList = listOf(WebhookAttempt, 'The delivery’s attempts, newest first');
+
 /** The body POSTed for an event, in Resend's shape (lib/webhooks.ts webhookPayload). */
 export const WebhookPayload = z
   .object({
@@ -593,6 +606,7 @@ export type Webhook = z.infer<typeof Webhook>;
 export type WebhookWithSecret = z.infer<typeof WebhookWithSecret>;
 export type DeletedWebhook = z.infer<typeof DeletedWebhook>;
 export type WebhookDelivery = z.infer<typeof WebhookDelivery>;
+export type WebhookAttempt = z.infer<typeof WebhookAttempt>;
 export type WebhookDeliveryWithPayload = z.infer<typeof WebhookDeliveryWithPayload>;
 export type WebhookPayload = z.infer<typeof WebhookPayload>;
 export type WebhookReplay = z.infer<typeof WebhookReplay>;

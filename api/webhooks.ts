@@ -16,6 +16,7 @@ import {
   deleteEndpoint,
   getDelivery,
   getEndpoint,
+  listAttempts,
   listDeliveries,
   listEndpoints,
   loadDelivery,
@@ -24,6 +25,7 @@ import {
   replayEvents,
   rotateSecret,
   updateEndpoint,
+  type AttemptRow,
   type DeliveryRow,
   type EndpointKey,
   type EndpointRow,
@@ -36,6 +38,7 @@ import type {
   DeletedWebhook,
   ReplayedDelivery,
   Webhook,
+  WebhookAttempt,
   WebhookDelivery,
   WebhookDeliveryWithPayload,
   WebhookPayload,
@@ -188,6 +191,14 @@ export function webhooksRouter(deps: WebhooksDeps): Router {
     res.json(deliveryWithPayloadView(delivery, webhookPayload({ ...sent, createdAt: sent.eventCreatedAt })));
   });
 
+  // Each attempt of one delivery (webhooks.events.attempts.list).
+  router.get('/webhooks/:id/events/:eventId/attempts', requireScope('read'), async (req, res) => {
+    const endpoint = await endpointOf(req);
+    const delivery = await deliveryOf(req, endpoint.key);
+    const page = parsePage(req.query, 'serial');
+    res.json(listView(await listAttempts(db, delivery.id, page), attemptView));
+  });
+
   /** Replay is recovery, not a change of the endpoint: a Tenant's endpoints take it too. */
   const replayable = async (req: Request): Promise<EndpointRow & { key: EndpointKey }> => {
     const endpoint = await endpointOf(req);
@@ -317,6 +328,17 @@ export function deliveryView(row: DeliveryRow): WebhookDelivery {
 }
 
 /** GET /v1/webhooks/{id}/events/{eventId}: the delivery and the body it sends. */
+export function attemptView(row: AttemptRow): WebhookAttempt {
+  return {
+    id: String(row.attempt),
+    http_status_code: row.response_status,
+    response: row.response_excerpt ?? row.error ?? '',
+    error: row.error,
+    latency_ms: row.latency_ms,
+    sent_at: row.sent_at?.toISOString() ?? null,
+  };
+}
+
 export function deliveryWithPayloadView(
   row: DeliveryRow,
   payload: Record<string, unknown>,

@@ -89,9 +89,10 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
       'webhook-signature': signWebhook(signers, id, timestamp, body),
     };
 
+    const sentAt = new Date();
     try {
       const res = await postWebhook(delivery.url, headers, body, { allowPrivate: deps.allowPrivate });
-      const result = { status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
+      const result = { sentAt, status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
       if (res.status >= 200 && res.status < 300) {
         deps.log.debug('webhook delivered', {
           deliveryId: delivery.id,
@@ -107,6 +108,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     } catch (err) {
       if (!(err instanceof WebhookError)) throw err;
       const next = await deliveryFailed(db, delivery.id, {
+        sentAt,
         error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS),
       });
       log().info('webhook not delivered', { code: err.code, error: err.message, next });

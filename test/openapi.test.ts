@@ -530,6 +530,12 @@ describe('every answer of every route is one the document describes', () => {
     await check('GET', event, 401, { key: null });
     await check('GET', event, 403, { key: keys.send });
     await check('GET', `${hook}/events/999999999`, 404);
+    const attempts = await check('GET', `${event}/attempts`, 200);
+    assert.deepEqual((attempts.body as { data: unknown[] }).data, [], 'not tried yet');
+    await check('GET', `${event}/attempts`, 401, { key: null });
+    await check('GET', `${event}/attempts`, 403, { key: keys.send });
+    await check('GET', `${hook}/events/999999999/attempts`, 404);
+    await check('GET', `${event}/attempts?limit=0`, 422);
 
     await check('POST', `${event}/replay`, 202);
     await check('POST', `${event}/replay`, 400, { body: '{' });
@@ -1057,6 +1063,7 @@ describe('every answer of every route is one the document describes', () => {
       await check('GET', `${webhook}/deliveries`, 503);
       await check('GET', `${webhook}/events`, 503);
       await check('GET', `${webhook}/events/1`, 503);
+      await check('GET', `${webhook}/events/1/attempts`, 503);
       await check('POST', `${webhook}/events/1/replay`, 503);
       await check('POST', `${webhook}/replay`, 503, { body: { email_id: id } });
       await check('GET', '/v1/suppressions', 503);

@@ -8,6 +8,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
+import { Resend } from 'resend';
 import { encrypt } from '../lib/crypto.js';
 import { silentLogger } from '../lib/log.js';
 import { createMetrics } from '../lib/metrics.js';
@@ -180,6 +181,37 @@ describe('webhook delivery', () => {
       await eventually('the retry', async () => receiver.received.length === 2, 15_000);
       assert.equal(receiver.received[1]!.headers['webhook-id'], receiver.received[0]!.headers['webhook-id']);
       assert.equal(receiver.received[1]!.body.data.email_id, id);
+
+      // Both attempts, as Resend's SDK lists them: the success first, then the 500 before it.
+      const resend = new Resend(key, { baseUrl: `${platform.url}/v1` });
+      const attempts = await eventually('both attempts listed', async () => {
+        const listed = await resend.webhooks.events.attempts.list({
+          webhookId: endpoint,
+          eventId: pending!.id,
+        });
+        assert.equal(listed.error, null, JSON.stringify(listed.error));
+        return listed.data!.data.length === 2 && listed.data!;
+      });
+      assert.deepEqual(
+        attempts.data.map((a) => [a.id, a.http_status_code]),
+        [
+          ['2', 200],
+          ['1', 500],
+        ],
+      );
+      assert.equal(attempts.has_more, false);
+      const [second, first] = attempts.data.map((a) => Date.parse(a.sent_at));
+      assert.ok(second! - first! >= 4_000, `the retry went ${second! - first!} ms after the first`);
+      const paged = await resend.webhooks.events.attempts.list({
+        webhookId: endpoint,
+        eventId: pending!.id,
+        limit: 1,
+        after: '2',
+      });
+      assert.deepEqual(
+        paged.data!.data.map((a) => a.id),
+        ['1'],
+      );
 
       answer = 410;
       await send('gone@example.org');

@@ -20,6 +20,7 @@ import * as templateVersions from './migrations/2026-12-02T01-00-template-versio
 import * as unsubscribe from './migrations/2026-12-02T02-00-unsubscribe.js';
 import * as tracking from './migrations/2026-12-02T03-00-tracking.js';
 import * as uniqueEngagement from './migrations/2026-12-02T10-00-unique-engagement.js';
+import * as webhookAttempts from './migrations/2026-12-02T11-00-webhook-attempts.js';
 import * as broadcasts from './migrations/2026-12-02T07-00-broadcasts.js';
 import * as contacts from './migrations/2026-12-02T06-00-contacts.js';
 import * as recentClicks from './migrations/2026-12-02T09-00-recent-clicks.js';
@@ -41,6 +42,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-02T02-00-unsubscribe': unsubscribe,
   '2026-12-02T03-00-tracking': tracking,
   '2026-12-02T10-00-unique-engagement': uniqueEngagement,
+  '2026-12-02T11-00-webhook-attempts': webhookAttempts,
   '2026-12-02T07-00-broadcasts': broadcasts,
   '2026-12-02T06-00-contacts': contacts,
   '2026-12-02T09-00-recent-clicks': recentClicks,

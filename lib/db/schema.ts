@@ -323,6 +323,19 @@ export interface WebhookDeliveryTable {
   replay: Generated<boolean>;
   created_at: Generated<Date>;
   delivered_at: Timestamp | null;
+  /** When its last attempt was sent. */
+  last_attempt_at: Timestamp | null;
+}
+
+/** A failed attempt of a delivery, before its last (lib/db/webhooks.ts). */
+export interface WebhookAttemptTable {
+  delivery_id: string;
+  attempt: number;
+  response_status: number | null;
+  response_excerpt: string | null;
+  error: string | null;
+  latency_ms: number | null;
+  sent_at: Generated<Date>;
 }
 
 /** Events counted per hour, sending domain and type, in shards (lib/db/stats.ts). */
@@ -473,6 +486,7 @@ export interface Database {
   installation: InstallationTable;
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;
+  webhook_attempts: WebhookAttemptTable;
   email_stats: EmailStatsTable;
   email_tag_stats: EmailTagStatsTable;
   audit_log: AuditLogTable;

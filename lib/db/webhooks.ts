@@ -40,13 +40,13 @@ export async function claimDueDeliveries(
     name: 'mailplane_claim_webhooks',
     text: `
     with r as (
-      select * from unnest($3::bigint[], $4::int[], $5::text[], $6::int[])
-        as r(id, response_status, response_excerpt, latency_ms)
+      select * from unnest($3::bigint[], $4::int[], $5::text[], $6::int[], $7::timestamptz[])
+        as r(id, response_status, response_excerpt, latency_ms, sent_at)
     ), settled as (
       update webhook_deliveries d
       set status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), next_attempt_at = null,
           locked_until = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
-          error = null, latency_ms = r.latency_ms
+          error = null, latency_ms = r.latency_ms, last_attempt_at = r.sent_at
       from r where d.id = r.id and d.status = 'pending'
       returning d.endpoint_id
     ), healed as (
@@ -72,6 +72,7 @@ export async function claimDueDeliveries(
       column((a) => a.result.status ?? null),
       column((a) => a.result.excerpt ?? null),
       column((a) => a.result.latencyMs ?? null),
+      column((a) => a.result.sentAt),
     ],
   });
   return rows.map(deliveryOf);
@@ -183,6 +184,8 @@ export async function loadDelivery(db: Db, deliveryId: string): Promise<Delivery
 }
 
 export interface AttemptResult {
+  /** When the request went out. */
+  sentAt: Date;
   status?: number;
   excerpt?: string;
   error?: string;
@@ -225,6 +228,12 @@ export async function deliveryFailed(
             else w.disabled_reason end
       from current c where w.id = c.endpoint_id
       returning w.enabled
+    ), logged as (
+      insert into webhook_attempts (delivery_id, attempt, response_status, response_excerpt, error, latency_ms, sent_at)
+      select c.id, c.attempts, ${result.status ?? null}::int, ${result.excerpt ?? null}::text, ${result.error ?? null}::text,
+             ${result.latencyMs ?? null}::int, ${result.sentAt}
+      from current c
+      on conflict (delivery_id, attempt) do nothing
     ), updated as (
       update webhook_deliveries d
       set attempts = c.attempts,
@@ -233,7 +242,8 @@ export async function deliveryFailed(
                                  else now() + make_interval(secs => c.delay) end,
           locked_until = null,
           response_status = ${result.status ?? null}, response_excerpt = ${result.excerpt ?? null},
-          error = ${result.error ?? null}, latency_ms = ${result.latencyMs ?? null}
+          error = ${result.error ?? null}, latency_ms = ${result.latencyMs ?? null},
+          last_attempt_at = ${result.sentAt}
       from current c, endpoint e
       where d.id = c.id
       returning d.id, d.status, d.next_attempt_at
@@ -525,6 +535,38 @@ export async function getDelivery(
   deliveryId: string,
 ): Promise<DeliveryRow | undefined> {
   return deliveriesOf(db, endpoint).where('d.id', '=', deliveryId).executeTakeFirst();
+}
+
+export interface AttemptRow {
+  attempt: number;
+  response_status: number | null;
+  response_excerpt: string | null;
+  error: string | null;
+  latency_ms: number | null;
+  sent_at: Date | null;
+}
+
+/**
+ * A delivery's attempts, newest first, cursors being attempt numbers: the failed ones as they were
+ * logged, and its success, which is the delivery row's own last attempt.
+ *
+ *   const { rows } = await listAttempts(db, deliveryId, { limit: 20 });
+ */
+export async function listAttempts(db: Db, deliveryId: string, page: Page): Promise<PageOf<AttemptRow>> {
+  const newer = page.before !== undefined;
+  const cursor = page.before ?? page.after;
+  const { rows } = await sql<AttemptRow>`
+    select * from (
+      select attempt, response_status, response_excerpt, error, latency_ms, sent_at
+      from webhook_attempts where delivery_id = ${deliveryId}
+      union all
+      select attempts, response_status, response_excerpt, null, latency_ms, coalesce(last_attempt_at, delivered_at)
+      from webhook_deliveries where id = ${deliveryId} and status = 'delivered'
+    ) a
+    where ${cursor === undefined ? sql`true` : sql`attempt ${sql.raw(newer ? '>' : '<')} ${Number(cursor)}`}
+    order by attempt ${sql.raw(newer ? 'asc' : 'desc')}
+    limit ${page.limit + 1}`.execute(db);
+  return pageOf(rows, page);
 }
 
 /**
