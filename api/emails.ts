@@ -5,7 +5,7 @@
 
 import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
-import { listEmails, type EmailSummaryRow } from '../lib/db/email-list.js';
+import { ENGAGEMENTS, listEmails, type EmailSummaryRow, type Engagement } from '../lib/db/email-list.js';
 import { cancelEmail, rescheduleEmail, type RescheduleRefusal } from '../lib/db/transitions.js';
 import type { Db } from '../lib/db/index.js';
 import type { PageOf } from '../lib/db/webhooks.js';
@@ -250,15 +250,16 @@ export function updatedView(id: string): UpdatedEmail {
 }
 
 /**
- * `last_event` in Resend's words for the email's status. Resend reports a complaint as the email's
- * last event; its status stays what it was.
+ * `last_event` in Resend's words for the email's status, or for what a recipient did with it:
+ * Resend reports a complaint, a click or an open as the email's last event, and its status stays
+ * what it was.
  */
 function lastEventOf(
   status: MessageStatus,
-  complained: boolean,
+  engagement: Engagement | null,
   scheduledAt: Date | null,
 ): (typeof LAST_EVENTS)[number] {
-  if (complained) return 'complained';
+  if (engagement) return engagement;
   switch (status) {
     case 'queued':
       return scheduledAt && scheduledAt.getTime() > Date.now() ? 'scheduled' : 'queued';
@@ -292,7 +293,7 @@ export function emailSummaryView(row: EmailSummaryRow): EmailSummary {
     tags: c.tags,
     created_at: row.created_at.toISOString(),
     scheduled_at: row.scheduled_at?.toISOString() ?? null,
-    last_event: lastEventOf(status, row.complained, row.scheduled_at),
+    last_event: lastEventOf(status, row.engagement, row.scheduled_at),
     status,
   };
 }
@@ -323,7 +324,7 @@ export function emailView({ email, messages, events, templateName }: EmailRecord
     scheduled_at: email.scheduled_at?.toISOString() ?? null,
     last_event: lastEventOf(
       status,
-      events.some((e) => e.type === 'complained'),
+      ENGAGEMENTS.find((type) => events.some((e) => e.type === type)) ?? null,
       email.scheduled_at,
     ),
     status,

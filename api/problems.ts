@@ -121,7 +121,10 @@ export function problemHandler() {
  *   server.on('clientError', answerClientError);
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+  // An answer already begun on this connection (a bad request pipelined after a good one) cannot
+  // be followed by another status line: the connection just ends, as Node's own handler does.
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || current?.headersSent) {
     socket.destroy();
     return;
   }
@@ -132,11 +135,14 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): v
         ? new Problem(408, 'bad-request', 'The request did not arrive in time.')
         : new Problem(400, 'bad-request', 'The request is not well-formed HTTP/1.1 (RFC 9112).');
   const body = JSON.stringify(problem);
+  // Written, then closed on both sides: past a parse error no timeout applies, and a client that
+  // keeps its half open would otherwise hold the connection for good.
   socket.end(
     `HTTP/1.1 ${problem.status} ${problem.title}\r\n` +
       'Content-Type: application/problem+json\r\n' +
       `Content-Length: ${Buffer.byteLength(body)}\r\n` +
       'Connection: close\r\n\r\n' +
       body,
+    () => socket.destroy(),
   );
 }

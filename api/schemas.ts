@@ -148,6 +148,8 @@ export const LAST_EVENTS = [
   'failed',
   'suppressed',
   'canceled',
+  'opened',
+  'clicked',
   'complained',
 ] as const;
 
@@ -155,7 +157,8 @@ const lastEvent = z
   .enum(LAST_EVENTS)
   .describe(
     'The status in Resend’s words: scheduled while queued for a later time, sent while under way, ' +
-      'delivery_delayed when deferred; complained once a recipient has reported the email as spam.',
+      'delivery_delayed when deferred; or what a recipient did with it: complained once one reported ' +
+      'it as spam, else clicked once one clicked a tracked link, else opened once one opened it.',
   );
 
 const messageId = z

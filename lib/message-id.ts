@@ -5,6 +5,20 @@
 
 import { AddressError, domainOf, parseMailbox } from './address.js';
 
+/** Visible ASCII and inner spaces, at most a line long. */
+const USABLE = /^[\x21-\x7e](?:[\x20-\x7e]{0,996}[\x21-\x7e])?$/;
+
+/**
+ * Whether a client's Message-ID (a field's unfolded value) is sent as it is: plain text on one
+ * line. Another (empty, 8-bit, with control characters) is replaced by the email's own, so that
+ * what the API and webhooks show is always what the recipients got.
+ *
+ *   usableMessageId('<order-42@shop.example.com>')   // true
+ */
+export function usableMessageId(value: string): boolean {
+  return USABLE.test(value);
+}
+
 /**
  * The Message-ID Mailplane gives an email, without the angle brackets (as composeMessage takes it).
  *

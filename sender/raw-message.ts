@@ -2,10 +2,12 @@
 // wrote it, MIME structure, encodings and headers untouched, but for what an MSA is to fix before
 // it relays (RFC 6409 8): a Bcc field is removed, since every recipient gets this same message
 // and none may see the blind copies; a Return-Path field is removed, since the receiving server
-// writes it from the envelope; and a missing Message-ID or Date is added. What comes out is what
-// is signed and sent, with CRLF line endings throughout.
+// writes it from the envelope; a missing Date is added; and a missing Message-ID, or one that is
+// empty or not plain text, becomes the email's own. What comes out is what is signed and sent,
+// with CRLF line endings throughout.
 
-import { isField, joinHeader, splitHeader } from '../lib/message-header.js';
+import { fieldValue, isField, joinHeader, splitHeader } from '../lib/message-header.js';
+import { usableMessageId } from '../lib/message-id.js';
 import { normalizeLineEndings } from '../lib/line-endings.js';
 
 /** Fields the client may have written that must not reach a recipient. */
@@ -14,7 +16,7 @@ const REMOVED = ['bcc', 'return-path'];
 export interface RawInput {
   /** The stored message, base64 (lib/db/schema.ts EmailContent.raw). */
   raw: string;
-  /** Without the angle brackets; used only when the client's message has no Message-ID. */
+  /** Without the angle brackets; used when the client's message has no usable Message-ID. */
   messageId: string;
   /** Used only when the client's message has no Date. */
   date: Date;
@@ -27,11 +29,14 @@ export interface RawInput {
  */
 export function prepareRawMessage(input: RawInput): Buffer {
   const message = splitHeader(normalizeLineEndings(Buffer.from(input.raw, 'base64')));
-  const fields = message.fields.filter((f) => !REMOVED.some((name) => isField(f, name)));
+  let fields = message.fields.filter((f) => !REMOVED.some((name) => isField(f, name)));
   const added = [];
-  if (!fields.some((f) => isField(f, 'message-id'))) {
-    added.push({ name: 'Message-ID', text: `Message-ID: <${input.messageId}>\r\n` });
-  }
+  // One Message-ID (RFC 5322 3.6): the client's first when it is usable (lib/message-id.ts), else
+  // the email's own, so that the one sent is the one the API and webhooks show.
+  const theirs = fields.find((f) => isField(f, 'message-id'));
+  const keep = theirs !== undefined && usableMessageId(fieldValue(theirs));
+  fields = fields.filter((f) => !isField(f, 'message-id') || (keep && f === theirs));
+  if (!keep) added.push({ name: 'Message-ID', text: `Message-ID: <${input.messageId}>\r\n` });
   if (!fields.some((f) => isField(f, 'date'))) {
     added.push({ name: 'Date', text: `Date: ${rfc5322Date(input.date)}\r\n` });
   }

@@ -8,13 +8,12 @@ import { parseAddressHeader, simpleParser } from 'mailparser';
 import { AddressError, normalizeAddress, type Mailbox } from '../lib/address.js';
 import { normalizeLineEndings } from '../lib/line-endings.js';
 import { fieldValue, isField, joinHeader, splitHeader, type HeaderField } from '../lib/message-header.js';
+import { usableMessageId } from '../lib/message-id.js';
 import { refusal } from './refusal.js';
 import { parseTags, TAGS_HEADER } from './tags.js';
 
 /** RFC 5322 2.1.1: a line MUST be no more than 998 characters, excluding the CRLF. */
 const MAX_LINE = 998;
-/** Visible ASCII and inner spaces, at most a line long. */
-const PRINTABLE = /^[\x21-\x7e](?:[\x20-\x7e]{0,996}[\x21-\x7e])?$/;
 
 export interface SubmittedMessage {
   /** The message as it is stored and sent: the client's, without X-Mailplane-Tags. */
@@ -80,10 +79,10 @@ export async function readSubmittedMessage(input: Buffer): Promise<SubmittedMess
 
   const list = (name: string) => addresses(fields.filter((f) => isField(f, name)));
   const messageIdField = fields.find((f) => isField(f, 'message-id'));
-  // Kept to show as the email's message_id when it is plain text (what a Message-ID is); another
-  // is still sent as the client wrote it.
+  // The client's, when it is plain text (sender/raw-message.ts sends it then, and the email's own
+  // otherwise).
   const messageId = messageIdField && fieldValue(messageIdField);
-  const shownMessageId = messageId && PRINTABLE.test(messageId) ? messageId : undefined;
+  const shownMessageId = messageId && usableMessageId(messageId) ? messageId : undefined;
   return {
     raw: joinHeader({ fields, body: split.body }),
     from,

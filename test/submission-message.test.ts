@@ -51,6 +51,26 @@ test('the sender removes Bcc (folded too) and Return-Path, adds a missing Messag
     date,
   }).toString('latin1');
   assert.equal(kept, 'Message-ID: <mine@app.example>\r\nDate: Fri, 04 Jan 2030 08:00:00 +0100\r\n\r\nx\r\n');
+
+  // One that is empty, 8-bit or not one line of text becomes the email's own, and so does a second.
+  for (const field of ['Message-ID:', 'Message-ID: <\xc3\xbc@x>', 'Message-ID: <a\tb@x>']) {
+    const replaced = prepareRawMessage({
+      raw: b64(`${field}\r\nDate: Fri, 04 Jan 2030 08:00:00 +0100\r\n\r\nx\r\n`),
+      messageId: 'own@example.com',
+      date,
+    }).toString('latin1');
+    assert.equal(
+      replaced,
+      'Message-ID: <own@example.com>\r\nDate: Fri, 04 Jan 2030 08:00:00 +0100\r\n\r\nx\r\n',
+      field,
+    );
+  }
+  const twice = prepareRawMessage({
+    raw: b64('Message-ID: <first@app.example>\r\nMessage-ID: <second@app.example>\r\n\r\nx\r\n'),
+    messageId: 'own@example.com',
+    date,
+  }).toString('latin1');
+  assert.match(twice, /^Date: .*\r\nMessage-ID: <first@app\.example>\r\n\r\nx\r\n$/);
 });
 
 test('X-Mailplane-Tags: name=value pairs, commas between, several fields; anything else is refused with the reason', () => {

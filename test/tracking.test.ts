@@ -645,6 +645,11 @@ describe('what follows an open and a click', () => {
     const clicked = (email.body.events as Record<string, unknown>[]).find((e) => e.type === 'clicked')!;
     assert.equal(clicked.machine, false);
     assert.equal(clicked.link, 'https://example.org/landing');
+    // Resend's last_event: what the recipient did, a click before an open.
+    assert.equal(email.body.last_event, 'clicked');
+    const listed = await api(`/v1/emails?limit=100`);
+    const summary = (listed.body.data as { id: string; last_event: string }[]).find((e) => e.id === emailId)!;
+    assert.equal(summary.last_event, 'clicked');
   });
 
   test('statistics count people’s opens and clicks apart from machines’', async () => {

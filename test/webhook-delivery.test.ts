@@ -212,6 +212,14 @@ describe('webhook delivery', () => {
         paged.data!.data.map((a) => a.id),
         ['1'],
       );
+      // A cursor past any attempt number is a cursor, not a 500.
+      const far = await resend.webhooks.events.attempts.list({
+        webhookId: endpoint,
+        eventId: pending!.id,
+        after: '99999999999',
+      });
+      assert.equal(far.error, null, JSON.stringify(far.error));
+      assert.equal(far.data!.data.length, 2);
 
       answer = 410;
       await send('gone@example.org');

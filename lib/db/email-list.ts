@@ -51,7 +51,8 @@ export interface EmailSummaryRow {
   scheduled_at: Date | null;
   /** The distinct statuses of its messages. */
   statuses: MessageStatus[];
-  complained: boolean;
+  /** The most telling of its recipients' engagement events, when there is one. */
+  engagement: Engagement | null;
 }
 
 const DAY_MS = 86_400_000;
@@ -67,6 +68,10 @@ const COUNT_CAP = 20_000;
  * a template's variables, up to 256 KiB).
  */
 const LARGE_PARTS = ['html', 'text', 'headers', 'attachments', 'raw'];
+
+/** What a recipient did with an email, the most telling first (Resend's last_event shows it). */
+export const ENGAGEMENTS = ['complained', 'clicked', 'opened'] as const;
+export type Engagement = (typeof ENGAGEMENTS)[number];
 
 /** Which index a page is read along. */
 type Walk = 'recipient' | 'status' | 'domain' | 'emails';
@@ -366,7 +371,8 @@ async function summaries(db: Db, tenantId: string, ids: string[]): Promise<Email
       (e.content - ${LARGE_PARTS}::text[]) #- '{template,variables}' as summary,
       e.created_at, e.scheduled_at,
       array(select distinct m.status from messages m where m.email_id = e.id) as statuses,
-      exists (select 1 from events v where v.email_id = e.id and v.type = 'complained') as complained
+      (select v.type from events v where v.email_id = e.id and v.type in ('complained', 'clicked', 'opened')
+        order by array_position(${ENGAGEMENTS}::text[], v.type) limit 1) as engagement
     from emails e
     where e.tenant_id = ${tenantId} and e.id = any(${ids}::uuid[])`.execute(db);
   const byId = new Map(rows.map((r) => [r.id, r]));

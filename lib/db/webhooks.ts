@@ -563,7 +563,7 @@ export async function listAttempts(db: Db, deliveryId: string, page: Page): Prom
       select attempts, response_status, response_excerpt, null, latency_ms, coalesce(last_attempt_at, delivered_at)
       from webhook_deliveries where id = ${deliveryId} and status = 'delivered'
     ) a
-    where ${cursor === undefined ? sql`true` : sql`attempt ${sql.raw(newer ? '>' : '<')} ${Number(cursor)}`}
+    where ${cursor === undefined ? sql`true` : sql`attempt ${sql.raw(newer ? '>' : '<')} ${cursor}::bigint`}
     order by attempt ${sql.raw(newer ? 'asc' : 'desc')}
     limit ${page.limit + 1}`.execute(db);
   return pageOf(rows, page);
