@@ -22,6 +22,7 @@ import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
 import { memoryKeyStore } from '../test/helpers/platform.js';
 import { startChild, stopChild } from './child.js';
+import { postgresCpu, processCpu } from './cpu.js';
 
 const MESSAGES = Number(process.env.BENCH_SENDER_MESSAGES ?? 10_000);
 /** A sender that stops making progress for this long has stalled: the bench says so and moves on. */
@@ -142,9 +143,11 @@ async function endToEnd(
   prepared: Prepared,
   sinkPort: number,
   processes: number,
-  webhookUrl?: string,
+  webhook?: { url: string; receiverPid?: number },
 ): Promise<{
   perSecond: number;
+  /** Milliseconds of CPU per delivered message, by process, from start to the last webhook. */
+  cpu?: CpuPerMessage;
   delivered: number;
   events: number;
   seconds: number;
@@ -157,8 +160,9 @@ async function endToEnd(
     LOG_LEVEL: 'info',
     // Each process's probe server on a port of its own: two on 8080 would stop the second.
     PORT: '0',
-    ...(webhookUrl ? { MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: 'true' } : {}),
+    ...(webhook ? { MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: 'true' } : {}),
   };
+  const webhookUrl = webhook?.url;
   if (webhookUrl) {
     const tenant = await prepared.database.db.selectFrom('tenants').select('id').executeTakeFirstOrThrow();
     const config = readConfig(prepared.env);
@@ -187,11 +191,18 @@ async function endToEnd(
       startChild([...SENDER_NODE_ARGS, 'dist/cmd/mailplane.js', 'sender'], env, /"sender started"/),
     ),
   );
+  const cpuNow = () => ({
+    sender: sum(senders.map((s) => processCpu(s.child.pid))),
+    postgres: postgresCpu(),
+    receiver: processCpu(webhook?.receiverPid),
+  });
+  const cpuBefore = cpuNow();
   const started = performance.now();
   let delivered = 0;
   let lastProgress = started;
   let seconds = 0;
   let webhooks: { perSecond: number; delivered: number; total: number; seconds: number } | undefined;
+  let cpuAfter: typeof cpuBefore | undefined;
   try {
     for (;;) {
       const now = await count();
@@ -203,13 +214,48 @@ async function endToEnd(
     }
     seconds = (performance.now() - started) / 1000;
     if (webhookUrl) webhooks = await webhooksDone(prepared, started);
+    cpuAfter = cpuNow();
   } finally {
     await Promise.all(senders.map((s) => stopChild(s.child)));
   }
   const { rows } = await prepared.database.pool.query<{ n: string }>(
     "select count(*) as n from events where type = 'delivered'",
   );
-  return { perSecond: delivered / seconds, delivered, events: Number(rows[0]!.n), seconds, webhooks };
+  const perMessage = (pick: (c: typeof cpuBefore) => number | undefined) => {
+    const [before, after] = [pick(cpuBefore), cpuAfter && pick(cpuAfter)];
+    return before === undefined || after === undefined || delivered === 0
+      ? undefined
+      : ((after - before) * 1000) / delivered;
+  };
+  const cpu = {
+    sender: perMessage((c) => c.sender),
+    postgres: perMessage((c) => c.postgres),
+    receiver: perMessage((c) => c.receiver),
+  };
+  return {
+    perSecond: delivered / seconds,
+    cpu,
+    delivered,
+    events: Number(rows[0]!.n),
+    seconds,
+    webhooks,
+  };
+}
+
+interface CpuPerMessage {
+  sender?: number;
+  postgres?: number;
+  receiver?: number;
+}
+
+/** The sum of the readings, or undefined when any is missing. */
+function sum(values: (number | undefined)[]): number | undefined {
+  let total = 0;
+  for (const value of values) {
+    if (value === undefined) return undefined;
+    total += value;
+  }
+  return total;
 }
 
 /** Waits until every webhook delivery is done (or progress stalls); its rate since `started`. */
@@ -332,7 +378,12 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
       const url = `http://127.0.0.1:${receiver.match[1]}/hooks`;
       const run = async (hooks: boolean) => {
         const prepared = await prepare(secret, MESSAGES, renderer);
-        return endToEnd(prepared, sinkPort, 1, hooks ? url : undefined).finally(() => release(prepared));
+        return endToEnd(
+          prepared,
+          sinkPort,
+          1,
+          hooks ? { url, receiverPid: receiver.child.pid } : undefined,
+        ).finally(() => release(prepared));
       };
       const pairs: {
         without: number;
@@ -340,6 +391,7 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
         received: number;
         delivered: number;
         total: number;
+        cpu: { without?: CpuPerMessage; withHooks?: CpuPerMessage };
       }[] = [];
       for (let i = 0; i < WEBHOOK_PAIRS; i++) {
         const withoutFirst = i % 2 === 0;
@@ -353,6 +405,7 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
           received: hooks.perSecond,
           delivered: hooks.delivered,
           total: hooks.total,
+          cpu: { without: without.cpu, withHooks: hooked.cpu },
         });
       }
       const median = (values: number[]) => {
@@ -366,6 +419,22 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
         'delivered/s, 1 process, webhook on every event',
         `${median(pairs.map((p) => p.withHooks)).toFixed(0)}   (${median(ratios).toFixed(2)} of the figure without, median of ${pairs.length} alternating pairs: ${ratios.map((r) => r.toFixed(2)).join(', ')}; target ≥ 0.9)`,
       ]);
+      const cpuOf = (key: keyof CpuPerMessage, side: 'without' | 'withHooks') => {
+        const values = pairs.map((p) => p.cpu[side]?.[key]);
+        return values.every((v) => v !== undefined) ? median(values as number[]) : undefined;
+      };
+      const cpuLine = (['sender', 'postgres', 'receiver'] as const)
+        .map((key) => {
+          const [without, withHooks] = [cpuOf(key, 'without'), cpuOf(key, 'withHooks')];
+          if (withHooks === undefined) return undefined;
+          return key === 'receiver'
+            ? `receiver ${withHooks.toFixed(2)}`
+            : `${key} ${without?.toFixed(2) ?? '?'} → ${withHooks.toFixed(2)}`;
+        })
+        .filter(Boolean);
+      if (cpuLine.length > 0) {
+        lines.push(['CPU ms per message, without → with webhook', `${cpuLine.join(', ')}   (medians)`]);
+      }
       const last = pairs.at(-1)!;
       lines.push([
         'webhook events received/s',

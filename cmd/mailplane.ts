@@ -75,7 +75,7 @@ const HELP: Record<string, string> = {
   MAILPLANE_SENDER_CONCURRENCY        send jobs run at once (32)
   MAILPLANE_MESSAGE_LIFETIME_SECONDS  how long a deferred message is retried (432000)
   MAILPLANE_MAX_MESSAGE_BYTES         largest rendered message (10485760)
-  MAILPLANE_WEBHOOK_CONCURRENCY       webhook deliveries run at once, apart from sends (8)
+  MAILPLANE_WEBHOOK_CONCURRENCY       webhook deliveries run at once, apart from sends (32)
   MAILPLANE_WEBHOOKS_ALLOW_PRIVATE    let webhooks reach private addresses and plain http
                                       (false; for tests and make dev)
 ${RENDER}`,

@@ -7,9 +7,8 @@
 // Redirects are not followed, and time and the response read are bounded.
 
 import { lookup as dnsLookup } from 'node:dns';
-import { request as httpRequest, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
+import { Agent, errors, type Dispatcher } from 'undici';
 import { isPublicAddress } from '../lib/net-policy.js';
 
 // The address policy is lib/net-policy.ts's, shared with the api's check at registration.
@@ -65,10 +64,126 @@ export function postWebhook(
   if (isIP(host) && !options.allowPrivate && !isPublicAddress(host)) {
     return Promise.reject(new WebhookError('EBLOCKED', `${host} is a private address`));
   }
-  const lookup: LookupFunction = (hostname, lookupOptions, callback) => {
+  const started = performance.now();
+  const timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
+  return new Promise<WebhookResponse>((resolve, reject) => {
+    const handler = excerptHandler((status, excerpt, err) => {
+      clearTimeout(timer);
+      if (err) return reject(err instanceof WebhookError ? err : webhookErrorOf(err, timeoutMs));
+      resolve({ status, excerpt, latencyMs: Math.round(performance.now() - started) });
+    });
+    // The whole attempt is bounded, connecting and a receiver that trickles its answer included.
+    const timer = setTimeout(() => handler.abort(timedOut(timeoutMs)), timeoutMs);
+    agentFor(options.allowPrivate).dispatch(
+      {
+        origin: target.origin,
+        path: `${target.pathname}${target.search}`,
+        method: 'POST',
+        headers,
+        body,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      },
+      handler,
+    );
+  });
+}
+
+/**
+ * An undici dispatch handler that keeps the status and the first EXCERPT_BYTES of the answer, then
+ * stops reading (the rest is not wanted, and the connection is then not kept). `abort` ends the
+ * request with `reason`, whenever it is called.
+ */
+function excerptHandler(
+  done: (status: number, excerpt: string, err?: unknown) => void,
+): Dispatcher.DispatchHandler & { abort(reason: Error): void } {
+  let status = 0;
+  let kept = 0;
+  const chunks: Buffer[] = [];
+  let controller: Dispatcher.DispatchController | undefined;
+  let aborted: Error | undefined;
+  let finished = false;
+  const finish = (err?: unknown) => {
+    if (finished) return;
+    finished = true;
+    // Postgres text holds no NUL, and a receiver may answer anything.
+    done(status, Buffer.concat(chunks).toString('utf8').replaceAll('\0', '\uFFFD'), err);
+  };
+  return {
+    abort(reason) {
+      aborted = reason;
+      finish(reason);
+      controller?.abort(reason);
+    },
+    onRequestStart(started) {
+      controller = started;
+      if (aborted) started.abort(aborted);
+    },
+    onResponseStart(_controller, statusCode) {
+      status = statusCode;
+    },
+    onResponseData(_controller, chunk) {
+      if (kept >= EXCERPT_BYTES) return;
+      chunks.push(chunk.subarray(0, EXCERPT_BYTES - kept));
+      kept += Math.min(chunk.length, EXCERPT_BYTES - kept);
+      // Enough for the log: the rest is not read, and the connection is not kept.
+      if (kept >= EXCERPT_BYTES) {
+        finish();
+        controller?.abort(new Error('the excerpt is kept; the rest of the answer is not read'));
+      }
+    },
+    onResponseEnd() {
+      finish();
+    },
+    onResponseError(_controller, err) {
+      // With the status in hand, that is the answer; a body cut short is still an excerpt.
+      finish(status !== 0 ? undefined : err);
+    },
+  };
+}
+
+function timedOut(timeoutMs: number): WebhookError {
+  return new WebhookError('ETIMEOUT', `no answer within ${timeoutMs} ms`);
+}
+
+function webhookErrorOf(err: unknown, timeoutMs: number): WebhookError {
+  const cause = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
+  if (
+    err instanceof errors.HeadersTimeoutError ||
+    err instanceof errors.BodyTimeoutError ||
+    err instanceof errors.ConnectTimeoutError ||
+    cause.name === 'TimeoutError'
+  ) {
+    return timedOut(timeoutMs);
+  }
+  const code = cause.code ?? cause.cause?.code;
+  const message = cause.code === undefined && cause.cause ? cause.cause.message : cause.message;
+  return new WebhookError(code === 'EBLOCKED' ? 'EBLOCKED' : 'ENETWORK', message);
+}
+
+/**
+ * One connection pool per installation policy, kept alive between attempts: a busy endpoint gets
+ * its events over connections already open. A new connection resolves its name through `lookup`,
+ * which refuses private addresses and connects to the address it checked.
+ */
+const agents = new Map<boolean, Agent>();
+function agentFor(allowPrivate: boolean): Agent {
+  let agent = agents.get(allowPrivate);
+  if (agent === undefined) {
+    agent = new Agent({
+      allowH2: false,
+      connect: { lookup: checkedLookup(allowPrivate), timeout: TIMEOUT_MS },
+    });
+    agents.set(allowPrivate, agent);
+  }
+  return agent;
+}
+
+function checkedLookup(allowPrivate: boolean): LookupFunction {
+  return (hostname, lookupOptions, callback) => {
     dnsLookup(hostname, { ...lookupOptions, all: true }, (err, addresses) => {
       if (err) return callback(err, '', 0);
-      const allowed = addresses.filter((a) => options.allowPrivate || isPublicAddress(a.address));
+      const allowed = addresses.filter((a) => allowPrivate || isPublicAddress(a.address));
       const first = allowed[0];
       if (!first) {
         const list = addresses.map((a) => a.address).join(', ');
@@ -85,40 +200,4 @@ export function postWebhook(
       callback(null, first.address, first.family);
     });
   };
-  const requestOptions: RequestOptions = {
-    method: 'POST',
-    headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) },
-    lookup,
-    timeout: options.timeoutMs ?? TIMEOUT_MS,
-  };
-  const started = performance.now();
-  return new Promise<WebhookResponse>((resolve, reject) => {
-    const req = (https ? httpsRequest : httpRequest)(target, requestOptions, (res) => {
-      const chunks: Buffer[] = [];
-      let kept = 0;
-      res.on('data', (chunk: Buffer) => {
-        if (kept < EXCERPT_BYTES) chunks.push(chunk.subarray(0, EXCERPT_BYTES - kept));
-        kept += chunk.length;
-        // Enough for the log: the rest is not read, and the connection is not kept.
-        if (kept >= EXCERPT_BYTES) res.destroy();
-      });
-      const done = () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          // Postgres text holds no NUL, and a receiver may answer anything.
-          excerpt: Buffer.concat(chunks).toString('utf8').replaceAll('\0', '\uFFFD'),
-          latencyMs: Math.round(performance.now() - started),
-        });
-      res.on('end', done);
-      res.on('close', done);
-    });
-    req.on('timeout', () =>
-      req.destroy(new WebhookError('ETIMEOUT', `no answer within ${requestOptions.timeout} ms`)),
-    );
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err instanceof WebhookError) return reject(err);
-      reject(new WebhookError(err.code === 'EBLOCKED' ? 'EBLOCKED' : 'ENETWORK', err.message));
-    });
-    req.end(body);
-  });
 }

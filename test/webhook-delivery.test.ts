@@ -286,6 +286,78 @@ describe('what a receiver answers', () => {
   });
 });
 
+describe('a receiver that is slow, long-winded or redirects', () => {
+  const withServer = async (
+    handler: Parameters<typeof createServer>[1],
+    run: (url: string) => Promise<void>,
+  ) => {
+    const server = createServer(handler);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  };
+
+  test('no answer at all is a timeout, in the time allowed', async () => {
+    await withServer(
+      () => {},
+      async (url) => {
+        const started = Date.now();
+        await assert.rejects(postWebhook(url, {}, '{}', { allowPrivate: true, timeoutMs: 300 }), {
+          code: 'ETIMEOUT',
+        });
+        assert.ok(Date.now() - started < 3_000);
+      },
+    );
+  });
+
+  test('an answer that trickles without end is a timeout at the time allowed', async () => {
+    await withServer(
+      (_req, res) => {
+        res.writeHead(200);
+        const drip = setInterval(() => res.write('.'), 50);
+        res.on('close', () => clearInterval(drip));
+      },
+      async (url) => {
+        const started = Date.now();
+        await assert.rejects(postWebhook(url, {}, '{}', { allowPrivate: true, timeoutMs: 400 }), {
+          code: 'ETIMEOUT',
+        });
+        assert.ok(Date.now() - started < 3_000);
+      },
+    );
+  });
+
+  test('a long answer is kept to its first 1 KB; a redirect is an answer, not followed', async () => {
+    await withServer(
+      (req, res) => {
+        if (req.url === '/hook') return res.writeHead(200).end('x'.repeat(1_000_000));
+        res.writeHead(500).end();
+      },
+      async (url) => {
+        const res = await postWebhook(url, {}, '{}', { allowPrivate: true });
+        assert.equal(res.status, 200);
+        assert.equal(res.excerpt, 'x'.repeat(1024));
+      },
+    );
+    let followed = false;
+    await withServer(
+      (req, res) => {
+        if (req.url === '/elsewhere') followed = true;
+        res.writeHead(302, { location: '/elsewhere' }).end();
+      },
+      async (url) => {
+        const res = await postWebhook(url, {}, '{}', { allowPrivate: true });
+        assert.equal(res.status, 302);
+        assert.equal(followed, false);
+      },
+    );
+  });
+});
+
 describe('events from elsewhere than a send', () => {
   test('a scheduled email announces email.scheduled and, canceled, email.canceled; a late bounce through the smtp listener is email.bounced', async () => {
     const secret = newWebhookSecret();
