@@ -28,7 +28,7 @@ const MESSAGES = Number(process.env.BENCH_SENDER_MESSAGES ?? 10_000);
 /** A sender that stops making progress for this long has stalled: the bench says so and moves on. */
 const STALL_MS = 30_000;
 /** Pairs of runs, without and with a webhook on every event, whose ratios the figure is the median of. */
-const WEBHOOK_PAIRS = Number(process.env.BENCH_WEBHOOK_PAIRS ?? 2);
+const WEBHOOK_PAIRS = Number(process.env.BENCH_WEBHOOK_PAIRS ?? 3);
 const POLL_MS = 50;
 /** Extra node arguments for the sender processes, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
 const SENDER_NODE_ARGS = (process.env.BENCH_SENDER_NODE_ARGS ?? '').split(' ').filter(Boolean);
