@@ -1,13 +1,9 @@
 // `make bench`: throughput figures for the api and the sender, printed; not a test. Everything
 // runs on this machine: Postgres (the test helper's choice), the processes, the load and the sink.
 
-import { readConfig } from '../lib/config.js';
 import { openDatabase } from '../lib/db/index.js';
-import { applyResources } from '../lib/reconcile/apply.js';
-import { createRenderer } from '../lib/render/sandbox.js';
-import { readManifests } from '../lib/resources.js';
 import { createTestDatabase } from '../test/helpers/postgres.js';
-import { memoryKeyStore } from '../test/helpers/platform.js';
+import { applyExamples } from '../test/helpers/platform.js';
 import { load, loadConnections, startServer } from './api.js';
 import { stopChild } from './child.js';
 import { benchSender } from './sender.js';
@@ -26,14 +22,7 @@ function line(label: string, value: string): void {
 async function benchApi(): Promise<number> {
   const testDb = await createTestDatabase();
   const database = openDatabase(testDb.url);
-  const config = readConfig({ DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: SECRET });
-  const keys = new Map<string, string>();
-  const renderer = createRenderer({ timeoutMs: 250, memoryMb: 32 });
-  await applyResources(
-    { db: database.db, keys: memoryKeyStore(keys), secretKey: config.secretKey, renderer },
-    readManifests('examples', 'default'),
-  );
-  renderer.dispose();
+  const keys = await applyExamples(database.db, SECRET);
   await database.close();
   const key = keys.get('default/acme/backend')!;
   const env = { DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: SECRET, PORT: '0', LOG_LEVEL: 'info' };

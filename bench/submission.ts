@@ -10,13 +10,9 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nodemailer from 'nodemailer';
-import { readConfig } from '../lib/config.js';
 import { openDatabase } from '../lib/db/index.js';
-import { applyResources } from '../lib/reconcile/apply.js';
-import { createRenderer } from '../lib/render/sandbox.js';
-import { readManifests } from '../lib/resources.js';
 import { createTestDatabase } from '../test/helpers/postgres.js';
-import { memoryKeyStore } from '../test/helpers/platform.js';
+import { applyExamples } from '../test/helpers/platform.js';
 import { startChild, stopChild } from './child.js';
 
 const CONNECTIONS = 10;
@@ -74,14 +70,7 @@ export async function benchSubmission(secret: string, seconds: number): Promise<
   const dir = await mkdtemp(join(tmpdir(), 'mailplane-bench-tls-'));
   try {
     const database = openDatabase(testDb.url);
-    const config = readConfig({ DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: secret });
-    const keys = new Map<string, string>();
-    const renderer = createRenderer({ timeoutMs: 250, memoryMb: 32 });
-    await applyResources(
-      { db: database.db, keys: memoryKeyStore(keys), secretKey: config.secretKey, renderer },
-      readManifests('examples', 'default'),
-    );
-    renderer.dispose();
+    const keys = await applyExamples(database.db, secret);
     await database.close();
     const key = keys.get('default/acme/backend')!;
 

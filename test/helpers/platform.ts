@@ -42,6 +42,29 @@ export function memoryKeyStore(keys: Map<string, string>): KeyStore {
   };
 }
 
+/**
+ * Applies examples/ (the acme tenant, its domain and templates) to `db`, as `mailplane apply` would,
+ * and returns the API keys it issued by `namespace/tenant/key`: for tests and benchmarks that run
+ * the real processes against a database of their own.
+ *
+ *   const keys = await applyExamples(database.db, secret);
+ *   const key = keys.get('default/acme/backend')!;
+ */
+export async function applyExamples(db: DatabaseHandle['db'], secret: string): Promise<Map<string, string>> {
+  const config = readConfig({ DATABASE_URL: 'postgres://unused', MAILPLANE_SECRET_KEY: secret });
+  const keys = new Map<string, string>();
+  const renderer = createRenderer({ timeoutMs: 250, memoryMb: 32 });
+  try {
+    await applyResources(
+      { db, keys: memoryKeyStore(keys), secretKey: config.secretKey, renderer },
+      readManifests('examples', 'default'),
+    );
+  } finally {
+    renderer.dispose();
+  }
+  return keys;
+}
+
 export function tenant(
   name: string,
   apiKeys: { name: string; scopes: Scope[] }[],
