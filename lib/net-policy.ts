@@ -38,6 +38,8 @@ for (const [net, prefix] of [
   ['ff00::', 8],
   ['2001:db8::', 32],
   ['100::', 64],
+  // Teredo: tunnels to an IPv4 address hidden (XOR-ed) in the address; no receiver needs it.
+  ['2001::', 32],
 ] as const) {
   PRIVATE.addSubnet(net, prefix, 'ipv6');
 }
@@ -49,14 +51,29 @@ export function isPublicAddress(address: string): boolean {
   if (family === 4) return !PRIVATE.check(address, 'ipv4');
   const canonical = canonicalIpv6(address);
   if (canonical === undefined) return false;
-  // A NAT64 address (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
-  const nat64 = /^64:ff9b::(?:([0-9a-f]{1,4}):)?([0-9a-f]{1,4})$/.exec(canonical);
-  if (nat64) {
-    const n = parseInt(nat64[1] ?? '0', 16) * 0x10000 + parseInt(nat64[2]!, 16);
-    return isPublicAddress([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff].join('.'));
+  const groups = groupsOf(canonical);
+  // A NAT64 address (64:ff9b::/96) reaches the IPv4 address in its last 32 bits, a 6to4 address
+  // (2002::/16) the one in its bits 16 to 48.
+  if (groups[0] === 0x64 && groups[1] === 0xff9b && groups.slice(2, 6).every((g) => g === 0)) {
+    return isPublicIpv4(groups[6]!, groups[7]!);
   }
+  if (groups[0] === 0x2002) return isPublicIpv4(groups[1]!, groups[2]!);
   // BlockList matches an IPv4-mapped address (::ffff:a.b.c.d, dotted or not) against the IPv4 subnets.
   return !PRIVATE.check(canonical, 'ipv6');
+}
+
+function isPublicIpv4(high: number, low: number): boolean {
+  return isPublicAddress([high >>> 8, high & 0xff, low >>> 8, low & 0xff].join('.'));
+}
+
+/** The eight 16-bit groups of an address in canonical form (no dotted tail). */
+function groupsOf(canonical: string): number[] {
+  const [head, tail] = canonical.split('::') as [string, string | undefined];
+  const parse = (part: string | undefined) => (part ? part.split(':').map((g) => parseInt(g, 16)) : []);
+  const [left, right] = [parse(head), parse(tail)];
+  return tail === undefined
+    ? left
+    : [...left, ...Array<number>(8 - left.length - right.length).fill(0), ...right];
 }
 
 /**

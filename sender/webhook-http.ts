@@ -81,8 +81,10 @@ export function postWebhook(
         method: 'POST',
         headers,
         body,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
+        // The timer above alone bounds the attempt: undici's own timers tick coarsely and could
+        // end it early, after the status but before the answer is complete.
+        headersTimeout: 0,
+        bodyTimeout: 0,
       },
       handler,
     );
@@ -120,7 +122,8 @@ function excerptHandler(
       if (aborted) started.abort(aborted);
     },
     onResponseStart(_controller, statusCode) {
-      status = statusCode;
+      // 1xx (103 Early Hints, 102 Processing) come before the answer; they are not one.
+      if (statusCode >= 200) status = statusCode;
     },
     onResponseData(_controller, chunk) {
       if (kept >= EXCERPT_BYTES) return;
@@ -157,7 +160,19 @@ function webhookErrorOf(err: unknown, timeoutMs: number): WebhookError {
     return timedOut(timeoutMs);
   }
   const code = cause.code ?? cause.cause?.code;
-  const message = cause.code === undefined && cause.cause ? cause.cause.message : cause.message;
+  // Every address of a name refused: Node's AggregateError says so only in its members.
+  const members =
+    err instanceof AggregateError
+      ? err.errors
+      : cause.cause instanceof AggregateError
+        ? cause.cause.errors
+        : [];
+  const message =
+    members.length > 0
+      ? (members as Error[]).map((e) => e.message).join('; ')
+      : cause.code === undefined && cause.cause
+        ? cause.cause.message
+        : cause.message;
   return new WebhookError(code === 'EBLOCKED' ? 'EBLOCKED' : 'ENETWORK', message);
 }
 

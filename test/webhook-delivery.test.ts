@@ -5,7 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { Resend } from 'resend';
@@ -253,10 +253,22 @@ describe('where webhooks may go', () => {
       'fe80::1',
       '::ffff:127.0.0.1',
       '0.0.0.0',
+      // 6to4 and NAT64 addresses that reach 127.0.0.1 and 10.0.0.1, and Teredo.
+      '2002:7f00:1::',
+      '2002:a00:1::1',
+      '64:ff9b::7f00:1',
+      '64:ff9b::10.0.0.1',
+      '2001::1',
     ]) {
       assert.equal(isPublicAddress(address), false, address);
     }
-    for (const address of ['93.184.215.14', '2606:2800:21f:cb07:6820:80da:af6b:8b2c', '8.8.8.8']) {
+    for (const address of [
+      '93.184.215.14',
+      '2606:2800:21f:cb07:6820:80da:af6b:8b2c',
+      '8.8.8.8',
+      '2002:5db8:d70e::1',
+      '64:ff9b::808:808',
+    ]) {
       assert.equal(isPublicAddress(address), true, address);
     }
   });
@@ -329,6 +341,39 @@ describe('a receiver that is slow, long-winded or redirects', () => {
         assert.ok(Date.now() - started < 3_000);
       },
     );
+  });
+
+  test('a 200 whose body then stops is a timeout, not a delivery', async () => {
+    await withServer(
+      (_req, res) => {
+        res.writeHead(200, { 'content-length': '100' });
+        res.write('partial');
+      },
+      async (url) => {
+        for (let i = 0; i < 5; i++) {
+          await assert.rejects(postWebhook(url, {}, '{}', { allowPrivate: true, timeoutMs: 700 }), {
+            code: 'ETIMEOUT',
+          });
+        }
+      },
+    );
+  });
+
+  test('a 1xx is not the answer: 103 Early Hints and then a closed connection is a network error', async () => {
+    const server = createNetServer((socket) => {
+      socket.once('data', () =>
+        socket.end('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      await assert.rejects(postWebhook(`http://127.0.0.1:${port}/hook`, {}, '{}', { allowPrivate: true }), {
+        code: 'ENETWORK',
+      });
+    } finally {
+      server.close();
+    }
   });
 
   test('a long answer is kept to its first 1 KB; a redirect is an answer, not followed', async () => {
