@@ -45,12 +45,17 @@ export interface WebhookDispatcher {
  * a 2xx answer to record, which goes with the next claim (at the latest one poll later). A
  * dispatcher killed before that leaves the delivery pending, sent again once its lease ends.
  *
- *   const dispatcher = startWebhookDispatcher({ db, pool, concurrency: 8, log, deliver });
+ *   const dispatcher = startWebhookDispatcher({ db, pool, holder, concurrency: 32, log, deliver });
  */
 export function startWebhookDispatcher(options: {
   db: Db;
   /** For the claim, a named statement. */
   pool: Queryable;
+  /**
+   * Whose leases: the worker id of this sender's send pool. When peers find its heartbeat stale,
+   * they end its leases (releaseLeasesOf) instead of waiting for them to run out.
+   */
+  holder: string;
   concurrency: number;
   log: Logger;
   deliver: (delivery: DeliveryToSend) => Promise<DeliveredAttempt | undefined>;
@@ -101,6 +106,7 @@ export function startWebhookDispatcher(options: {
       const due = await claimDueDeliveries(options.pool, {
         limit,
         leaseSeconds: LEASE_SECONDS,
+        holder: options.holder,
         delivered: settling,
       });
       lastPollAt = Date.now();
@@ -172,6 +178,7 @@ export function startWebhookDispatcher(options: {
         await claimDueDeliveries(options.pool, {
           limit: 0,
           leaseSeconds: LEASE_SECONDS,
+          holder: options.holder,
           delivered: settling,
         }).catch((err: unknown) =>
           log.warn('could not record webhooks delivered; they are sent again when their lease ends', {

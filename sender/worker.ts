@@ -19,6 +19,7 @@ import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db/index.js';
 import { purgeIdempotencyKeys } from '../lib/db/idempotency.js';
 import { requeueStrandedBroadcasts } from '../lib/db/broadcasts.js';
+import { releaseLeasesOf } from '../lib/db/webhooks.js';
 import { PURGE_IDEMPOTENCY_KEYS, REQUEUE_BROADCASTS, SEND_BROADCAST, SEND_MESSAGE } from '../lib/jobs.js';
 import type { Logger } from '../lib/log.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -89,6 +90,8 @@ const WATCHDOG_INTERVAL_MS = 1_000;
 
 /** One graphile-worker runner with its heartbeat and watchdog: see startSender. */
 interface SupervisedRunner {
+  /** Its pool's id: the `locked_by` of its jobs, and what its heartbeat beats for. */
+  workerId: string;
   done: Promise<void>;
   readiness(): string | undefined;
   stop(): Promise<void>;
@@ -164,7 +167,20 @@ async function startRunner(
       workerId,
       log,
       onLost: (reason) => fatal!(reason),
-      onRecovered: (_workers, jobs) => deps.metrics.recoveredJobs.inc(jobs),
+      onRecovered: (workers, jobs) => {
+        deps.metrics.recoveredJobs.inc(jobs);
+        // Their webhooks too: a dead sender's dispatcher held leases in its send pool's name.
+        releaseLeasesOf(deps.pool, workers).then(
+          (released) => {
+            if (released > 0)
+              log.warn('took over the webhooks of senders that stopped beating', { released });
+          },
+          (err: unknown) =>
+            log.warn('could not end the webhook leases of dead senders; they end on their own', {
+              err: err as Error,
+            }),
+        );
+      },
       intervalMs: deps.timing?.beatIntervalMs,
       staleAfterMs: deps.timing?.staleAfterMs,
     });
@@ -207,6 +223,7 @@ async function startRunner(
   log.debug('job runner started', { workerId, concurrency: spec.concurrency });
 
   return {
+    workerId,
     done,
     readiness() {
       const stalled = stalledFor();
@@ -306,6 +323,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
   const dispatcher = startWebhookDispatcher({
     db: deps.db,
     pool: deps.pool,
+    holder: runners[0]!.workerId,
     concurrency: config.webhookConcurrency,
     log: log.child({ component: 'webhooks' }),
     deliver: createWebhookDeliverer({

@@ -25,6 +25,7 @@ import * as broadcasts from './migrations/2026-12-02T07-00-broadcasts.js';
 import * as contacts from './migrations/2026-12-02T06-00-contacts.js';
 import * as recentClicks from './migrations/2026-12-02T09-00-recent-clicks.js';
 import * as webhookOutbox from './migrations/2026-12-02T08-00-webhook-outbox.js';
+import * as webhookLeaseHolder from './migrations/2026-12-03T07-00-webhook-lease-holder.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -47,6 +48,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-02T06-00-contacts': contacts,
   '2026-12-02T09-00-recent-clicks': recentClicks,
   '2026-12-02T08-00-webhook-outbox': webhookOutbox,
+  '2026-12-03T07-00-webhook-lease-holder': webhookLeaseHolder,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

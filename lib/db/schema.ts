@@ -316,6 +316,8 @@ export interface WebhookDeliveryTable {
   next_attempt_at: Timestamp | null;
   /** While a dispatcher holds it; past this, another may take it. */
   locked_until: Timestamp | null;
+  /** The send pool of the sender whose dispatcher holds it (its heartbeat's worker id). */
+  locked_by: string | null;
   response_status: number | null;
   response_excerpt: string | null;
   error: string | null;

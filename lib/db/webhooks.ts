@@ -29,11 +29,17 @@ export const DISABLE_AFTER_FAILING_DAYS = 5;
  * statement (planned once per connection) and one commit do both, for a whole batch. Each
  * delivery taken comes with what its attempt needs (as loadDelivery reads it).
  *
- *   const due = await claimDueDeliveries(pool, { limit: 16, leaseSeconds: 60, delivered: [] });
+ *   const due = await claimDueDeliveries(pool, { limit: 16, leaseSeconds: 60, holder, delivered: [] });
  */
 export async function claimDueDeliveries(
   pool: Queryable,
-  options: { limit: number; leaseSeconds: number; delivered: readonly DeliveredAttempt[] },
+  options: {
+    limit: number;
+    leaseSeconds: number;
+    /** Whose lease: the sender's send pool, whose heartbeat says whether it is alive. */
+    holder: string;
+    delivered: readonly DeliveredAttempt[];
+  },
 ): Promise<DeliveryToSend[]> {
   const column = <T>(pick: (a: DeliveredAttempt) => T) => options.delivered.map(pick);
   const { rows } = await pool.query<DueDeliveryRow>({
@@ -53,7 +59,7 @@ export async function claimDueDeliveries(
       update webhook_endpoints w set failing_since = null
       where w.id in (select endpoint_id from settled) and w.failing_since is not null
     ), d as (
-      update webhook_deliveries d set locked_until = now() + make_interval(secs => $2)
+      update webhook_deliveries d set locked_until = now() + make_interval(secs => $2), locked_by = $8
       where d.id in (
         select id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= now() and (locked_until is null or locked_until < now())
@@ -73,9 +79,24 @@ export async function claimDueDeliveries(
       column((a) => a.result.excerpt ?? null),
       column((a) => a.result.latencyMs ?? null),
       column((a) => a.result.sentAt),
+      options.holder,
     ],
   });
   return rows.map(deliveryOf);
+}
+
+/**
+ * Ends the leases of senders their peers found dead (sender/heartbeat.ts), so that the deliveries
+ * they held are due again now rather than when each lease runs out. A lease is taken on a due
+ * delivery, so the due index finds them. Resolves with how many.
+ */
+export async function releaseLeasesOf(pool: Queryable, holders: readonly string[]): Promise<number> {
+  const { rowCount } = await pool.query(
+    `update webhook_deliveries set locked_until = null, locked_by = null
+     where status = 'pending' and next_attempt_at <= now() and locked_until > now() and locked_by = any($1)`,
+    [holders],
+  );
+  return rowCount ?? 0;
 }
 
 /** Gives deliveries taken but not attempted back at once (a dispatcher closing), not at lease end. */
