@@ -13,6 +13,16 @@ export interface Metrics {
   sendLatency: Histogram<never>;
   /** Jobs a sender took over from senders that stopped beating (sender/heartbeat.ts). */
   recoveredJobs: Counter<never>;
+  /**
+   * Webhook attempts by outcome: `delivered` (2xx), `refused` (another status), `gone` (410, the
+   * endpoint disabled), `timeout`, `network`, `blocked` (a private address, a URL not allowed), `abandoned` (the
+   * endpoint disabled before the attempt).
+   */
+  webhookAttempts: Counter<'outcome'>;
+  /** Seconds from a webhook's request to its receiver's answer, for attempts that got one. */
+  webhookLatency: Histogram<never>;
+  /** Webhook deliveries whose lease was ended because the sender holding them stopped beating. */
+  recoveredWebhooks: Counter<never>;
   /** Seconds the api spends answering, by route template (`/v1/emails/:id`, or `unmatched`) and status. */
   httpDuration: Histogram<'route' | 'status'>;
   /**
@@ -71,6 +81,23 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     recoveredJobs: new Counter({
       name: 'mailplane_sender_recovered_jobs_total',
       help: 'Jobs taken over from sender processes that stopped beating (crashed or cut off).',
+      registers: [registry],
+    }),
+    webhookAttempts: new Counter({
+      name: 'mailplane_webhook_attempts_total',
+      help: 'Webhook attempts by outcome: delivered, refused, gone (410), timeout, network, blocked (a private address or a URL not allowed), abandoned (endpoint disabled).',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    webhookLatency: new Histogram({
+      name: 'mailplane_webhook_latency_seconds',
+      help: 'Seconds from a webhook request to the answer of its receiver.',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    recoveredWebhooks: new Counter({
+      name: 'mailplane_webhook_recovered_leases_total',
+      help: 'Webhook deliveries taken over from sender processes that stopped beating.',
       registers: [registry],
     }),
     httpDuration: new Histogram({

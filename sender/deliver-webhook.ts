@@ -15,16 +15,26 @@ import {
   type DeliveryToSend,
 } from '../lib/db/webhooks.js';
 import type { Logger } from '../lib/log.js';
+import type { Metrics } from '../lib/metrics.js';
 import { signWebhook, webhookPayload, webhookSigningKey } from '../lib/webhooks.js';
-import { postWebhook, WebhookError } from './webhook-http.js';
+import { postWebhook, WebhookError, type WebhookErrorCode } from './webhook-http.js';
 
 export interface DeliverWebhookDeps {
   db: Db;
   secretKey: Buffer;
   log: Logger;
+  metrics: Pick<Metrics, 'webhookAttempts' | 'webhookLatency'>;
   /** MAILPLANE_WEBHOOKS_ALLOW_PRIVATE: plain http and private addresses (tests, `make dev`). */
   allowPrivate: boolean;
 }
+
+/** The attempts counter's outcome for an attempt that got no answer. */
+const OUTCOME_OF: Record<WebhookErrorCode, string> = {
+  ETIMEOUT: 'timeout',
+  ENETWORK: 'network',
+  EBLOCKED: 'blocked',
+  EURL: 'blocked',
+};
 
 /** Bounded excerpt of a receiver's answer kept in the log of deliveries. */
 const ERROR_CHARS = 500;
@@ -38,11 +48,13 @@ const SECRET_CACHE_ENTRIES = 1_000;
  * its next claim, one statement for a whole batch (claimDueDeliveries). Every other outcome is
  * written before it resolves.
  *
- *   const deliver = createWebhookDeliverer({ db, secretKey, log, allowPrivate });
+ *   const deliver = createWebhookDeliverer({ db, secretKey, log, metrics, allowPrivate });
  *   const delivered = await deliver(delivery);   // one claimDueDeliveries returned
  */
 export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const { db } = deps;
+  const attempts = deps.metrics.webhookAttempts;
+  const latency = deps.metrics.webhookLatency;
   const keys = new Map<string, KeyObject>();
   const keyOf = (envelope: string): KeyObject => {
     let key = keys.get(envelope);
@@ -59,6 +71,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     if (delivery.status !== 'pending') return;
     if (!delivery.enabled) {
       await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
+      attempts.inc({ outcome: 'abandoned' });
       return;
     }
 
@@ -93,7 +106,9 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     try {
       const res = await postWebhook(delivery.url, headers, body, { allowPrivate: deps.allowPrivate });
       const result = { sentAt, status: res.status, excerpt: res.excerpt, latencyMs: res.latencyMs };
+      latency.observe(res.latencyMs / 1000);
       if (res.status >= 200 && res.status < 300) {
+        attempts.inc({ outcome: 'delivered' });
         deps.log.debug('webhook delivered', {
           deliveryId: delivery.id,
           status: res.status,
@@ -103,10 +118,12 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
       }
       // 410 Gone: the receiver says the endpoint is no more (Standard Webhooks).
       const disable = res.status === 410 ? 'the endpoint answered 410 Gone' : undefined;
+      attempts.inc({ outcome: disable ? 'gone' : 'refused' });
       const next = await deliveryFailed(db, delivery.id, result, { disable });
       log().info('webhook refused', { status: res.status, next });
     } catch (err) {
       if (!(err instanceof WebhookError)) throw err;
+      attempts.inc({ outcome: OUTCOME_OF[err.code] });
       const next = await deliveryFailed(db, delivery.id, {
         sentAt,
         error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS),

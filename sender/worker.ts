@@ -172,6 +172,7 @@ async function startRunner(
         // Their webhooks too: a dead sender's dispatcher held leases in its send pool's name.
         releaseLeasesOf(deps.pool, workers).then(
           (released) => {
+            deps.metrics.recoveredWebhooks.inc(released);
             if (released > 0)
               log.warn('took over the webhooks of senders that stopped beating', { released });
           },
@@ -329,6 +330,7 @@ export async function startSender(deps: SenderDeps): Promise<Sender> {
     deliver: createWebhookDeliverer({
       db: deps.db,
       secretKey: config.secretKey,
+      metrics: deps.metrics,
       log: log.child({ component: 'webhooks' }),
       allowPrivate: config.webhooksAllowPrivate,
     }),

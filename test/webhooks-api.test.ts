@@ -31,6 +31,8 @@ const GLOBEX_FROM = 'Globex <hello@globex.example>';
 
 let inbox: Inbox;
 let platform: TestPlatform;
+/** The sender's: what its /metrics would show. */
+const senderMetrics = createMetrics();
 let sender: Sender;
 /** An api on the same database with MAILPLANE_WEBHOOKS_ALLOW_PRIVATE unset. */
 let strict: RunningApi;
@@ -107,7 +109,7 @@ before(async () => {
   keys.globex = platform.keys.get('default/globex/backend')!;
   keys.globexRead = platform.keys.get('default/globex/dashboards')!;
   keys.globexSend = platform.keys.get('default/globex/jobs')!;
-  sender = await startTestSender(platform);
+  sender = await startTestSender(platform, senderMetrics);
   strict = await startApi({
     database: platform.database,
     config: { ...platform.config, webhooksAllowPrivate: false },
@@ -329,7 +331,12 @@ describe('events reach an endpoint registered through the API', () => {
     }
   });
 
-  test('the log shows each attempt: a 500 with the answer and the next attempt, then the retry that succeeded; pages by cursor', async () => {
+  test('the log shows each attempt: a 500 with the answer and the next attempt, then the retry that succeeded; pages by cursor; /metrics counts them', async () => {
+    const counted = async () =>
+      Object.fromEntries(
+        (await senderMetrics.webhookAttempts.get()).values.map((v) => [v.labels.outcome, v.value]),
+      ) as Record<string, number | undefined>;
+    const before = await counted();
     let answer = 500;
     let secret = '';
     const receiver = await startWebhookReceiver(
@@ -381,6 +388,12 @@ describe('events reach an endpoint registered through the API', () => {
         back.body.data.map((d: { id: string }) => d.id),
         [newer!.id],
       );
+      // Two refused, then two delivered; each answer's latency observed.
+      const after = await counted();
+      assert.equal((after.refused ?? 0) - (before.refused ?? 0), 2);
+      assert.equal((after.delivered ?? 0) - (before.delivered ?? 0), 2);
+      const exposed = await senderMetrics.registry.metrics();
+      assert.match(exposed, /^mailplane_webhook_latency_seconds_count \d+$/m);
     } finally {
       await removeAll();
       await receiver.close();

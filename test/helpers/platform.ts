@@ -139,18 +139,22 @@ export async function startTestPlatform(
 
 /**
  * A sender on the platform's database and configuration, quiet: what tests that watch mail go out
- * (webhooks, statistics) start beside the api.
+ * (webhooks, statistics) start beside the api. Its metrics are `metrics`, a registry of its own
+ * unless given.
  *
  *   const sender = await startTestSender(platform);
  *   after(() => sender.stop());
  */
-export async function startTestSender(platform: TestPlatform): Promise<Sender> {
+export async function startTestSender(
+  platform: TestPlatform,
+  metrics: Metrics = createMetrics(),
+): Promise<Sender> {
   return startSender({
     pool: platform.database.pool,
     db: platform.database.db,
     config: platform.config,
     log: silentLogger,
-    metrics: createMetrics(),
+    metrics,
     renderer: platform.renderer,
   });
 }
