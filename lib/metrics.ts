@@ -15,8 +15,9 @@ export interface Metrics {
   recoveredJobs: Counter<never>;
   /**
    * Webhook attempts by outcome: `delivered` (2xx), `refused` (another status), `gone` (410, the
-   * endpoint disabled), `timeout`, `network`, `blocked` (a private address, a URL not allowed), `abandoned` (the
-   * endpoint disabled before the attempt).
+   * endpoint disabled), `timeout`, `network`, `blocked` (a private address, a URL not allowed),
+   * `paused` (not sent: the endpoint timed out lately), `abandoned` (the endpoint disabled before
+   * the attempt).
    */
   webhookAttempts: Counter<'outcome'>;
   /** Seconds from a webhook's request to its receiver's answer, for attempts that got one. */
@@ -85,7 +86,7 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     }),
     webhookAttempts: new Counter({
       name: 'mailplane_webhook_attempts_total',
-      help: 'Webhook attempts by outcome: delivered, refused, gone (410), timeout, network, blocked (a private address or a URL not allowed), abandoned (endpoint disabled).',
+      help: 'Webhook attempts by outcome: delivered, refused, gone (410), timeout, network, blocked (a private address or a URL not allowed), paused (not sent: the endpoint timed out lately), abandoned (endpoint disabled).',
       labelNames: ['outcome'],
       registers: [registry],
     }),

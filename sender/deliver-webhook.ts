@@ -1,14 +1,16 @@
 // One attempt of one event to one endpoint, as the webhook dispatcher (webhook-dispatcher.ts) runs
 // it in slots of its own, so a slow or dead endpoint holds webhook slots, never send slots.
 //
-//   load → endpoint disabled? abandoned | sign → POST →
-//   2xx delivered (the dispatcher records it with its next claim) | 410 Gone: endpoint disabled |
+//   load → endpoint disabled? abandoned | endpoint paused? not sent, retried on the schedule |
+//   sign → POST → 2xx delivered (the dispatcher records it with its next claim) |
+//   410 Gone: endpoint disabled | a timeout: the endpoint paused, retried on the schedule |
 //   anything else: retried on the schedule, then failed
 
 import type { KeyObject } from 'node:crypto';
 import { decrypt } from '../lib/crypto.js';
 import type { Db } from '../lib/db/index.js';
 import {
+  PAUSE_SECONDS,
   deliveryAbandoned,
   deliveryFailed,
   type DeliveredAttempt,
@@ -36,6 +38,16 @@ const OUTCOME_OF: Record<WebhookErrorCode, string> = {
   EURL: 'blocked',
 };
 
+/** Endpoints whose pause this sender remembers itself (beyond, the endpoint's row still tells). */
+const PAUSED_ENDPOINT_ENTRIES = 1_000;
+
+/** The later of two times, either of which may be missing. */
+function later(a: Date | null | undefined, b: Date | undefined): Date | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return a > b ? a : b;
+}
+
 /** Bounded excerpt of a receiver's answer kept in the log of deliveries. */
 const ERROR_CHARS = 500;
 
@@ -56,6 +68,16 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
   const attempts = deps.metrics.webhookAttempts;
   const latency = deps.metrics.webhookLatency;
   const keys = new Map<string, KeyObject>();
+  // Endpoints this sender saw time out, until when: the shortest pause, as deliveryFailed sets it.
+  const pauses = new Map<string, Date>();
+  const pauseLocally = (endpointId: string) => {
+    if (pauses.size >= PAUSED_ENDPOINT_ENTRIES) {
+      const now = Date.now();
+      for (const [id, until] of pauses) if (until.getTime() <= now) pauses.delete(id);
+      if (pauses.size >= PAUSED_ENDPOINT_ENTRIES) pauses.delete(pauses.keys().next().value!);
+    }
+    pauses.set(endpointId, new Date(Date.now() + PAUSE_SECONDS[0] * 1000));
+  };
   const keyOf = (envelope: string): KeyObject => {
     let key = keys.get(envelope);
     if (key === undefined) {
@@ -72,6 +94,18 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     if (!delivery.enabled) {
       await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
       attempts.inc({ outcome: 'abandoned' });
+      return;
+    }
+    // Paused after a timeout, here or in another sender (as the claim read it): not sent, and due
+    // again on its schedule, rather than holding a slot for another timeout.
+    const pausedUntil = later(delivery.pausedUntil, pauses.get(delivery.endpointId));
+    if (pausedUntil !== undefined && pausedUntil.getTime() > Date.now()) {
+      attempts.inc({ outcome: 'paused' });
+      const next = await deliveryFailed(db, delivery.id, {
+        sentAt: new Date(),
+        error: `EPAUSED: not sent: the endpoint did not answer in time lately; paused until ${pausedUntil.toISOString()}`,
+      });
+      deps.log.debug('webhook not sent: the endpoint is paused', { deliveryId: delivery.id, next });
       return;
     }
 
@@ -124,10 +158,15 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     } catch (err) {
       if (!(err instanceof WebhookError)) throw err;
       attempts.inc({ outcome: OUTCOME_OF[err.code] });
-      const next = await deliveryFailed(db, delivery.id, {
-        sentAt,
-        error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS),
-      });
+      const pause = err.code === 'ETIMEOUT';
+      // At once for the attempts this sender already holds; the endpoint's row tells the others.
+      if (pause) pauseLocally(delivery.endpointId);
+      const next = await deliveryFailed(
+        db,
+        delivery.id,
+        { sentAt, error: `${err.code}: ${err.message}`.slice(0, ERROR_CHARS) },
+        { pause },
+      );
       log().info('webhook not delivered', { code: err.code, error: err.message, next });
     }
   };

@@ -298,6 +298,79 @@ describe('what a receiver answers', () => {
   });
 });
 
+describe('an endpoint that hangs', () => {
+  test('holds back no other endpoint: after its first timeout it is paused, and what falls due meanwhile is recorded as not sent and retried', async () => {
+    // Never answers: every attempt to it waits out the 10 s timeout.
+    const hanging = createServer(() => {});
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    const secret = newWebhookSecret();
+    const healthy = await startWebhookReceiver(() => [secret]);
+    const events = ['email.sent', 'email.delivered'];
+    const stuck = await addEndpoint(
+      `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/hook`,
+      secret,
+      events,
+    );
+    const fine = await addEndpoint(healthy.url, secret, events);
+    try {
+      // Enough that, one slot per attempt for 10 s, the hanging endpoint's alone would take the
+      // sender's 32 slots for a minute: 200 attempts.
+      const started = Date.now();
+      const res = await fetch(`${platform.url}/v1/emails/batch`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(
+          Array.from({ length: 100 }, (_, i) => ({
+            from: 'Acme <hello@example.com>',
+            to: `hang-${i}@example.org`,
+            subject: 'Hi',
+            text: 'hello',
+          })),
+        ),
+      });
+      assert.ok(res.ok, `${res.status} ${await res.text()}`);
+      await eventually(
+        'every event at the endpoint that answers',
+        async () => healthy.received.length >= 200,
+        45_000,
+      );
+      const took = Date.now() - started;
+      assert.ok(took < 30_000, `the endpoint that answers had every event after ${took} ms`);
+
+      const rows = await platform.database.db
+        .selectFrom('webhook_deliveries')
+        .select(['status', 'error', 'next_attempt_at'])
+        .where('endpoint_id', '=', stuck)
+        .execute();
+      assert.equal(rows.length, 200, 'none lost');
+      const errors = rows.map((r) => r.error ?? '');
+      assert.ok(
+        errors.some((e) => e.startsWith('ETIMEOUT')),
+        'some attempts timed out',
+      );
+      assert.ok(
+        errors.some((e) => e.startsWith('EPAUSED: not sent')),
+        'the rest were not sent',
+      );
+      assert.ok(
+        rows.every((r) => r.status === 'delivered' || (r.status === 'pending' && r.next_attempt_at)),
+        'each is delivered or has its retry',
+      );
+      const endpoint = await platform.database.db
+        .selectFrom('webhook_endpoints')
+        .select(['paused_until', 'enabled'])
+        .where('id', '=', stuck)
+        .executeTakeFirstOrThrow();
+      assert.equal(endpoint.enabled, true, 'paused, not disabled');
+    } finally {
+      await platform.database.db.deleteFrom('webhook_endpoints').where('id', 'in', [stuck, fine]).execute();
+      hanging.closeAllConnections();
+      hanging.close();
+      await healthy.close();
+    }
+  });
+});
+
 describe('a receiver that is slow, long-winded or redirects', () => {
   const withServer = async (
     handler: Parameters<typeof createServer>[1],

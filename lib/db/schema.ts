@@ -298,6 +298,8 @@ export interface WebhookEndpointTable {
   previous_secret_expires_at: Timestamp | null;
   source: ColumnType<'api' | 'tenant', 'api' | 'tenant' | undefined, 'api' | 'tenant'>;
   failing_since: Timestamp | null;
+  /** After a timeout: attempts due before this are recorded as not sent (lib/db/webhooks.ts). */
+  paused_until: Timestamp | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }

@@ -16,6 +16,11 @@ import { messageIdOf } from '../message-id.js';
  * schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), eight attempts over about 28 hours.
  */
 export const WEBHOOK_RETRY_SECONDS = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+/**
+ * How long an endpoint is paused after a timeout: as long as it has been failing, at least the
+ * first and at most the second of these.
+ */
+export const PAUSE_SECONDS = [5, 300] as const;
 /** An endpoint that has failed every attempt for this long is disabled, and told why. */
 export const DISABLE_AFTER_FAILING_DAYS = 5;
 
@@ -56,7 +61,7 @@ export async function claimDueDeliveries(
       from r where d.id = r.id and d.status = 'pending'
       returning d.endpoint_id
     ), healed as (
-      update webhook_endpoints w set failing_since = null
+      update webhook_endpoints w set failing_since = null, paused_until = null
       where w.id in (select endpoint_id from settled) and w.failing_since is not null
     ), d as (
       update webhook_deliveries d set locked_until = now() + make_interval(secs => $2), locked_by = $8
@@ -114,6 +119,7 @@ export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise
 const DELIVERY_SELECT = `
     select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
+           case when w.paused_until > now() then w.paused_until end as paused_until,
            d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
            e.id as email_id, e.from_address, e.content->'to' as to_addresses, e.content->'tags' as tags, e.subject,
            e.content->>'message_id' as submitted_message_id,
@@ -131,6 +137,7 @@ interface DueDeliveryRow {
   enabled: boolean;
   secret: string;
   previous_secret: string | null;
+  paused_until: Date | null;
   status: string;
   attempts: number;
   type: WebhookEventType;
@@ -153,6 +160,7 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
     url: row.url,
     enabled: row.enabled,
     secrets: [row.secret, ...(row.previous_secret ? [row.previous_secret] : [])],
+    pausedUntil: row.paused_until,
     status: row.status,
     attempts: row.attempts,
     type: row.type,
@@ -180,6 +188,8 @@ export interface DeliveryToSend {
   enabled: boolean;
   /** Encrypted envelopes; the previous one while a rotation is under way. */
   secrets: string[];
+  /** While the endpoint is paused after a timeout (deliveryFailed's `pause`); otherwise null. */
+  pausedUntil: Date | null;
   status: string;
   attempts: number;
   type: WebhookEventType;
@@ -229,7 +239,14 @@ export async function deliveryFailed(
   db: Db,
   id: string,
   result: AttemptResult,
-  options: { disable?: string } = {},
+  options: {
+    disable?: string;
+    /**
+     * The attempt timed out: pause the endpoint for as long as it has been failing, from 5 s to
+     * 5 min, so that what falls due meanwhile does not wait out the timeout, slot by slot.
+     */
+    pause?: boolean;
+  } = {},
 ): Promise<Date | null> {
   const { rows } = await sql<{ next_attempt_at: Date | null }>`
     with current as (
@@ -239,6 +256,10 @@ export async function deliveryFailed(
     ), endpoint as (
       update webhook_endpoints w
       set failing_since = coalesce(w.failing_since, now()), updated_at = now(),
+          paused_until = case when ${options.pause ?? false}::boolean
+            then now() + least(greatest(now() - coalesce(w.failing_since, now()), ${`${PAUSE_SECONDS[0]} seconds`}::interval),
+                               ${`${PAUSE_SECONDS[1]} seconds`}::interval)
+            else w.paused_until end,
           enabled = case when ${options.disable ?? null}::text is not null
                            or coalesce(w.failing_since, now()) < now() - make_interval(days => ${DISABLE_AFTER_FAILING_DAYS})
                          then false else w.enabled end,
