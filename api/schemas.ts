@@ -384,6 +384,12 @@ export const Webhook = z.object({
   previous_secret_expires_at: dateTime
     .nullable()
     .describe('Until when the secret before the last rotation signs too.'),
+  failing_since: dateTime
+    .nullable()
+    .describe('Since when every attempt has failed; null once one succeeds. Five days of it disable it.'),
+  paused_until: dateTime
+    .nullable()
+    .describe('After a timeout: until when deliveries falling due are recorded as not sent, and retried.'),
   created_at: dateTime,
   updated_at: dateTime,
 });

@@ -274,6 +274,9 @@ export function webhookView(row: EndpointRow): Webhook {
     source: row.source,
     name: row.name,
     previous_secret_expires_at: overlap && overlap.getTime() > Date.now() ? overlap.toISOString() : null,
+    failing_since: row.failing_since?.toISOString() ?? null,
+    paused_until:
+      row.paused_until && row.paused_until.getTime() > Date.now() ? row.paused_until.toISOString() : null,
     created_at: row.created_at.toISOString(),
     updated_at: row.updated_at.toISOString(),
   };

@@ -358,10 +358,20 @@ describe('an endpoint that hangs', () => {
       );
       const endpoint = await platform.database.db
         .selectFrom('webhook_endpoints')
-        .select(['paused_until', 'enabled'])
+        .select(['enabled'])
         .where('id', '=', stuck)
         .executeTakeFirstOrThrow();
       assert.equal(endpoint.enabled, true, 'paused, not disabled');
+      // And the API says so.
+      const shown = (await (
+        await fetch(`${platform.url}/v1/webhooks/${stuck}`, { headers: { authorization: `Bearer ${key}` } })
+      ).json()) as { status: string; failing_since: string | null; paused_until: string | null };
+      assert.equal(shown.status, 'enabled');
+      assert.ok(shown.failing_since && Date.parse(shown.failing_since) <= Date.now(), 'failing since');
+      assert.ok(
+        shown.paused_until === null || Date.parse(shown.paused_until) > Date.parse(shown.failing_since),
+        'paused after it began to fail',
+      );
     } finally {
       await platform.database.db.deleteFrom('webhook_endpoints').where('id', 'in', [stuck, fine]).execute();
       hanging.closeAllConnections();

@@ -331,6 +331,8 @@ const ENDPOINT_COLUMNS = [
   'disabled_reason',
   'source',
   'previous_secret_expires_at',
+  'failing_since',
+  'paused_until',
   'created_at',
   'updated_at',
 ] as const;
