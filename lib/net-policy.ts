@@ -58,6 +58,10 @@ export function isPublicAddress(address: string): boolean {
     return isPublicIpv4(groups[6]!, groups[7]!);
   }
   if (groups[0] === 0x2002) return isPublicIpv4(groups[1]!, groups[2]!);
+  // IPv4-translated (::ffff:0:a.b.c.d, RFC 2765): the IPv4 address in its last 32 bits too.
+  if (groups.slice(0, 4).every((g) => g === 0) && groups[4] === 0xffff && groups[5] === 0) {
+    return isPublicIpv4(groups[6]!, groups[7]!);
+  }
   // BlockList matches an IPv4-mapped address (::ffff:a.b.c.d, dotted or not) against the IPv4 subnets.
   return !PRIVATE.check(canonical, 'ipv6');
 }

@@ -259,6 +259,8 @@ describe('where webhooks may go', () => {
       '64:ff9b::7f00:1',
       '64:ff9b::10.0.0.1',
       '2001::1',
+      '::ffff:0:127.0.0.1',
+      '::ffff:0:a00:1',
     ]) {
       assert.equal(isPublicAddress(address), false, address);
     }

@@ -163,8 +163,17 @@ test('a sender killed mid-run: every event reaches the endpoint, and a repeat ha
     );
     // Two events a message (email.sent, email.delivered), each posted to the one endpoint.
     assert.equal(deliveries.length, 2 * EMAILS);
-    const missing = deliveries.filter((d) => !arrivals.has(`msg_${d.id}`));
-    assert.deepEqual(missing, [], 'every event reached the endpoint');
+    assert.ok(held > 0, 'the sender was killed holding attempts');
+    // Every event arrived, under its delivery's webhook-id and no other: a repeat has the same id.
+    assert.deepEqual(
+      [...arrivals.keys()].sort(),
+      deliveries.map((d) => `msg_${d.id}`).sort(),
+      'every event reached the endpoint, each under one webhook-id',
+    );
+    // The live sender ended the dead one's leases: it did not wait for them to run out.
+    const metrics = await (await fetch(`${second.url}/metrics`)).text();
+    const recovered = Number(/^mailplane_webhook_recovered_leases_total (\d+)/m.exec(metrics)?.[1]);
+    assert.equal(recovered, held, 'the leases taken over');
     assert.equal(unverified, 0, 'every webhook verified with the endpoint’s secret');
     const repeated = [...arrivals.values()].filter((n) => n > 1).length;
     // A repeat is an attempt the dead sender had made but not recorded: at most what it held.

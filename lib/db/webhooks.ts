@@ -56,7 +56,7 @@ export async function claimDueDeliveries(
     ), settled as (
       update webhook_deliveries d
       set status = 'delivered', attempts = d.attempts + 1, delivered_at = now(), next_attempt_at = null,
-          locked_until = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
+          locked_until = null, locked_by = null, response_status = r.response_status, response_excerpt = r.response_excerpt,
           error = null, latency_ms = r.latency_ms, last_attempt_at = r.sent_at
       from r where d.id = r.id and d.status = 'pending'
       returning d.endpoint_id
@@ -109,7 +109,7 @@ export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise
   if (ids.length === 0) return;
   await db
     .updateTable('webhook_deliveries')
-    .set({ locked_until: null })
+    .set({ locked_until: null, locked_by: null })
     .where('id', 'in', [...ids])
     .where('status', '=', 'pending')
     .execute();
@@ -282,7 +282,7 @@ export async function deliveryFailed(
           status = case when c.delay is null or not e.enabled then 'failed' else 'pending' end,
           next_attempt_at = case when c.delay is null or not e.enabled then null
                                  else now() + make_interval(secs => c.delay) end,
-          locked_until = null,
+          locked_until = null, locked_by = null,
           response_status = ${result.status ?? null}, response_excerpt = ${result.excerpt ?? null},
           error = ${result.error ?? null}, latency_ms = ${result.latencyMs ?? null},
           last_attempt_at = ${result.sentAt}
@@ -297,7 +297,7 @@ export async function deliveryFailed(
 /** An endpoint disabled (or deleted) before this attempt: the delivery ends unsent. */
 export async function deliveryAbandoned(db: Db, id: string, reason: string): Promise<void> {
   await sql`
-    update webhook_deliveries set status = 'failed', error = ${reason}, next_attempt_at = null, locked_until = null
+    update webhook_deliveries set status = 'failed', error = ${reason}, next_attempt_at = null, locked_until = null, locked_by = null
     where id = ${id} and status = 'pending'`.execute(db);
 }
 
