@@ -162,6 +162,29 @@ describe('rescheduling', () => {
     assert.equal((read.body.events as unknown[]).length, 2, 'queued and scheduled, no more');
   });
 
+  test('a reschedule that meets a sender settling one of its messages waits for it, and neither fails', async () => {
+    const id = await schedule('ken@example.org', new Date(Date.now() + 60 * 60 * SECOND));
+    const { rows } = await sql<{ id: string; tenant_id: string }>`
+      select id, tenant_id from messages where email_id = ${id}`.execute(platform.database.db);
+    const message = rows[0]!;
+    // As a sender settles: the message's row first, then an event, whose foreign key checks the email.
+    const settling = await platform.database.pool.connect();
+    try {
+      await settling.query('begin');
+      await settling.query('update messages set updated_at = now() where id = $1', [message.id]);
+      const moving = reschedule(id, new Date(Date.now() + 2 * 60 * 60 * SECOND));
+      await sleep(300);
+      await settling.query(
+        `insert into events (tenant_id, email_id, message_id, type, detail) values ($1, $2, $3, 'scheduled', '{}')`,
+        [message.tenant_id, id, message.id],
+      );
+      await settling.query('commit');
+      assert.equal((await moving).status, 200);
+    } finally {
+      settling.release();
+    }
+  });
+
   test('scheduled_at is checked as on a send: RFC 3339, at most 30 days ahead, and nothing else changes', async () => {
     const id = await schedule('linus@example.org', new Date(Date.now() + 60 * 60 * SECOND));
     for (const [body, field, message] of [

@@ -590,7 +590,10 @@ export type RescheduleOutcome =
  * so that its timeline says why it went out when it did and a webhook on email.scheduled hears of
  * the new time. One statement, all of it or nothing.
  *
- * The email, its messages and their jobs are locked in that order. A sender takes a job with
+ * The email, its messages and their jobs are locked in that order, the email and its messages
+ * `for no key update`: a sender settling one of the messages holds it and then checks the email
+ * its event points to (the foreign key's `for key share`), which a `for update` here would block
+ * while this waits for the message, a deadlock. A sender takes a job with
  * `for update skip locked`, so it passes over them while they are locked here; a job a sender
  * already holds (locked_at set) is not moved, and then nothing is: the email is being sent. A job
  * is found by its email's scheduled_at, which the accept statement gives it as run_at, at the
@@ -620,11 +623,11 @@ export async function rescheduleEmail(
     with email as (
       select e.id, e.scheduled_at from emails e
       where e.id = ${r.emailId} and e.tenant_id = ${r.tenantId}
-      for update
+      for no key update
     ), msgs as (
       select m.id, m.email_id, m.tenant_id, m.status from messages m
       where m.email_id = (select id from email) and m.tenant_id = ${r.tenantId}
-      for update
+      for no key update
     ), jobs as (
       select j.id from graphile_worker._private_jobs j
       where j.task_id = (select t.id from graphile_worker._private_tasks t where t.identifier = ${SEND_MESSAGE})
