@@ -9,9 +9,7 @@ import { domainOf, parseMailbox } from '../lib/address.js';
 import { readConfig } from '../lib/config.js';
 import { openDatabase, type DatabaseHandle } from '../lib/db/index.js';
 import type { EmailContent } from '../lib/db/schema.js';
-import { applyResources } from '../lib/reconcile/apply.js';
 import { createRenderer, type Renderer } from '../lib/render/sandbox.js';
-import { readManifests } from '../lib/resources.js';
 import { composeMessage } from '../sender/compose.js';
 import { createDkimSigner } from '../sender/dkim.js';
 import { encrypt } from '../lib/crypto.js';
@@ -20,7 +18,7 @@ import { newWebhookSecret } from '../lib/webhooks.js';
 import { createTemplateVersions } from '../sender/templates.js';
 import { createTransport } from '../sender/transport.js';
 import { createTestDatabase, type TestDatabase } from '../test/helpers/postgres.js';
-import { memoryKeyStore } from '../test/helpers/platform.js';
+import { applyExamples } from '../test/helpers/platform.js';
 import { startChild, stopChild } from './child.js';
 import { postgresCpu, processCpu } from './cpu.js';
 
@@ -73,14 +71,10 @@ export interface SenderFigures {
 }
 
 /** A fresh database with examples/ applied and `count` single-recipient welcome emails queued. */
-async function prepare(secret: string, count: number, renderer: Renderer): Promise<Prepared> {
+async function prepare(secret: string, count: number): Promise<Prepared> {
   const testDb = await createTestDatabase();
-  const config = readConfig({ DATABASE_URL: testDb.url, MAILPLANE_SECRET_KEY: secret });
   const database = openDatabase(testDb.url, { max: 8 });
-  await applyResources(
-    { db: database.db, keys: memoryKeyStore(new Map()), secretKey: config.secretKey, renderer },
-    readManifests('examples', 'default'),
-  );
+  await applyExamples(database.db, secret);
   const domain = await database.db
     .selectFrom('domains')
     .select(['id', 'tenant_id'])
@@ -363,7 +357,7 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
   const sinkPort = Number(sink.match[1]);
   const lines: [string, string][] = [];
   try {
-    const one = await prepare(secret, MESSAGES, renderer);
+    const one = await prepare(secret, MESSAGES);
     const full = await endToEnd(one, sinkPort, 1).finally(() => release(one));
     lines.push([
       'delivered/s, 1 sender process',
@@ -377,7 +371,7 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
     try {
       const url = `http://127.0.0.1:${receiver.match[1]}/hooks`;
       const run = async (hooks: boolean) => {
-        const prepared = await prepare(secret, MESSAGES, renderer);
+        const prepared = await prepare(secret, MESSAGES);
         return endToEnd(
           prepared,
           sinkPort,
@@ -444,14 +438,14 @@ export async function benchSender(secret: string): Promise<SenderFigures> {
       await stopChild(receiver.child);
     }
 
-    const two = await prepare(secret, MESSAGES, renderer);
+    const two = await prepare(secret, MESSAGES);
     const pair = await endToEnd(two, sinkPort, 2).finally(() => release(two));
     lines.push([
       'delivered/s, 2 sender processes',
       `${pair.perSecond.toFixed(0)}   (${pair.delivered} of ${MESSAGES} delivered, ${pair.seconds.toFixed(1)} s)`,
     ]);
 
-    const bare = await prepare(secret, MESSAGES, renderer);
+    const bare = await prepare(secret, MESSAGES);
     const top = await ceiling(bare, sinkPort, renderer).finally(() => release(bare));
     lines.push([
       'bare ceiling (one loop, no job queue), msg/s',

@@ -300,104 +300,107 @@ describe('what a receiver answers', () => {
   });
 });
 
+/** Runs `run` with the URL of a loopback HTTP server answering with `handler`, then closes it. */
+async function withServer(
+  handler: Parameters<typeof createServer>[1],
+  run: (url: string) => Promise<void>,
+): Promise<void> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`);
+  } finally {
+    server.closeAllConnections();
+    server.close();
+  }
+}
+
 describe('an endpoint that hangs', () => {
   test('holds back no other endpoint: after its first timeout it is paused, and what falls due meanwhile is recorded as not sent and retried', async () => {
     // Never answers: every attempt to it waits out the 10 s timeout.
-    const hanging = createServer(() => {});
-    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
-    const secret = newWebhookSecret();
-    const healthy = await startWebhookReceiver(() => [secret]);
-    const events = ['email.sent', 'email.delivered'];
-    const stuck = await addEndpoint(
-      `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/hook`,
-      secret,
-      events,
-    );
-    const fine = await addEndpoint(healthy.url, secret, events);
-    try {
-      // Enough that, one slot per attempt for 10 s, the hanging endpoint's alone would take the
-      // sender's 32 slots for a minute: 200 attempts.
-      const started = Date.now();
-      const res = await fetch(`${platform.url}/v1/emails/batch`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify(
-          Array.from({ length: 100 }, (_, i) => ({
-            from: 'Acme <hello@example.com>',
-            to: `hang-${i}@example.org`,
-            subject: 'Hi',
-            text: 'hello',
-          })),
-        ),
-      });
-      assert.ok(res.ok, `${res.status} ${await res.text()}`);
-      await eventually(
-        'every event at the endpoint that answers',
-        async () => healthy.received.length >= 200,
-        45_000,
-      );
-      const took = Date.now() - started;
-      assert.ok(took < 30_000, `the endpoint that answers had every event after ${took} ms`);
+    await withServer(
+      () => {},
+      async (hangingUrl) => {
+        const secret = newWebhookSecret();
+        const healthy = await startWebhookReceiver(() => [secret]);
+        const events = ['email.sent', 'email.delivered'];
+        const stuck = await addEndpoint(hangingUrl, secret, events);
+        const fine = await addEndpoint(healthy.url, secret, events);
+        try {
+          // Enough that, one slot per attempt for 10 s, the hanging endpoint's alone would take the
+          // sender's 32 slots for a minute: 200 attempts.
+          const started = Date.now();
+          const res = await fetch(`${platform.url}/v1/emails/batch`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify(
+              Array.from({ length: 100 }, (_, i) => ({
+                from: 'Acme <hello@example.com>',
+                to: `hang-${i}@example.org`,
+                subject: 'Hi',
+                text: 'hello',
+              })),
+            ),
+          });
+          assert.ok(res.ok, `${res.status} ${await res.text()}`);
+          await eventually(
+            'every event at the endpoint that answers',
+            async () => healthy.received.length >= 200,
+            45_000,
+          );
+          const took = Date.now() - started;
+          assert.ok(took < 30_000, `the endpoint that answers had every event after ${took} ms`);
 
-      const rows = await platform.database.db
-        .selectFrom('webhook_deliveries')
-        .select(['status', 'error', 'next_attempt_at'])
-        .where('endpoint_id', '=', stuck)
-        .execute();
-      assert.equal(rows.length, 200, 'none lost');
-      const errors = rows.map((r) => r.error ?? '');
-      assert.ok(
-        errors.some((e) => e.startsWith('ETIMEOUT')),
-        'some attempts timed out',
-      );
-      assert.ok(
-        errors.some((e) => e.startsWith('EPAUSED: not sent')),
-        'the rest were not sent',
-      );
-      assert.ok(
-        rows.every((r) => r.status === 'delivered' || (r.status === 'pending' && r.next_attempt_at)),
-        'each is delivered or has its retry',
-      );
-      const endpoint = await platform.database.db
-        .selectFrom('webhook_endpoints')
-        .select(['enabled'])
-        .where('id', '=', stuck)
-        .executeTakeFirstOrThrow();
-      assert.equal(endpoint.enabled, true, 'paused, not disabled');
-      // And the API says so.
-      const shown = (await (
-        await fetch(`${platform.url}/v1/webhooks/${stuck}`, { headers: { authorization: `Bearer ${key}` } })
-      ).json()) as { status: string; failing_since: string | null; paused_until: string | null };
-      assert.equal(shown.status, 'enabled');
-      assert.ok(shown.failing_since && Date.parse(shown.failing_since) <= Date.now(), 'failing since');
-      assert.ok(
-        shown.paused_until === null || Date.parse(shown.paused_until) > Date.parse(shown.failing_since),
-        'paused after it began to fail',
-      );
-    } finally {
-      await platform.database.db.deleteFrom('webhook_endpoints').where('id', 'in', [stuck, fine]).execute();
-      hanging.closeAllConnections();
-      hanging.close();
-      await healthy.close();
-    }
+          const rows = await platform.database.db
+            .selectFrom('webhook_deliveries')
+            .select(['status', 'error', 'next_attempt_at'])
+            .where('endpoint_id', '=', stuck)
+            .execute();
+          assert.equal(rows.length, 200, 'none lost');
+          const errors = rows.map((r) => r.error ?? '');
+          assert.ok(
+            errors.some((e) => e.startsWith('ETIMEOUT')),
+            'some attempts timed out',
+          );
+          assert.ok(
+            errors.some((e) => e.startsWith('EPAUSED: not sent')),
+            'those falling due while it was paused were not sent',
+          );
+          assert.ok(
+            rows.every((r) => r.status === 'pending' && r.next_attempt_at),
+            'each is still pending, with its next attempt',
+          );
+          const endpoint = await platform.database.db
+            .selectFrom('webhook_endpoints')
+            .select(['enabled'])
+            .where('id', '=', stuck)
+            .executeTakeFirstOrThrow();
+          assert.equal(endpoint.enabled, true, 'paused, not disabled');
+          // And the API says so.
+          const shown = (await (
+            await fetch(`${platform.url}/v1/webhooks/${stuck}`, {
+              headers: { authorization: `Bearer ${key}` },
+            })
+          ).json()) as { status: string; failing_since: string | null; paused_until: string | null };
+          assert.equal(shown.status, 'enabled');
+          assert.ok(shown.failing_since && Date.parse(shown.failing_since) <= Date.now(), 'failing since');
+          assert.ok(
+            shown.paused_until === null || Date.parse(shown.paused_until) > Date.parse(shown.failing_since),
+            'paused after it began to fail',
+          );
+        } finally {
+          await platform.database.db
+            .deleteFrom('webhook_endpoints')
+            .where('id', 'in', [stuck, fine])
+            .execute();
+          await healthy.close();
+        }
+      },
+    );
   });
 });
 
 describe('a receiver that is slow, long-winded or redirects', () => {
-  const withServer = async (
-    handler: Parameters<typeof createServer>[1],
-    run: (url: string) => Promise<void>,
-  ) => {
-    const server = createServer(handler);
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    try {
-      await run(`http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`);
-    } finally {
-      server.closeAllConnections();
-      server.close();
-    }
-  };
-
   test('no answer at all is a timeout, in the time allowed', async () => {
     await withServer(
       () => {},
