@@ -2,13 +2,12 @@
 // a test can listen on port 0 against its own database. Every request gets an X-Request-Id, a
 // logger scoped to it, one access-log line and a duration sample under its route template.
 
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express from 'express';
 import { sql } from 'kysely';
 import type { Db } from '../lib/db/index.js';
 import type { Logger } from '../lib/log.js';
 import type { DnsSettings } from '../lib/dns-settings.js';
 import type { Metrics } from '../lib/metrics.js';
-import { Problem } from '../lib/problem.js';
 import type { Acceptor } from '../lib/send/accept.js';
 import { accessLog } from './access-log.js';
 import { authenticate } from './auth.js';
@@ -27,6 +26,7 @@ import type { TrustProxy } from '../lib/tracking-config.js';
 import { emailsRouter } from './emails.js';
 import { jsonBody } from './json-body.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { unrouted } from './unrouted.js';
 import { postmarkRouter } from './postmark.js';
 import { databaseUnavailable, problemHandler, sendProblem } from './problems.js';
 import { requestContext } from './request-context.js';
@@ -138,9 +138,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(sendgridRouter(send));
   app.use(postmarkRouter(send));
 
-  app.use((req: Request, _res: Response, next: NextFunction) => {
-    next(new Problem(404, 'not-found', `No route for ${req.method} ${req.path}.`));
-  });
+  app.use(unrouted(document.paths));
   app.use(problemHandler());
   return app;
 }

@@ -222,6 +222,7 @@ const PROBLEM_WHY: Record<ProblemType, string> = {
   'invalid-api-key': 'the API key is not valid or has been revoked',
   'restricted-api-key': 'the API key lacks the scope the route needs',
   'not-found': 'no such email, webhook or event in this tenant (another tenant’s is as absent)',
+  'method-not-allowed': 'the path is one the API has, but not for this method; `Allow` lists those it takes',
   'domain-not-owned': 'the from domain is not a SendingDomain of the tenant',
   'message-too-large': 'the body and attachments are over the size limit',
   'body-too-large': 'the request body is over the size limit',

@@ -535,6 +535,7 @@ export const PROBLEM_TYPES = [
   'invalid-api-key',
   'restricted-api-key',
   'not-found',
+  'method-not-allowed',
   'domain-not-owned',
   'message-too-large',
   'body-too-large',

@@ -22,6 +22,7 @@ export type ProblemType =
   | 'invalid-api-key'
   | 'restricted-api-key'
   | 'not-found'
+  | 'method-not-allowed'
   | 'domain-not-owned'
   | 'message-too-large'
   | 'body-too-large'
@@ -118,6 +119,7 @@ const TITLES: Record<number, string> = {
   401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
+  405: 'Method Not Allowed',
   408: 'Request Timeout',
   409: 'Conflict',
   413: 'Content Too Large',

@@ -301,6 +301,47 @@ describe('domains and probes', () => {
     assert.match(dkim.value, /^v=DKIM1; k=rsa; p=MII/);
   });
 
+  test('a path the API has, asked with another method, is a 405 that lists the methods it takes', async () => {
+    const put = await fetch(`${platform.url}/v1/emails/5f0c7c5e-0000-4000-8000-000000000000`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${key}` },
+    });
+    assert.equal(put.status, 405);
+    assert.equal(put.headers.get('allow'), 'GET, PATCH, HEAD');
+    const body = (await put.json()) as { type: string; detail: string };
+    assert.equal(body.type, 'https://mailplane.io/problems/method-not-allowed');
+    assert.match(
+      body.detail,
+      /^PUT is not a method of \/v1\/emails\/5f0c7c5e-[^;]+; it takes GET, PATCH, HEAD\.$/,
+    );
+
+    // Nothing is told before the key is: an unauthenticated caller gets a 401 whatever the method.
+    assert.equal((await fetch(`${platform.url}/v1/emails`, { method: 'DELETE' })).status, 401);
+    // A path the API does not have is still a 404.
+    assert.equal((await call('GET', '/v1/nothing-here')).status, 404);
+  });
+
+  test("the SDK's domain and API key writes say the cluster declares them, and change nothing", async () => {
+    const resend = new Resend(key, { baseUrl: `${platform.url}/v1` });
+    const before = await platform.database.db.selectFrom('domains').select(['id', 'name']).execute();
+
+    const created = await resend.domains.create({ name: 'new.example' });
+    assert.equal(created.error?.name, 'method_not_allowed');
+    assert.match(created.error!.message, /SendingDomain resources \(kubectl apply\)/);
+    const removed = await resend.domains.remove(before[0]!.id);
+    assert.equal(removed.error?.name, 'method_not_allowed');
+    assert.match(removed.error!.message, /it takes GET, HEAD\. Sending domains are declared/);
+    assert.deepEqual(
+      await platform.database.db.selectFrom('domains').select(['id', 'name']).execute(),
+      before,
+    );
+
+    const key2 = await resend.apiKeys.create({ name: 'ci' });
+    assert.equal(key2.error?.name, 'not_found');
+    assert.match(key2.error!.message, /spec\.apiKeys/);
+    assert.equal((await resend.apiKeys.list()).error?.name, 'not_found');
+  });
+
   test('healthz, readyz and metrics answer without a key', async () => {
     assert.equal((await fetch(`${platform.url}/healthz`)).status, 200);
     assert.equal((await fetch(`${platform.url}/readyz`)).status, 200);
