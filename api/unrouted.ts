@@ -43,26 +43,15 @@ export function unrouted(paths: Record<string, Record<string, unknown>>) {
     return [...methods];
   };
   return (req: Request, res: Response, next: NextFunction): void => {
-    const declared = DECLARED.find((d) => d.path.test(req.path))?.detail;
+    const declared = DECLARED.find((d) => d.path.test(req.path));
+    const also = declared ? ` ${declared.detail}` : '';
     const allowed = allowedOn(req.path);
     if (allowed.length > 0 && !allowed.includes(req.method)) {
       res.set('Allow', allowed.join(', '));
-      const also = declared ? ` ${declared}` : '';
-      next(
-        new Problem(
-          405,
-          'method-not-allowed',
-          `${req.method} is not a method of ${req.path}; it takes ${allowed.join(', ')}.${also}`,
-        ),
-      );
+      const detail = `${req.method} is not a method of ${req.path}; it takes ${allowed.join(', ')}.${also}`;
+      next(new Problem(405, 'method-not-allowed', detail));
       return;
     }
-    next(
-      new Problem(
-        404,
-        'not-found',
-        `No route for ${req.method} ${req.path}.${declared ? ` ${declared}` : ''}`,
-      ),
-    );
+    next(new Problem(404, 'not-found', `No route for ${req.method} ${req.path}.${also}`));
   };
 }

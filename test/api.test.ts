@@ -323,7 +323,9 @@ describe('domains and probes', () => {
 
   test("the SDK's domain and API key writes say the cluster declares them, and change nothing", async () => {
     const resend = new Resend(key, { baseUrl: `${platform.url}/v1` });
-    const before = await platform.database.db.selectFrom('domains').select(['id', 'name']).execute();
+    const domains = () =>
+      platform.database.db.selectFrom('domains').select(['id', 'name']).orderBy('id').execute();
+    const before = await domains();
 
     const created = await resend.domains.create({ name: 'new.example' });
     assert.equal(created.error?.name, 'method_not_allowed');
@@ -331,10 +333,7 @@ describe('domains and probes', () => {
     const removed = await resend.domains.remove(before[0]!.id);
     assert.equal(removed.error?.name, 'method_not_allowed');
     assert.match(removed.error!.message, /it takes GET, HEAD\. Sending domains are declared/);
-    assert.deepEqual(
-      await platform.database.db.selectFrom('domains').select(['id', 'name']).execute(),
-      before,
-    );
+    assert.deepEqual(await domains(), before);
 
     const key2 = await resend.apiKeys.create({ name: 'ci' });
     assert.equal(key2.error?.name, 'not_found');
