@@ -13,6 +13,7 @@ import {
   PAUSE_SECONDS,
   deliveryAbandoned,
   deliveryFailed,
+  deliveryOrphaned,
   type DeliveredAttempt,
   type DeliveryToSend,
 } from '../lib/db/webhooks.js';
@@ -91,6 +92,11 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     // A logger of its own only when there is something to say: most attempts say nothing.
     const log = () => deps.log.child({ deliveryId: delivery.id });
     if (delivery.status !== 'pending') return;
+    if (delivery.endpointGone) {
+      await deliveryOrphaned(db, delivery.id);
+      attempts.inc({ outcome: 'abandoned' });
+      return;
+    }
     if (!delivery.enabled) {
       await deliveryAbandoned(db, delivery.id, 'the endpoint is disabled');
       attempts.inc({ outcome: 'abandoned' });

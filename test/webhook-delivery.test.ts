@@ -239,6 +239,75 @@ describe('webhook delivery', () => {
   });
 });
 
+describe('an endpoint deleted', () => {
+  test('takes its deliveries and their attempts with it; one written as it was deleted is dropped when taken, not retried', async () => {
+    const secret = newWebhookSecret();
+    const receiver = await startWebhookReceiver(
+      () => [secret],
+      () => 500,
+    );
+    const endpoint = await addEndpoint(receiver.url, secret, ['email.delivered']);
+    const db = platform.database.db;
+    const deliveries = () =>
+      db
+        .selectFrom('webhook_deliveries')
+        .select(['id', 'status'])
+        .where('endpoint_id', '=', endpoint)
+        .execute();
+    const attemptsOf = async (ids: string[]) =>
+      (await db.selectFrom('webhook_attempts').select('attempt').where('delivery_id', 'in', ids).execute())
+        .length;
+    try {
+      const id = await send('deleted@example.org');
+      const [first] = await eventually('the first attempt logged', async () => {
+        const rows = await deliveries();
+        return rows.length === 1 && (await attemptsOf([rows[0]!.id])) === 1 && rows;
+      });
+      const event = await db
+        .selectFrom('events')
+        .select('id')
+        .where('email_id', '=', id)
+        .where('type', '=', 'delivered')
+        .executeTakeFirstOrThrow();
+
+      // An event statement writing a delivery while the endpoint is deleted, as two connections
+      // meet: the insert does not hold the endpoint, so the delete goes through and the row
+      // outlives it.
+      const writer = await platform.database.pool.connect();
+      try {
+        await writer.query('begin');
+        await writer.query(
+          `insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at)
+           select w.id, w.tenant_id, $2, 'email.delivered', now() from webhook_endpoints w where w.id = $1`,
+          [endpoint, event.id],
+        );
+        await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+        await writer.query('commit');
+      } finally {
+        writer.release();
+      }
+      const left = await deliveries();
+      assert.equal(left.length, 1, 'only the delivery written alongside the delete is left');
+      assert.notEqual(left[0]!.id, first!.id);
+      assert.equal(left[0]!.status, 'pending');
+      assert.equal(await attemptsOf([first!.id]), 0, 'the attempts went with their delivery');
+
+      await eventually(
+        'the orphan dropped when the dispatcher takes it',
+        async () => (await deliveries()).length === 0,
+      );
+      assert.equal(
+        receiver.received.filter((r) => r.body.data.email_id === id).length,
+        1,
+        'never sent again',
+      );
+    } finally {
+      await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
+  });
+});
+
 describe('where webhooks may go', () => {
   test('private, loopback, link-local and metadata addresses are refused; public ones are not', () => {
     for (const address of [

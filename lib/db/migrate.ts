@@ -27,6 +27,7 @@ import * as recentClicks from './migrations/2026-12-02T09-00-recent-clicks.js';
 import * as webhookOutbox from './migrations/2026-12-02T08-00-webhook-outbox.js';
 import * as webhookLeaseHolder from './migrations/2026-12-03T07-00-webhook-lease-holder.js';
 import * as webhookPause from './migrations/2026-12-03T08-00-webhook-pause.js';
+import * as webhookDeliveriesUnlocked from './migrations/2026-12-03T15-00-webhook-deliveries-unlocked.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -51,6 +52,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-02T08-00-webhook-outbox': webhookOutbox,
   '2026-12-03T07-00-webhook-lease-holder': webhookLeaseHolder,
   '2026-12-03T08-00-webhook-pause': webhookPause,
+  '2026-12-03T15-00-webhook-deliveries-unlocked': webhookDeliveriesUnlocked,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

@@ -115,9 +115,15 @@ export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise
     .execute();
 }
 
-/** The columns of a delivery row joined to what its attempt needs, from a relation named `d`. */
+/**
+ * The columns of a delivery row joined to what its attempt needs, from a relation named `d`. The
+ * endpoint may be gone: a delivery written while its endpoint was being deleted outlives it (no
+ * foreign key locks the endpoint row for every event: migration 2026-12-03T15-00), and is deleted
+ * when it is taken (deliveryOf's `endpointGone`).
+ */
 const DELIVERY_SELECT = `
-    select d.id, d.endpoint_id, w.url, w.enabled, w.secret,
+    select d.id, d.endpoint_id, w.id is null as endpoint_gone, coalesce(w.url, '') as url,
+           coalesce(w.enabled, false) as enabled, coalesce(w.secret, '') as secret,
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
            case when w.paused_until > now() then w.paused_until end as paused_until,
            d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
@@ -125,7 +131,7 @@ const DELIVERY_SELECT = `
            e.content->>'message_id' as submitted_message_id,
            m.recipient, ev.detail
     from d
-    join webhook_endpoints w on w.id = d.endpoint_id
+    left join webhook_endpoints w on w.id = d.endpoint_id
     join events ev on ev.id = d.event_id
     join emails e on e.id = ev.email_id
     left join messages m on m.id = ev.message_id`;
@@ -133,6 +139,7 @@ const DELIVERY_SELECT = `
 interface DueDeliveryRow {
   id: string;
   endpoint_id: string;
+  endpoint_gone: boolean;
   url: string;
   enabled: boolean;
   secret: string;
@@ -157,6 +164,7 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
   return {
     id: row.id,
     endpointId: row.endpoint_id,
+    endpointGone: row.endpoint_gone,
     url: row.url,
     enabled: row.enabled,
     secrets: [row.secret, ...(row.previous_secret ? [row.previous_secret] : [])],
@@ -184,6 +192,8 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
 export interface DeliveryToSend {
   id: string;
   endpointId: string;
+  /** The endpoint was deleted as this delivery was written (DELIVERY_SELECT): nothing to send it to. */
+  endpointGone: boolean;
   url: string;
   enabled: boolean;
   /** Encrypted envelopes; the previous one while a rotation is under way. */
@@ -294,7 +304,12 @@ export async function deliveryFailed(
   return rows[0]?.next_attempt_at ?? null;
 }
 
-/** An endpoint disabled (or deleted) before this attempt: the delivery ends unsent. */
+/** A delivery whose endpoint is gone (DELIVERY_SELECT): deleted, as the endpoint's others were. */
+export async function deliveryOrphaned(db: Db, id: string): Promise<void> {
+  await db.deleteFrom('webhook_deliveries').where('id', '=', id).execute();
+}
+
+/** An endpoint disabled before this attempt: the delivery ends unsent. */
 export async function deliveryAbandoned(db: Db, id: string, reason: string): Promise<void> {
   await sql`
     update webhook_deliveries set status = 'failed', error = ${reason}, next_attempt_at = null, locked_until = null, locked_by = null
