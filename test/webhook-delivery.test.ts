@@ -4,6 +4,7 @@
 // through /v1/webhooks.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -557,6 +558,89 @@ describe('a receiver that is slow, long-winded or redirects', () => {
         assert.equal(followed, false);
       },
     );
+  });
+});
+
+describe('what events read of an email', () => {
+  test('is kept beside its content, and an email from before that is read from its content: webhooks and statistics alike', async () => {
+    const secret = newWebhookSecret();
+    const receiver = await startWebhookReceiver(() => [secret]);
+    const endpoint = await addEndpoint(receiver.url, secret, ['email.delivered']);
+    const db = platform.database.db;
+    const delivered = (id: string) =>
+      eventually(`email.delivered for ${id}`, async () =>
+        receiver.received.find((r) => r.body.type === 'email.delivered' && r.body.data.email_id === id),
+      );
+    const taggedDeliveries = async (tag: string) => {
+      const res = await fetch(`${platform.url}/v1/stats?group_by=tag&interval=hour`, {
+        headers: { authorization: `Bearer ${key}` },
+      });
+      const rows = ((await res.json()) as { data: { tag?: string; delivered: number }[] }).data;
+      return rows.filter((r) => r.tag === tag).reduce((n, r) => n + r.delivered, 0);
+    };
+    try {
+      // Accepted now: the fields are kept in the row, whatever the size of the content.
+      const attachment = randomBytes(256 * 1024).toString('base64');
+      const res = await fetch(`${platform.url}/v1/emails`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          from: 'hello@example.com',
+          to: ['kept@example.org'],
+          subject: 'Kept',
+          text: 'x',
+          tags: [{ name: 'fields', value: 'kept' }],
+          attachments: [{ filename: 'big.bin', content: attachment }],
+        }),
+      });
+      assert.equal(res.status, 202);
+      const kept = ((await res.json()) as { id: string }).id;
+      const row = await db
+        .selectFrom('emails')
+        .select('event_fields')
+        .where('id', '=', kept)
+        .executeTakeFirstOrThrow();
+      assert.deepEqual(row.event_fields, {
+        to: ['kept@example.org'],
+        tags: [{ name: 'fields', value: 'kept' }],
+        message_id: null,
+      });
+      const event = await delivered(kept);
+      assert.deepEqual(event.body.data.to, ['kept@example.org']);
+      assert.deepEqual(event.body.data.tags, { fields: 'kept' });
+      await eventually('counted under its tag', async () => (await taggedDeliveries('fields:kept')) === 1);
+
+      // Accepted before the fields were kept (none in its row): scheduled, its fields taken out,
+      // then brought forward and sent.
+      const later = await fetch(`${platform.url}/v1/emails`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          from: 'hello@example.com',
+          to: ['older@example.org'],
+          subject: 'Older',
+          text: 'x',
+          tags: [{ name: 'fields', value: 'older' }],
+          scheduled_at: new Date(Date.now() + 3600_000).toISOString(),
+        }),
+      });
+      const older = ((await later.json()) as { id: string }).id;
+      await db.updateTable('emails').set({ event_fields: null }).where('id', '=', older).execute();
+      const now = await fetch(`${platform.url}/v1/emails/${older}`, {
+        method: 'PATCH',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ scheduled_at: new Date(Date.now() + 1000).toISOString() }),
+      });
+      assert.equal(now.status, 200, await now.clone().text());
+      const olderEvent = await delivered(older);
+      assert.deepEqual(olderEvent.body.data.to, ['older@example.org']);
+      assert.deepEqual(olderEvent.body.data.tags, { fields: 'older' });
+      assert.equal(olderEvent.body.data.message_id, `<${older}@example.com>`);
+      await eventually('counted under its tag', async () => (await taggedDeliveries('fields:older')) === 1);
+    } finally {
+      await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
   });
 });
 

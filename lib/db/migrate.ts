@@ -28,6 +28,7 @@ import * as webhookOutbox from './migrations/2026-12-02T08-00-webhook-outbox.js'
 import * as webhookLeaseHolder from './migrations/2026-12-03T07-00-webhook-lease-holder.js';
 import * as webhookPause from './migrations/2026-12-03T08-00-webhook-pause.js';
 import * as webhookDeliveriesUnlocked from './migrations/2026-12-03T15-00-webhook-deliveries-unlocked.js';
+import * as emailEventFields from './migrations/2026-12-03T16-00-email-event-fields.js';
 
 /** Listed here rather than read from a folder, so that a bundled or compiled build finds them. */
 const MIGRATIONS: Record<string, Migration> = {
@@ -53,6 +54,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '2026-12-03T07-00-webhook-lease-holder': webhookLeaseHolder,
   '2026-12-03T08-00-webhook-pause': webhookPause,
   '2026-12-03T15-00-webhook-deliveries-unlocked': webhookDeliveriesUnlocked,
+  '2026-12-03T16-00-email-event-fields': emailEventFields,
 };
 
 const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS };

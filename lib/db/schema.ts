@@ -172,6 +172,8 @@ export interface EmailTable {
   from_address: string;
   subject: string;
   content: Json<EmailContent>;
+  /** What its events read of `content` (lib/db/event-fields.ts); null for an email from before. */
+  event_fields: Json<Pick<EmailContent, 'to' | 'tags' | 'message_id'>> | null;
   idempotency_key: string | null;
   scheduled_at: Timestamp | null;
   created_at: Generated<Date>;

@@ -6,6 +6,7 @@
 
 import { sql } from 'kysely';
 import type { Db } from './index.js';
+import { eventFields } from './event-fields.js';
 
 /** Shards per counter row: more than the connections that write at once in a busy installation. */
 export const STATS_SHARDS = 16;
@@ -97,7 +98,7 @@ export function rollupInserts(name: string, source: string): string {
       insert into email_tag_stats (tenant_id, bucket, tag, type, shard, count)
       select c.tenant_id, c.bucket, (t.tag->>'name') || ':' || (t.tag->>'value'), c.type, pg_backend_pid() % ${STATS_SHARDS}, count(*)
       from ${source} c join emails e on e.id = c.email_id
-      cross join lateral jsonb_array_elements(coalesce(e.content->'tags', '[]'::jsonb)) as t(tag)
+      cross join lateral jsonb_array_elements(coalesce(${eventFields('e')}->'tags', '[]'::jsonb)) as t(tag)
       group by 1, 2, 3, 4
       on conflict (tenant_id, bucket, tag, type, shard) do update set count = email_tag_stats.count + excluded.count
     )`;

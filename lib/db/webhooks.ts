@@ -6,6 +6,7 @@
 
 import { sql, type Selectable } from 'kysely';
 import type { Db } from './index.js';
+import { eventFields } from './event-fields.js';
 import type { WebhookDeliveryTable, WebhookEndpointTable } from './schema.js';
 import type { EventType, Queryable } from './transitions.js';
 import { WEBHOOK_TYPE_SQL, type WebhookEventType } from '../webhooks.js';
@@ -127,8 +128,8 @@ const DELIVERY_SELECT = `
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
            case when w.paused_until > now() then w.paused_until end as paused_until,
            d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
-           e.id as email_id, e.from_address, e.content->'to' as to_addresses, e.content->'tags' as tags, e.subject,
-           e.content->>'message_id' as submitted_message_id,
+           e.id as email_id, e.from_address, ${eventFields('e')}->'to' as to_addresses,
+           ${eventFields('e')}->'tags' as tags, e.subject, ${eventFields('e')}->>'message_id' as submitted_message_id,
            m.recipient, ev.detail
     from d
     left join webhook_endpoints w on w.id = d.endpoint_id

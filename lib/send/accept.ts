@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Receipt } from '../db/idempotency.js';
 import type { EmailContent } from '../db/schema.js';
+import { EVENT_FIELDS_SQL } from '../db/event-fields.js';
 import { scheduledEvents } from '../db/transitions.js';
 import { SEND_MESSAGE, SEND_MESSAGE_MAX_ATTEMPTS } from '../jobs.js';
 import { createGroupCommitter } from '../group-commit.js';
@@ -55,8 +56,8 @@ const MAX_GROUP = 500;
 
 const INSERT = `
 with new_emails as (
-  insert into emails (id, tenant_id, domain_id, from_address, subject, content, scheduled_at)
-  select id, tenant_id, domain_id, from_address, subject, content, scheduled_at
+  insert into emails (id, tenant_id, domain_id, from_address, subject, content, event_fields, scheduled_at)
+  select id, tenant_id, domain_id, from_address, subject, content, ${EVENT_FIELDS_SQL}, scheduled_at
   from jsonb_to_recordset($1::jsonb) as e(id uuid, tenant_id uuid, domain_id uuid, from_address text,
     subject text, content jsonb, scheduled_at timestamptz)
 ), receipts as (
