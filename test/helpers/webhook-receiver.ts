@@ -1,6 +1,7 @@
 // A loopback webhook receiver: keeps every request it gets, verified with the official
-// `standardwebhooks` library against each secret the test knows at that moment, and answers what
-// the test says.
+// `standardwebhooks` library and with Svix's own (`svix`, which reads its `svix-*` headers or
+// these `webhook-*` ones) against each secret the test knows at that moment, and answers what the
+// test says.
 //
 //   const receiver = await startWebhookReceiver(() => [secret]);
 //   … await eventually('the event', async () => receiver.received.some((r) => r.body.type === 'email.delivered'));
@@ -8,11 +9,12 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
+import { Webhook as SvixWebhook } from 'svix';
 
 export interface ReceivedWebhook {
   headers: Record<string, string>;
   body: { type: string; created_at: string; data: Record<string, unknown> };
-  /** The secrets, of those known when it arrived, that its signature verifies with. */
+  /** The secrets, of those known when it arrived, that its signature verifies with, in both libraries. */
   verifiedWith: string[];
 }
 
@@ -37,6 +39,7 @@ export async function startWebhookReceiver(
       const verifiedWith = secrets().filter((secret) => {
         try {
           new Webhook(secret).verify(raw, headers);
+          new SvixWebhook(secret).verify(raw, headers);
           return true;
         } catch {
           return false;
