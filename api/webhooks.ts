@@ -187,7 +187,9 @@ export function webhooksRouter(deps: WebhooksDeps): Router {
     const endpoint = await endpointOf(req);
     const delivery = await deliveryOf(req, endpoint.key);
     const sent = await loadDelivery(db, delivery.id);
-    if (!sent) throw new Problem(404, 'not-found', `No event ${delivery.id} of webhook ${endpoint.id}.`);
+    if (!sent || sent.orphaned) {
+      throw new Problem(404, 'not-found', `No event ${delivery.id} of webhook ${endpoint.id}.`);
+    }
     res.json(deliveryWithPayloadView(delivery, webhookPayload({ ...sent, createdAt: sent.eventCreatedAt })));
   });
 

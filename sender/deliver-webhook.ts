@@ -92,7 +92,7 @@ export function createWebhookDeliverer(deps: DeliverWebhookDeps) {
     // A logger of its own only when there is something to say: most attempts say nothing.
     const log = () => deps.log.child({ deliveryId: delivery.id });
     if (delivery.status !== 'pending') return;
-    if (delivery.endpointGone) {
+    if (delivery.orphaned) {
       await deliveryOrphaned(db, delivery.id);
       attempts.inc({ outcome: 'abandoned' });
       return;

@@ -1,6 +1,6 @@
 // Webhook delivery against real parts: the api and the sender on a fresh database, the dev inbox as
 // the relay, and a loopback HTTP receiver that verifies every request with the official
-// `standardwebhooks` library. Endpoints are rows here; test/webhooks-api.test.ts manages them
+// `standardwebhooks` library and with `svix`. Endpoints are rows here; test/webhooks-api.test.ts manages them
 // through /v1/webhooks.
 
 import assert from 'node:assert/strict';
@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
+import { sql } from 'kysely';
 import nodemailer from 'nodemailer';
 import { Resend } from 'resend';
 import { encrypt } from '../lib/crypto.js';
@@ -279,7 +280,8 @@ describe('an endpoint deleted', () => {
         await writer.query('begin');
         await writer.query(
           `insert into webhook_deliveries (endpoint_id, tenant_id, event_id, type, next_attempt_at)
-           select w.id, w.tenant_id, $2, 'email.delivered', now() from webhook_endpoints w where w.id = $1`,
+           select w.id, w.tenant_id, $2, 'email.delivered', now() + interval '1 hour'
+           from webhook_endpoints w where w.id = $1`,
           [endpoint, event.id],
         );
         await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
@@ -293,6 +295,12 @@ describe('an endpoint deleted', () => {
       assert.equal(left[0]!.status, 'pending');
       assert.equal(await attemptsOf([first!.id]), 0, 'the attempts went with their delivery');
 
+      // Due now (it was written for later, so that the dispatcher left it to be looked at).
+      await db
+        .updateTable('webhook_deliveries')
+        .set({ next_attempt_at: new Date() })
+        .where('id', '=', left[0]!.id)
+        .execute();
       await eventually(
         'the orphan dropped when the dispatcher takes it',
         async () => (await deliveries()).length === 0,
@@ -302,6 +310,35 @@ describe('an endpoint deleted', () => {
         1,
         'never sent again',
       );
+    } finally {
+      await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
+      await receiver.close();
+    }
+  });
+
+  test('a delivery whose email was deleted as it was written (a tenant purged) is dropped when taken, not leased again', async () => {
+    const secret = newWebhookSecret();
+    const receiver = await startWebhookReceiver(() => [secret]);
+    const endpoint = await addEndpoint(receiver.url, secret);
+    const db = platform.database.db;
+    try {
+      const { id } = await db
+        .insertInto('webhook_deliveries')
+        .values({
+          endpoint_id: endpoint,
+          tenant_id: tenantId,
+          event_id: '0',
+          type: 'email.delivered',
+          next_attempt_at: new Date(),
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow();
+      await eventually(
+        'the delivery dropped',
+        async () =>
+          !(await db.selectFrom('webhook_deliveries').select('id').where('id', '=', id).executeTakeFirst()),
+      );
+      assert.equal(receiver.received.length, 0, 'nothing was sent for it');
     } finally {
       await db.deleteFrom('webhook_endpoints').where('id', '=', endpoint).execute();
       await receiver.close();
@@ -610,28 +647,48 @@ describe('what events read of an email', () => {
       assert.deepEqual(event.body.data.tags, { fields: 'kept' });
       await eventually('counted under its tag', async () => (await taggedDeliveries('fields:kept')) === 1);
 
-      // Accepted before the fields were kept (none in its row): scheduled, its fields taken out,
-      // then brought forward and sent.
-      const later = await fetch(`${platform.url}/v1/emails`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          from: 'hello@example.com',
-          to: ['older@example.org'],
-          subject: 'Older',
-          text: 'x',
-          tags: [{ name: 'fields', value: 'older' }],
-          scheduled_at: new Date(Date.now() + 3600_000).toISOString(),
-        }),
-      });
-      const older = ((await later.json()) as { id: string }).id;
+      // Scheduled, then brought forward and sent, after a change to its row in between.
+      const scheduled = async (to: string, tag: string) => {
+        const res = await fetch(`${platform.url}/v1/emails`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            from: 'hello@example.com',
+            to: [to],
+            subject: 'Later',
+            text: 'x',
+            tags: [{ name: 'fields', value: tag }],
+            scheduled_at: new Date(Date.now() + 3600_000).toISOString(),
+          }),
+        });
+        assert.equal(res.status, 202);
+        return ((await res.json()) as { id: string }).id;
+      };
+      const bringForward = async (id: string) => {
+        const res = await fetch(`${platform.url}/v1/emails/${id}`, {
+          method: 'PATCH',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ scheduled_at: new Date(Date.now() + 1000).toISOString() }),
+        });
+        assert.equal(res.status, 200, await res.clone().text());
+      };
+
+      // Its events read the copy, not the content: content's tags changed, the copy's win.
+      const copied = await scheduled('copy@example.org', 'copy');
+      await sql`update emails set content = jsonb_set(content, '{tags}', '[{"name": "fields", "value": "content"}]')
+                where id = ${copied}`.execute(db);
+      await bringForward(copied);
+      assert.deepEqual((await delivered(copied)).body.data.tags, { fields: 'copy' });
+      await eventually(
+        'counted under the copy’s tag',
+        async () => (await taggedDeliveries('fields:copy')) === 1,
+      );
+      assert.equal(await taggedDeliveries('fields:content'), 0);
+
+      // Accepted before the fields were kept (none in its row): read from its content.
+      const older = await scheduled('older@example.org', 'older');
       await db.updateTable('emails').set({ event_fields: null }).where('id', '=', older).execute();
-      const now = await fetch(`${platform.url}/v1/emails/${older}`, {
-        method: 'PATCH',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ scheduled_at: new Date(Date.now() + 1000).toISOString() }),
-      });
-      assert.equal(now.status, 200, await now.clone().text());
+      await bringForward(older);
       const olderEvent = await delivered(older);
       assert.deepEqual(olderEvent.body.data.to, ['older@example.org']);
       assert.deepEqual(olderEvent.body.data.tags, { fields: 'older' });

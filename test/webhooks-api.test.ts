@@ -1,6 +1,6 @@
 // /v1/webhooks against real parts: the api and the sender on a fresh database, the dev inbox as
 // the relay, loopback receivers that verify every request with the official `standardwebhooks`
-// library, and the Resend SDK unchanged. The installation allows private addresses (a loopback
+// library and with `svix`, and the Resend SDK unchanged. The installation allows private addresses (a loopback
 // receiver is one); a second api on the same database runs with the default settings, for what
 // registration refuses there.
 

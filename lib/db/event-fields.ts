@@ -6,7 +6,8 @@
 // 2026-12-03T16-00); an email accepted before that has none, and is read from `content`.
 
 /** `event_fields` built from a `content` column in scope: for the accept statement. */
-export const EVENT_FIELDS_SQL = `jsonb_build_object('to', content->'to', 'tags', content->'tags', 'message_id', content->'message_id')`;
+export const EVENT_FIELDS_SQL = `jsonb_build_object('to', coalesce(content->'to', '[]'), 'tags', coalesce(content->'tags', '[]'),
+  'message_id', content->'message_id')`;
 
 /**
  * The event fields of the email row `alias`, as a jsonb with `to`, `tags` and `message_id`.

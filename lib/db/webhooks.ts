@@ -117,30 +117,32 @@ export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise
 }
 
 /**
- * The columns of a delivery row joined to what its attempt needs, from a relation named `d`. The
- * endpoint may be gone: a delivery written while its endpoint was being deleted outlives it (no
- * foreign key locks the endpoint row for every event: migration 2026-12-03T15-00), and is deleted
- * when it is taken (deliveryOf's `endpointGone`).
+ * The columns of a delivery row joined to what its attempt needs, from a relation named `d`. What
+ * it was for may be gone: no foreign key locks the endpoint row for every event (migration
+ * 2026-12-03T15-00), so a delivery written while its endpoint, or its tenant, was being deleted
+ * outlives them. Such a row comes back `orphaned`, its other columns empty, and is deleted when
+ * it is taken, rather than leased again at every claim.
  */
 const DELIVERY_SELECT = `
-    select d.id, d.endpoint_id, w.id is null as endpoint_gone, coalesce(w.url, '') as url,
+    select d.id, d.endpoint_id, (w.id is null or e.id is null) as orphaned, coalesce(w.url, '') as url,
            coalesce(w.enabled, false) as enabled, coalesce(w.secret, '') as secret,
            case when w.previous_secret_expires_at > now() then w.previous_secret end as previous_secret,
            case when w.paused_until > now() then w.paused_until end as paused_until,
-           d.status, d.attempts, d.type, ev.type as event_type, ev.created_at as event_created_at,
-           e.id as email_id, e.from_address, ${eventFields('e')}->'to' as to_addresses,
-           ${eventFields('e')}->'tags' as tags, e.subject, ${eventFields('e')}->>'message_id' as submitted_message_id,
-           m.recipient, ev.detail
+           d.status, d.attempts, d.type, ev.type as event_type, coalesce(ev.created_at, now()) as event_created_at,
+           coalesce(e.id::text, '') as email_id, coalesce(e.from_address, '') as from_address,
+           ${eventFields('e')}->'to' as to_addresses, ${eventFields('e')}->'tags' as tags,
+           coalesce(e.subject, '') as subject, ${eventFields('e')}->>'message_id' as submitted_message_id,
+           m.recipient, coalesce(ev.detail, '{}'::jsonb) as detail
     from d
     left join webhook_endpoints w on w.id = d.endpoint_id
-    join events ev on ev.id = d.event_id
-    join emails e on e.id = ev.email_id
+    left join events ev on ev.id = d.event_id
+    left join emails e on e.id = ev.email_id
     left join messages m on m.id = ev.message_id`;
 
 interface DueDeliveryRow {
   id: string;
   endpoint_id: string;
-  endpoint_gone: boolean;
+  orphaned: boolean;
   url: string;
   enabled: boolean;
   secret: string;
@@ -165,7 +167,7 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
   return {
     id: row.id,
     endpointId: row.endpoint_id,
-    endpointGone: row.endpoint_gone,
+    orphaned: row.orphaned,
     url: row.url,
     enabled: row.enabled,
     secrets: [row.secret, ...(row.previous_secret ? [row.previous_secret] : [])],
@@ -176,11 +178,13 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
     eventType: row.event_type,
     eventCreatedAt: row.event_created_at,
     emailId: row.email_id,
-    messageId: messageIdOf({
-      id: row.email_id,
-      fromAddress: row.from_address,
-      submitted: row.submitted_message_id,
-    }),
+    messageId: row.orphaned
+      ? ''
+      : messageIdOf({
+          id: row.email_id,
+          fromAddress: row.from_address,
+          submitted: row.submitted_message_id,
+        }),
     from: row.from_address,
     to: row.to_addresses ?? [],
     subject: row.subject,
@@ -193,8 +197,8 @@ function deliveryOf(row: DueDeliveryRow): DeliveryToSend {
 export interface DeliveryToSend {
   id: string;
   endpointId: string;
-  /** The endpoint was deleted as this delivery was written (DELIVERY_SELECT): nothing to send it to. */
-  endpointGone: boolean;
+  /** Its endpoint or its email was deleted as it was written (DELIVERY_SELECT): nothing to send. */
+  orphaned: boolean;
   url: string;
   enabled: boolean;
   /** Encrypted envelopes; the previous one while a rotation is under way. */
@@ -305,7 +309,7 @@ export async function deliveryFailed(
   return rows[0]?.next_attempt_at ?? null;
 }
 
-/** A delivery whose endpoint is gone (DELIVERY_SELECT): deleted, as the endpoint's others were. */
+/** A delivery whose endpoint or email is gone (DELIVERY_SELECT): deleted, as their others were. */
 export async function deliveryOrphaned(db: Db, id: string): Promise<void> {
   await db.deleteFrom('webhook_deliveries').where('id', '=', id).execute();
 }

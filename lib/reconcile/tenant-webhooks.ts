@@ -194,7 +194,7 @@ async function convergeRows(
   const names = new Set(wanted.map((w) => w.name));
   const gone = rows.filter((r) => !names.has(r.name ?? ''));
   if (gone.length > 0) {
-    // Their deliveries go with them (on delete cascade): the log of an endpoint that is no more.
+    // Their deliveries go with them (a trigger on webhook_endpoints): the log of an endpoint that is no more.
     await db
       .deleteFrom('webhook_endpoints')
       .where(

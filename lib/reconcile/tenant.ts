@@ -232,13 +232,15 @@ export async function retireTenant(
         .execute();
     } else {
       // Children first: the foreign keys restrict, so nothing goes that is not named here.
-      await trx.deleteFrom('webhook_deliveries').where('tenant_id', '=', id).execute();
+      // The endpoints take their deliveries with them (a trigger); those an event statement
+      // wrote meanwhile go after the emails, with nothing left to write more.
       await trx.deleteFrom('webhook_endpoints').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('email_stats').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('email_tag_stats').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('events').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('messages').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('emails').where('tenant_id', '=', id).execute();
+      await trx.deleteFrom('webhook_deliveries').where('tenant_id', '=', id).execute();
       // Their recipients cascade.
       await trx.deleteFrom('broadcasts').where('tenant_id', '=', id).execute();
       await trx.deleteFrom('suppressions').where('tenant_id', '=', id).execute();
