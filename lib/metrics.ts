@@ -86,7 +86,7 @@ export function createMetrics(options: { defaults?: boolean } = {}): Metrics {
     }),
     webhookAttempts: new Counter({
       name: 'mailplane_webhook_attempts_total',
-      help: 'Webhook attempts by outcome: delivered, refused, gone (410), timeout, network, blocked (a private address or a URL not allowed), paused (not sent: the endpoint timed out lately), abandoned (endpoint disabled).',
+      help: 'Webhook attempts by outcome: delivered, refused, gone (410), timeout, network, blocked (a private address or a URL not allowed), paused (not sent: the endpoint timed out lately), abandoned (not sent: the endpoint disabled, or gone as the event was written).',
       labelNames: ['outcome'],
       registers: [registry],
     }),
