@@ -1,7 +1,7 @@
 // Webhook delivery against real parts: the api and the sender on a fresh database, the dev inbox as
 // the relay, and a loopback HTTP receiver that verifies every request with the official
-// `standardwebhooks` library and with `svix`. Endpoints are rows here; test/webhooks-api.test.ts manages them
-// through /v1/webhooks.
+// `standardwebhooks` library and with `svix`. Endpoints are rows here; test/webhooks-api.test.ts
+// manages them through /v1/webhooks.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
