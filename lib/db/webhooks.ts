@@ -32,8 +32,15 @@ export const DISABLE_AFTER_FAILING_DAYS = 5;
  * Skips rows another dispatcher is taking at the same moment.
  *
  * Most attempts succeed, and a busy dispatcher records and claims hundreds a second: one named
- * statement (planned once per connection) and one commit do both, for a whole batch. Each
- * delivery taken comes with what its attempt needs (as loadDelivery reads it).
+ * statement and one commit do both, for a whole batch. Each delivery taken comes with what its
+ * attempt needs (as loadDelivery reads it).
+ *
+ * After five runs Postgres may plan the statement once for any parameters. That plan cannot see
+ * `limit`, guesses a tenth of the due rows, and would read whole tables to join them (3.6 times
+ * the cost at 20,000 rows, and growing with every email sent). So the rows taken are named by an
+ * array (`= any(array(…))`) and each is joined through a lateral lookup that Postgres cannot turn
+ * into a scan (`offset 0`): every plan finds them by their keys, and a plan made once is as good
+ * as one made per run, which saves planning each claim (test/webhook-claim-plan.test.ts).
  *
  *   const due = await claimDueDeliveries(pool, { limit: 16, leaseSeconds: 60, holder, delivered: [] });
  */
@@ -63,17 +70,17 @@ export async function claimDueDeliveries(
       returning d.endpoint_id
     ), healed as (
       update webhook_endpoints w set failing_since = null, paused_until = null
-      where w.id in (select endpoint_id from settled) and w.failing_since is not null
+      where w.id = any(array(select endpoint_id from settled)) and w.failing_since is not null
     ), d as (
       update webhook_deliveries d set locked_until = now() + make_interval(secs => $2), locked_by = $8
-      where d.id in (
+      where d.id = any(array(
         select id from webhook_deliveries
         where status = 'pending' and next_attempt_at <= now() and (locked_until is null or locked_until < now())
           and id <> all($3::bigint[])
         order by next_attempt_at
         limit $1
         for update skip locked
-      )
+      ))
       returning d.id, d.endpoint_id, d.event_id, d.status, d.attempts, d.type
     )
     ${DELIVERY_SELECT}`,
@@ -121,7 +128,8 @@ export async function releaseDeliveries(db: Db, ids: readonly string[]): Promise
  * it was for may be gone: no foreign key locks the endpoint row for every event (migration
  * 2026-12-03T15-00), so a delivery written while its endpoint, or its tenant, was being deleted
  * outlives them. Such a row comes back `orphaned`, its other columns empty, and is deleted when
- * it is taken, rather than leased again at every claim.
+ * it is taken, rather than leased again at every claim. Each is looked up by its key in a lateral
+ * subquery (see claimDueDeliveries), whatever the number of rows `d` is guessed to hold.
  */
 const DELIVERY_SELECT = `
     select d.id, d.endpoint_id, (w.id is null or e.id is null) as orphaned, coalesce(w.url, '') as url,
@@ -134,10 +142,17 @@ const DELIVERY_SELECT = `
            coalesce(e.subject, '') as subject, ${eventFields('e')}->>'message_id' as submitted_message_id,
            m.recipient, coalesce(ev.detail, '{}'::jsonb) as detail
     from d
-    left join webhook_endpoints w on w.id = d.endpoint_id
-    left join events ev on ev.id = d.event_id
-    left join emails e on e.id = ev.email_id
-    left join messages m on m.id = ev.message_id`;
+    left join lateral (
+      select id, url, enabled, secret, previous_secret, previous_secret_expires_at, paused_until
+      from webhook_endpoints w where w.id = d.endpoint_id offset 0
+    ) w on true
+    left join lateral (
+      select id, type, created_at, detail, email_id, message_id from events ev where ev.id = d.event_id offset 0
+    ) ev on true
+    left join lateral (
+      select id, from_address, subject, event_fields, content from emails e where e.id = ev.email_id offset 0
+    ) e on true
+    left join lateral (select recipient from messages m where m.id = ev.message_id offset 0) m on true`;
 
 interface DueDeliveryRow {
   id: string;
