@@ -138,8 +138,8 @@ const DELIVERY_SELECT = `
            case when w.paused_until > now() then w.paused_until end as paused_until,
            d.status, d.attempts, d.type, ev.type as event_type, coalesce(ev.created_at, now()) as event_created_at,
            coalesce(e.id::text, '') as email_id, coalesce(e.from_address, '') as from_address,
-           ${eventFields('e')}->'to' as to_addresses, ${eventFields('e')}->'tags' as tags,
-           coalesce(e.subject, '') as subject, ${eventFields('e')}->>'message_id' as submitted_message_id,
+           e.fields->'to' as to_addresses, e.fields->'tags' as tags,
+           coalesce(e.subject, '') as subject, e.fields->>'message_id' as submitted_message_id,
            m.recipient, coalesce(ev.detail, '{}'::jsonb) as detail
     from d
     left join lateral (
@@ -150,7 +150,7 @@ const DELIVERY_SELECT = `
       select id, type, created_at, detail, email_id, message_id from events ev where ev.id = d.event_id offset 0
     ) ev on true
     left join lateral (
-      select id, from_address, subject, event_fields, content from emails e where e.id = ev.email_id offset 0
+      select id, from_address, subject, ${eventFields('e')} as fields from emails e where e.id = ev.email_id offset 0
     ) e on true
     left join lateral (select recipient from messages m where m.id = ev.message_id offset 0) m on true`;
 
