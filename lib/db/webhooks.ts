@@ -36,11 +36,12 @@ export const DISABLE_AFTER_FAILING_DAYS = 5;
  * attempt needs (as loadDelivery reads it).
  *
  * After five runs Postgres may plan the statement once for any parameters. That plan cannot see
- * `limit`, guesses a tenth of the due rows, and would read whole tables to join them (3.6 times
- * the cost at 20,000 rows, and growing with every email sent). So the rows taken are named by an
- * array (`= any(array(…))`) and each is joined through a lateral lookup that Postgres cannot turn
- * into a scan (`offset 0`): every plan finds them by their keys, and a plan made once is as good
- * as one made per run, which saves planning each claim (test/webhook-claim-plan.test.ts).
+ * `limit`, guesses a tenth of the due rows, and read whole tables to join them (a claim took 3.6
+ * times as long at 20,000 deliveries, and more with every email sent). So the rows taken are named
+ * by an array (`= any(array(…))`), and each is joined through a lateral subquery that Postgres
+ * cannot flatten into a join (`offset 0`), run once per row taken, by its key. A plan made once is
+ * then as good as one made per run, and Postgres can keep it instead of planning every claim (it
+ * did with 20,000 due). test/webhook-claim-plan.test.ts checks that plan.
  *
  *   const due = await claimDueDeliveries(pool, { limit: 16, leaseSeconds: 60, holder, delivered: [] });
  */
