@@ -242,6 +242,22 @@ describe('webhook delivery', () => {
 });
 
 describe('an endpoint deleted', () => {
+  /** The `delivered` event of an email. */
+  const deliveredEventOf = (emailId: string) =>
+    platform.database.db
+      .selectFrom('events')
+      .select('id')
+      .where('email_id', '=', emailId)
+      .where('type', '=', 'delivered')
+      .executeTakeFirstOrThrow();
+  /** A delivery written for later, so that the dispatcher left it to be looked at, made due now. */
+  const dueNow = (deliveryId: string) =>
+    platform.database.db
+      .updateTable('webhook_deliveries')
+      .set({ next_attempt_at: new Date() })
+      .where('id', '=', deliveryId)
+      .execute();
+
   test('takes its deliveries and their attempts with it; one written as it was deleted is dropped when taken, not retried', async () => {
     const secret = newWebhookSecret();
     const receiver = await startWebhookReceiver(
@@ -265,12 +281,7 @@ describe('an endpoint deleted', () => {
         const rows = await deliveries();
         return rows.length === 1 && (await attemptsOf([rows[0]!.id])) === 1 && rows;
       });
-      const event = await db
-        .selectFrom('events')
-        .select('id')
-        .where('email_id', '=', id)
-        .where('type', '=', 'delivered')
-        .executeTakeFirstOrThrow();
+      const event = await deliveredEventOf(id);
 
       // An event statement writing a delivery while the endpoint is deleted, as two connections
       // meet: the insert does not hold the endpoint, so the delete goes through and the row
@@ -295,12 +306,7 @@ describe('an endpoint deleted', () => {
       assert.equal(left[0]!.status, 'pending');
       assert.equal(await attemptsOf([first!.id]), 0, 'the attempts went with their delivery');
 
-      // Due now (it was written for later, so that the dispatcher left it to be looked at).
-      await db
-        .updateTable('webhook_deliveries')
-        .set({ next_attempt_at: new Date() })
-        .where('id', '=', left[0]!.id)
-        .execute();
+      await dueNow(left[0]!.id);
       await eventually(
         'the orphan dropped when the dispatcher takes it',
         async () => (await deliveries()).length === 0,
@@ -326,12 +332,7 @@ describe('an endpoint deleted', () => {
       await eventually('its event sent', async () =>
         receiver.received.some((r) => r.body.data.email_id === email),
       );
-      const event = await db
-        .selectFrom('events')
-        .select('id')
-        .where('email_id', '=', email)
-        .where('type', '=', 'delivered')
-        .executeTakeFirstOrThrow();
+      const event = await deliveredEventOf(email);
       // A delivery of its event written as the email goes (its events with it), as when an event
       // statement meets a tenant purge; written for later, then made due once the email is gone.
       const { id } = await db
@@ -351,11 +352,7 @@ describe('an endpoint deleted', () => {
         undefined,
         'the event went with its email',
       );
-      await db
-        .updateTable('webhook_deliveries')
-        .set({ next_attempt_at: new Date() })
-        .where('id', '=', id)
-        .execute();
+      await dueNow(id);
       await eventually(
         'the delivery dropped',
         async () =>
