@@ -83,7 +83,7 @@ interface Kind {
 export interface Controller {
   /** Whether every informer has listed what it watches. */
   synced(): boolean;
-  /** Starts the work queues: called when this replica becomes leader. */
+  /** Starts the work queues, once every cache has listed: called when this replica becomes leader. */
   lead(): void;
   /** Reconciles every object now, forgetting backoffs: Postgres is back. */
   requeueAll(): void;
@@ -105,7 +105,8 @@ function fingerprint(o: CustomObject): string {
 const tenantRefOf = (o: CustomObject) => (o.spec as { tenantRef?: { name?: string } }).tenantRef?.name;
 
 /**
- * Starts the informers and returns the controller; nothing is reconciled before `lead()`.
+ * Starts the informers and returns the controller; nothing is reconciled before `lead()` and the
+ * caches' first lists.
  *
  *   const controller = startController({ kube, reconcilers, log, metrics, resyncMs, instance });
  */
@@ -114,6 +115,8 @@ export function startController(options: ControllerOptions): Controller {
   const kinds = new Map<string, Kind>();
   const watches: Watch<KubernetesObject>[] = [];
   let leading = false;
+  /** Whether the work queues run: leading, with every cache synced. */
+  let working = false;
   let stopped = false;
   const timers = new Set<NodeJS.Timeout>();
   const allowed = options.secretNamespaces ? new Set(options.secretNamespaces) : undefined;
@@ -154,6 +157,7 @@ export function startController(options: ControllerOptions): Controller {
         watch.retryMs = INFORMER_RETRY_MS;
         if (!watch.synced) watch.log.info('cache synced', { objects: watch.informer.list().length });
         watch.synced = true;
+        startWorkers();
       },
       // A failed list also reaches the 'error' handler, which schedules the retry.
       (err: unknown) => watch.log.debug('informer start failed', { error: describeFailure(err) }),
@@ -372,8 +376,21 @@ export function startController(options: ControllerOptions): Controller {
     }
   };
 
+  /**
+   * Starts the work queues once this replica leads and every cache has listed, as client-go's
+   * WaitForCacheSync: a reconcile before then would judge from half a cache (a Template whose
+   * Tenant is not listed yet is not a Template without a Tenant).
+   */
+  function startWorkers(): void {
+    if (!leading || working || stopped || !watches.every((w) => w.synced)) return;
+    working = true;
+    // Whatever the caches hold now; later events add the rest.
+    everything(false);
+    for (const kind of kinds.values()) kind.queue.start();
+  }
+
   const resync = setInterval(() => {
-    if (leading) everything(false);
+    if (working) everything(false);
   }, options.resyncMs);
   resync.unref();
 
@@ -382,12 +399,10 @@ export function startController(options: ControllerOptions): Controller {
     lead() {
       if (leading || stopped) return;
       leading = true;
-      // Whatever the caches hold now; later events add the rest.
-      everything(false);
-      for (const kind of kinds.values()) kind.queue.start();
+      startWorkers();
     },
     requeueAll() {
-      if (leading && !stopped) everything(true);
+      if (working && !stopped) everything(true);
     },
     async stop() {
       stopped = true;

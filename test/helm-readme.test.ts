@@ -6,16 +6,21 @@
 // outside secretNamespaces gets no finalizer, and a cleanup RBAC forbids is said, not hung on.
 
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { parse as parseYaml, parseAllDocuments, stringify as toYaml } from 'yaml';
+import { parseAllDocuments, stringify as toYaml } from 'yaml';
 import { run, startControlPlane, type CommandResult, type ControlPlane } from './helpers/control-plane.js';
 import { startDnsServer, type DnsServer } from './helpers/dns-server.js';
 import { eventually } from './helpers/eventually.js';
-import { condition, domainYaml, kubeObjects, tenantYaml } from './helpers/kube-objects.js';
+import {
+  condition,
+  domainYaml,
+  kubeObjects,
+  serviceAccountKubeconfig,
+  tenantYaml,
+} from './helpers/kube-objects.js';
 import { startOperatorProcess, type OperatorProcess } from './helpers/operator.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
 
@@ -150,24 +155,7 @@ async function operatorEnvironment(cp: ControlPlane): Promise<Record<string, str
 
 test("the operator, with its Deployment's environment and its ServiceAccount's token, makes the examples Ready and the README's next commands read the key", async () => {
   const k = kubeObjects(fresh);
-  const admin = parseYaml(readFileSync(fresh.kubeconfig, 'utf8')) as {
-    clusters: { cluster: { server: string; 'certificate-authority-data': string } }[];
-  };
-  const { server, 'certificate-authority-data': ca } = admin.clusters[0]!.cluster;
-  const token = (await k.kubectl(['-n', 'mailplane', 'create', 'token', 'mailplane-operator'])).trim();
-  tokenConfig = join(tmpdir(), `mailplane-readme-${process.pid}.kubeconfig`);
-  writeFileSync(
-    tokenConfig,
-    toYaml({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'c', cluster: { server, 'certificate-authority-data': ca } }],
-      users: [{ name: 'sa', user: { token } }],
-      contexts: [{ name: 'c', context: { cluster: 'c', user: 'sa' } }],
-      'current-context': 'c',
-    }),
-    { mode: 0o600 },
-  );
+  tokenConfig = await serviceAccountKubeconfig(fresh, 'mailplane', 'mailplane-operator');
   const env = await operatorEnvironment(fresh);
   assert.equal(env.MAILPLANE_SECRET_NAMESPACES, 'apps');
   assert.equal(env.MAILPLANE_LEASE_NAME, 'mailplane-operator');

@@ -6,6 +6,10 @@
 //   const tenant = await k.waitCondition('apps', 'tenant', 'acme', 'Ready', 'True');
 
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import type { ControlPlane } from './control-plane.js';
 import { eventually } from './eventually.js';
 
@@ -195,4 +199,35 @@ export async function installCrds(cp: ControlPlane): Promise<void> {
   const k = kubeObjects(cp);
   await k.kubectl(['apply', '-f', 'crds/']);
   await k.kubectl(['wait', '--for=condition=Established', '--timeout=60s', 'crd', '--all']);
+}
+
+/**
+ * A kubeconfig file (mode 0600, at the path it resolves with; the caller removes it) that acts as
+ * a ServiceAccount, by a token the API server issues: to run a process with only what RBAC
+ * grants that account.
+ */
+export async function serviceAccountKubeconfig(
+  cp: ControlPlane,
+  namespace: string,
+  name: string,
+): Promise<string> {
+  const admin = parseYaml(readFileSync(cp.kubeconfig, 'utf8')) as {
+    clusters: { cluster: { server: string; 'certificate-authority-data': string } }[];
+  };
+  const { server, 'certificate-authority-data': ca } = admin.clusters[0]!.cluster;
+  const token = (await kubeObjects(cp).kubectl(['-n', namespace, 'create', 'token', name])).trim();
+  const path = join(tmpdir(), `mailplane-${namespace}-${name}-${process.pid}.kubeconfig`);
+  writeFileSync(
+    path,
+    toYaml({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server, 'certificate-authority-data': ca } }],
+      users: [{ name: 'sa', user: { token } }],
+      contexts: [{ name: 'c', context: { cluster: 'c', user: 'sa' } }],
+      'current-context': 'c',
+    }),
+    { mode: 0o600 },
+  );
+  return path;
 }
