@@ -11,7 +11,7 @@ import pg from 'pg';
 import { encrypt } from '../lib/crypto.js';
 import { readConfig } from '../lib/config.js';
 import { openDatabase, type DatabaseHandle } from '../lib/db/index.js';
-import { claimDueDeliveries } from '../lib/db/webhooks.js';
+import { claimDueDeliveries, type DeliveredAttempt } from '../lib/db/webhooks.js';
 import { newWebhookSecret } from '../lib/webhooks.js';
 import { applyExamples } from './helpers/platform.js';
 import { createTestDatabase, type TestDatabase } from './helpers/postgres.js';
@@ -112,6 +112,41 @@ describe('the webhook claim', () => {
         .filter((n) => n['Node Type'] === 'Seq Scan' && n['Relation Name'] !== 'webhook_endpoints')
         .map((n) => n['Relation Name']);
       assert.deepEqual(scans, [], `the claim reads whole tables: ${scans.join(', ')}`);
+    } finally {
+      await client.end();
+    }
+  });
+
+  test('is planned once, not at every claim, even when it takes one row at a time', async () => {
+    // A dispatcher with few slots claims a few rows at a time. Postgres plans a named statement
+    // anew at every run while a plan for its parameters looks cheaper than the one for any;
+    // planning this one costs more than running it.
+    const client = new pg.Client({ connectionString: testDb.url });
+    await client.connect();
+    try {
+      let delivered: DeliveredAttempt[] = [];
+      for (let i = 0; i < 12; i++) {
+        const claimed = await claimDueDeliveries(client, {
+          limit: 1,
+          leaseSeconds: 60,
+          holder: 'plan-test',
+          delivered,
+        });
+        assert.equal(claimed.length, 1);
+        const sentAt = new Date();
+        delivered = claimed.map((d) => ({
+          id: d.id,
+          result: { sentAt, status: 204, excerpt: '', latencyMs: 1 },
+        }));
+      }
+      const { rows } = await client.query<{ generic_plans: string; custom_plans: string }>(
+        `select generic_plans, custom_plans from pg_prepared_statements where name = 'mailplane_claim_webhooks'`,
+      );
+      // The first five runs are always planned for their parameters; after that, Postgres weighs.
+      assert.deepEqual(
+        { generic: Number(rows[0]!.generic_plans), custom: Number(rows[0]!.custom_plans) },
+        { generic: 7, custom: 5 },
+      );
     } finally {
       await client.end();
     }
