@@ -83,7 +83,7 @@ interface Kind {
 export interface Controller {
   /** Whether every informer has listed what it watches. */
   synced(): boolean;
-  /** Starts the work queues, once every cache has listed: called when this replica becomes leader. */
+  /** Starts the work queues, once every kind's cache has listed: called when this replica becomes leader. */
   lead(): void;
   /** Reconciles every object now, forgetting backoffs: Postgres is back. */
   requeueAll(): void;
@@ -106,7 +106,7 @@ const tenantRefOf = (o: CustomObject) => (o.spec as { tenantRef?: { name?: strin
 
 /**
  * Starts the informers and returns the controller; nothing is reconciled before `lead()` and the
- * caches' first lists.
+ * first lists of every kind's cache.
  *
  *   const controller = startController({ kube, reconcilers, log, metrics, resyncMs, instance });
  */
@@ -115,7 +115,7 @@ export function startController(options: ControllerOptions): Controller {
   const kinds = new Map<string, Kind>();
   const watches: Watch<KubernetesObject>[] = [];
   let leading = false;
-  /** Whether the work queues run: leading, with every cache synced. */
+  /** Whether the work queues run: leading, with every kind's cache synced. */
   let working = false;
   let stopped = false;
   const timers = new Set<NodeJS.Timeout>();
@@ -377,12 +377,17 @@ export function startController(options: ControllerOptions): Controller {
   };
 
   /**
-   * Starts the work queues once this replica leads and every cache has listed, as client-go's
-   * WaitForCacheSync: a reconcile before then would judge from half a cache (a Template whose
-   * Tenant is not listed yet is not a Template without a Tenant).
+   * Starts the work queues once this replica leads and the caches of every kind have listed, as
+   * client-go's WaitForCacheSync: a reconcile before then would judge from half a cache (a
+   * Template whose Tenant is not listed yet is not a Template without a Tenant; a Tenant being
+   * deleted whose dependents are not listed yet is not one without dependents). The Secret caches
+   * are not waited for: no reconcile reads them, they only bring an owner back when its Secret
+   * changes, so a Secret list refused in one namespace stops that healing (and /readyz says so),
+   * not every reconcile.
    */
   function startWorkers(): void {
-    if (!leading || working || stopped || !watches.every((w) => w.synced)) return;
+    if (!leading || working || stopped) return;
+    if (![...kinds.values()].every((k) => k.watch.synced)) return;
     working = true;
     // Whatever the caches hold now; later events add the rest.
     everything(false);
