@@ -60,7 +60,8 @@ test('with Postgres cut, a new Tenant and an edited Template say Ready=False Rec
   await k.apply(tenantYaml(APPS, 'acme', [{ name: 'backend', scopes: ['send'] }]));
   await k.apply(templateYaml(APPS, 'welcome', 'acme'));
   await k.waitCondition(APPS, 'template', 'welcome', 'Ready', 'True');
-  // Readiness is the operator's own check of Postgres, on its own clock: it follows within a check.
+  // Readiness also waits for the Secret cache and the operator's own check of Postgres, each on
+  // its own clock: a Ready Template does not mean either has caught up yet.
   await eventually('/readyz to succeed', async () => (await readyz()).status === 200);
 
   await proxy.cut();
